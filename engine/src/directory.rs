@@ -1,0 +1,62 @@
+//! Where a recipient goes: a local mailbox, a peer server, or nowhere for this client.
+//!
+//! The SMTP session asks a [`Directory`] at `RCPT`; the deliver stage asks the same
+//! question of the stored recipients, so both agree on what is local.
+
+use crate::address::Address;
+use crate::users::Users;
+
+/// The answer for one recipient address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// A user of a local domain.
+    Local,
+    /// A local domain, but no such user.
+    UnknownUser,
+    /// A domain a peer server owns: accepted from anyone and forwarded.
+    Peer,
+    /// Any other domain: relayed only for authenticated clients.
+    Remote,
+}
+
+pub trait Directory: Send + Sync {
+    fn route(&self, recipient: &Address) -> Route;
+    /// The domain a bare `RCPT TO:<postmaster>` belongs to.
+    fn default_domain(&self) -> &str;
+}
+
+/// The live directory: local domains from the configuration, users from the store.
+pub struct MailDirectory {
+    domains: Vec<String>,
+    users: Users,
+}
+
+impl MailDirectory {
+    pub fn new(domains: Vec<String>, users: Users) -> MailDirectory {
+        let domains = domains.into_iter().map(|d| d.to_ascii_lowercase()).collect();
+        MailDirectory { domains, users }
+    }
+
+    pub fn is_local_domain(&self, domain: &str) -> bool {
+        self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+    }
+}
+
+impl Directory for MailDirectory {
+    fn route(&self, recipient: &Address) -> Route {
+        if self.is_local_domain(recipient.domain()) {
+            // RFC 5321 §4.5.1: postmaster must be accepted; it gets the mailbox of a
+            // user called postmaster if there is one, else it is unknown like anyone.
+            match self.users.exists(&recipient.key()) {
+                Ok(true) => Route::Local,
+                _ => Route::UnknownUser,
+            }
+        } else {
+            Route::Remote
+        }
+    }
+
+    fn default_domain(&self) -> &str {
+        self.domains.first().map(String::as_str).unwrap_or("localhost")
+    }
+}

@@ -1,0 +1,185 @@
+//! The pipeline: intake → validate → persist → deliver, joined by bounded channels.
+//!
+//! ```text
+//!  SMTP sessions ──Submission──► validate ──Submission──► persist ──Committed──► deliver
+//!   (daemon threads)   (loop and sanity checks)   (number, batch, fsync)    (mailbox indexes)
+//!        ▲                                            │
+//!        └──────────── Result<number, CommitError> ───┘  (the session's 250 / 451 / 452)
+//! ```
+//!
+//! Every channel is bounded, so a flood of clients meets backpressure (their sessions
+//! wait to hand over a message) rather than unbounded memory. Stages stop when their input
+//! channel is closed: dropping every intake sender drains and stops the whole pipeline.
+
+pub mod deliver;
+pub mod persist;
+pub mod validate;
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use crate::directory::MailDirectory;
+use crate::smtp::{CommitError, Message};
+use crate::store::{Store, StoreError};
+
+/// A message from a session, with the way back to it.
+pub struct Submission {
+    pub message: Message,
+    pub reply: Sender<Result<u64, CommitError>>,
+}
+
+impl Submission {
+    /// Builds a submission and the receiver its session waits on.
+    pub fn new(message: Message) -> (Submission, Receiver<Result<u64, CommitError>>) {
+        let (reply, outcome) = bounded(1);
+        (Submission { message, reply }, outcome)
+    }
+
+    /// Answers the session; a session that went away is not an error.
+    pub fn answer(self, outcome: Result<u64, CommitError>) {
+        let _ = self.reply.send(outcome);
+    }
+}
+
+/// A message now durable under its number, on its way to the mailboxes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    pub number: u64,
+    pub recipients: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    pub hostname: String,
+    /// Messages whose header holds more `Received:` lines than this are refused (loop).
+    pub max_hops: usize,
+    /// Most messages one group commit takes.
+    pub max_batch: usize,
+    /// Capacity of each channel between stages.
+    pub channel_capacity: usize,
+}
+
+impl PipelineConfig {
+    pub fn new(hostname: impl Into<String>) -> PipelineConfig {
+        PipelineConfig { hostname: hostname.into(), max_hops: 30, max_batch: 256, channel_capacity: 1024 }
+    }
+}
+
+/// The running stages.
+pub struct Pipeline {
+    intake: Sender<Submission>,
+    stages: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+impl Pipeline {
+    /// Replays what a crash may have left undelivered, then starts the stages.
+    pub fn start(store: Store, directory: Arc<MailDirectory>, config: PipelineConfig) -> Result<Pipeline, StoreError> {
+        deliver::replay(&store, &directory)?;
+        let capacity = config.channel_capacity;
+        let (intake, to_validate) = bounded::<Submission>(capacity);
+        let (to_persist_tx, to_persist) = bounded::<Submission>(capacity);
+        let (to_deliver_tx, to_deliver) = bounded::<Committed>(capacity);
+        let config = Arc::new(config);
+
+        let mut stages = Vec::new();
+        let spawn = |name: &'static str, body: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new().name(name.into()).spawn(body).map(|handle| (name, handle)).map_err(StoreError::Io)
+        };
+        let c = config.clone();
+        stages.push(spawn("validate", Box::new(move || validate::run(to_validate, to_persist_tx, &c)))?);
+        let (s, c) = (store.clone(), config.clone());
+        stages.push(spawn("persist", Box::new(move || persist::run(to_persist, to_deliver_tx, &s, &c)))?);
+        let s = store.clone();
+        stages.push(spawn("deliver", Box::new(move || deliver::run(to_deliver, &s, &directory)))?);
+        Ok(Pipeline { intake, stages })
+    }
+
+    /// A sender for one more session.
+    pub fn intake(&self) -> Sender<Submission> {
+        self.intake.clone()
+    }
+
+    /// Drains and stops the stages. Every other intake sender must be gone already.
+    pub fn shutdown(self) {
+        drop(self.intake);
+        for (name, handle) in self.stages {
+            if handle.join().is_err() {
+                log::error!("pipeline stage {name} panicked");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::smtp::Envelope;
+    use crate::users::Users;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn message(rcpts: &[&str], body: &[u8]) -> Message {
+        Message {
+            envelope: Envelope {
+                helo: "h".into(),
+                extended: true,
+                client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                sender: "s@x.test".into(),
+                recipients: rcpts.iter().map(|r| r.to_string()).collect(),
+            },
+            body: body.to_vec(),
+        }
+    }
+
+    #[test]
+    fn concurrent_submissions_get_gapless_numbers_and_reach_mailboxes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let users = Users::new(store.users_tree());
+        users.add("a@x.test", "p").unwrap();
+        let directory = Arc::new(MailDirectory::new(vec!["x.test".into()], users));
+        let pipeline = Pipeline::start(store.clone(), directory, PipelineConfig::new("mx")).unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let intake = pipeline.intake();
+                std::thread::spawn(move || {
+                    (0..25)
+                        .map(|_| {
+                            let (submission, outcome) = Submission::new(message(&["a@x.test"], b"hi\r\n"));
+                            intake.send(submission).unwrap();
+                            outcome.recv().unwrap().unwrap()
+                        })
+                        .collect::<Vec<u64>>()
+                })
+            })
+            .collect();
+        let mut numbers: Vec<u64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        numbers.sort();
+        assert_eq!(numbers, (1..=200).collect::<Vec<_>>());
+        pipeline.shutdown();
+        assert_eq!(store.head().unwrap(), 200);
+        assert_eq!(store.mailbox("a@x.test").unwrap(), (1..=200).collect::<Vec<_>>());
+        let m = store.message(7).unwrap().unwrap();
+        assert!(m.record().trace.as_str().contains("id 7"));
+        assert_eq!(m.record().body.as_slice(), b"hi\r\n");
+    }
+
+    #[test]
+    fn a_mail_loop_is_refused_without_using_a_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let users = Users::new(store.users_tree());
+        users.add("a@x.test", "p").unwrap();
+        let directory = Arc::new(MailDirectory::new(vec!["x.test".into()], users));
+        let pipeline = Pipeline::start(store.clone(), directory, PipelineConfig::new("mx")).unwrap();
+        let looped = "Received: from a\r\n".repeat(31) + "\r\nbody\r\n";
+        let (submission, outcome) = Submission::new(message(&["a@x.test"], looped.as_bytes()));
+        pipeline.intake().send(submission).unwrap();
+        assert!(matches!(outcome.recv().unwrap(), Err(CommitError::Rejected(r)) if r.code() == 554));
+        let (submission, outcome) = Submission::new(message(&["a@x.test"], b"ok\r\n"));
+        pipeline.intake().send(submission).unwrap();
+        assert_eq!(outcome.recv().unwrap(), Ok(1));
+        pipeline.shutdown();
+    }
+}

@@ -1,0 +1,100 @@
+//! The persist stage: the single writer of message records, with group commit.
+//!
+//! The write path, in order (also in `docs/ARCHITECTURE.md`):
+//! 1. Block for one submission, then take every other one already waiting, up to
+//!    `max_batch`.
+//! 2. Number them `head+1, head+2, …` and build each record (trace header included).
+//! 3. Write all records and the new head in one atomic sled batch.
+//! 4. Flush (fsync) once for the whole batch.
+//! 5. Only now answer each session with its number (its `250`), then pass the batch on
+//!    to deliver.
+//!
+//! If 3 or 4 fails, the batch is undone and every session gets `451`/`452`; the numbers
+//! are reused by the next batch, so the sequence stays gapless.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender};
+use rkyv::rancor;
+use time::OffsetDateTime;
+
+use super::{Committed, PipelineConfig, Submission};
+use crate::smtp::CommitError;
+use crate::store::record::MessageRecord;
+use crate::store::{Store, StoreError};
+use crate::trace::received_header;
+
+pub fn run(input: Receiver<Submission>, output: Sender<Committed>, store: &Store, config: &PipelineConfig) {
+    let mut head = match store.head() {
+        Ok(head) => head,
+        Err(error) => {
+            log::error!("persist cannot read the head counter: {error}");
+            for submission in input {
+                submission.answer(Err(CommitError::Transient));
+            }
+            return;
+        }
+    };
+    while let Ok(first) = input.recv() {
+        let mut batch = vec![first];
+        while batch.len() < config.max_batch {
+            match input.try_recv() {
+                Ok(submission) => batch.push(submission),
+                Err(_) => break,
+            }
+        }
+        let sizes: Vec<usize> = batch.iter().map(|s| s.message.body.len()).collect();
+        match commit(store, head, &mut batch, config) {
+            Ok(new_head) => {
+                for ((offset, submission), size) in batch.into_iter().enumerate().zip(sizes) {
+                    let number = head + 1 + offset as u64;
+                    let envelope = &submission.message.envelope;
+                    log::info!(
+                        "accepted message {number} from=<{}> to=<{}> size={size}",
+                        envelope.sender,
+                        envelope.recipients.join(">,<"),
+                    );
+                    let committed = Committed { number, recipients: envelope.recipients.clone() };
+                    submission.answer(Ok(number));
+                    if output.send(committed).is_err() {
+                        log::error!("deliver stage is gone; message {number} will be delivered at next start");
+                    }
+                }
+                head = new_head;
+            }
+            Err(error) => {
+                log::error!("commit of {} message(s) failed: {error}", batch.len());
+                let outcome = match error {
+                    StoreError::Full(_) => CommitError::Full,
+                    _ => CommitError::Transient,
+                };
+                for submission in batch {
+                    submission.answer(Err(outcome.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Steps 2–4: numbers, records, one batch, one flush. Bodies are moved into the records
+/// (and dropped after serialising) so the batch holds each message once.
+fn commit(store: &Store, head: u64, batch: &mut [Submission], config: &PipelineConfig) -> Result<u64, StoreError> {
+    let now = OffsetDateTime::now_utc();
+    let received_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let mut records = Vec::with_capacity(batch.len());
+    for (offset, submission) in batch.iter_mut().enumerate() {
+        let number = head + 1 + offset as u64;
+        let envelope = &submission.message.envelope;
+        let record = MessageRecord {
+            number,
+            received_at,
+            sender: envelope.sender.clone(),
+            recipients: envelope.recipients.clone(),
+            trace: received_header(envelope, &config.hostname, number, now),
+            body: std::mem::take(&mut submission.message.body),
+        };
+        let bytes = rkyv::to_bytes::<rancor::Error>(&record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        records.push(bytes.to_vec());
+    }
+    store.commit(head, &records)
+}

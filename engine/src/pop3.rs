@@ -1,0 +1,1 @@
+//! POP3 (RFC 1939) session: to come.

@@ -1,0 +1,191 @@
+//! Every SMTP reply maild sends, as named constructors.
+//!
+//! The wording binding in `shared/CONTRACT.md` §3 lives here and nowhere else, so a change
+//! to a reply is a diff of this one file. Enhanced status codes (RFC 3463) are sent on
+//! every reply after the greeting, whether the client said HELO or EHLO.
+
+use std::fmt;
+
+/// One SMTP reply, possibly multi-line, ready for the wire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    code: u16,
+    wire: String,
+}
+
+impl Reply {
+    fn line(code: u16, text: impl fmt::Display) -> Reply {
+        Reply { code, wire: format!("{code} {text}\r\n") }
+    }
+
+    /// A multi-line reply: `250-first`, …, `250 last` (RFC 5321 §4.2.1).
+    fn lines(code: u16, lines: &[String]) -> Reply {
+        let mut wire = String::new();
+        for (i, line) in lines.iter().enumerate() {
+            let sep = if i + 1 == lines.len() { ' ' } else { '-' };
+            wire.push_str(&format!("{code}{sep}{line}\r\n"));
+        }
+        Reply { code, wire }
+    }
+
+    pub fn code(&self) -> u16 {
+        self.code
+    }
+
+    /// 4xx and 5xx replies count towards the session's error limit.
+    pub fn is_error(&self) -> bool {
+        self.code >= 400
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.wire.as_bytes()
+    }
+
+    pub fn greeting(hostname: &str) -> Reply {
+        Reply::line(220, format_args!("{hostname} ESMTP maild"))
+    }
+
+    pub fn helo(hostname: &str) -> Reply {
+        Reply::line(250, hostname)
+    }
+
+    pub fn ehlo(hostname: &str, extensions: &[String]) -> Reply {
+        let mut lines = vec![hostname.to_string()];
+        lines.extend(extensions.iter().cloned());
+        Reply::lines(250, &lines)
+    }
+
+    pub fn ok() -> Reply {
+        Reply::line(250, "2.0.0 Ok")
+    }
+
+    pub fn sender_ok() -> Reply {
+        Reply::line(250, "2.1.0 Ok")
+    }
+
+    pub fn recipient_ok() -> Reply {
+        Reply::line(250, "2.1.5 Ok")
+    }
+
+    pub fn start_data() -> Reply {
+        Reply::line(354, "End data with <CR><LF>.<CR><LF>")
+    }
+
+    pub fn delivered(number: u64) -> Reply {
+        Reply::line(250, format_args!("2.0.0 Ok: delivered message {number}"))
+    }
+
+    pub fn vrfy() -> Reply {
+        Reply::line(252, "2.0.0 Cannot VRFY user, but will accept message and attempt delivery")
+    }
+
+    pub fn help() -> Reply {
+        Reply::line(214, "2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP VRFY QUIT")
+    }
+
+    pub fn bye() -> Reply {
+        Reply::line(221, "2.0.0 Bye")
+    }
+
+    pub fn helo_syntax(verb: &str) -> Reply {
+        Reply::line(501, format_args!("5.5.4 Syntax: {verb} hostname"))
+    }
+
+    pub fn need_helo() -> Reply {
+        Reply::line(503, "5.5.1 Error: send HELO/EHLO first")
+    }
+
+    pub fn nested_mail() -> Reply {
+        Reply::line(503, "5.5.1 Error: nested MAIL command")
+    }
+
+    pub fn need_mail() -> Reply {
+        Reply::line(503, "5.5.1 Error: need MAIL command")
+    }
+
+    pub fn need_rcpt() -> Reply {
+        Reply::line(503, "5.5.1 Error: need RCPT command")
+    }
+
+    pub fn mail_syntax() -> Reply {
+        Reply::line(501, "5.5.4 Syntax: MAIL FROM:<address>")
+    }
+
+    pub fn rcpt_syntax() -> Reply {
+        Reply::line(501, "5.5.4 Syntax: RCPT TO:<address>")
+    }
+
+    pub fn bad_sender(address: &str) -> Reply {
+        Reply::line(501, format_args!("5.1.7 <{address}>: Sender address rejected: invalid address"))
+    }
+
+    pub fn bad_recipient(address: &str) -> Reply {
+        Reply::line(501, format_args!("5.1.3 <{address}>: Recipient address rejected: invalid address"))
+    }
+
+    pub fn unknown_parameter(parameter: &str) -> Reply {
+        Reply::line(555, format_args!("5.5.4 Unsupported option: {parameter}"))
+    }
+
+    pub fn too_many_recipients() -> Reply {
+        Reply::line(452, "4.5.3 Error: too many recipients")
+    }
+
+    pub fn user_unknown(address: &str) -> Reply {
+        Reply::line(550, format_args!("5.1.1 <{address}>: Recipient address rejected: User unknown"))
+    }
+
+    pub fn relay_denied(address: &str) -> Reply {
+        Reply::line(554, format_args!("5.7.1 <{address}>: Relay access denied"))
+    }
+
+    pub fn too_big() -> Reply {
+        Reply::line(552, "5.3.4 Message size exceeds fixed limit")
+    }
+
+    pub fn store_failed() -> Reply {
+        Reply::line(451, "4.3.0 Error: queue file write error, try again later")
+    }
+
+    pub fn store_full() -> Reply {
+        Reply::line(452, "4.3.1 Insufficient system storage")
+    }
+
+    pub fn too_many_hops() -> Reply {
+        Reply::line(554, "5.4.6 Too many hops (mail loop detected)")
+    }
+
+    pub fn not_recognized() -> Reply {
+        Reply::line(502, "5.5.2 Error: command not recognized")
+    }
+
+    pub fn not_implemented() -> Reply {
+        Reply::line(502, "5.5.1 Error: command not implemented")
+    }
+
+    pub fn line_too_long() -> Reply {
+        Reply::line(500, "5.5.2 Error: line too long")
+    }
+
+    pub fn timeout(hostname: &str) -> Reply {
+        Reply::line(421, format_args!("4.4.2 {hostname} Error: timeout exceeded"))
+    }
+
+    pub fn too_many_errors(hostname: &str) -> Reply {
+        Reply::line(421, format_args!("4.7.0 {hostname} Error: too many errors"))
+    }
+
+    pub fn too_many_connections(hostname: &str) -> Reply {
+        Reply::line(421, format_args!("4.7.0 {hostname} Error: too many connections, try again later"))
+    }
+
+    pub fn shutting_down(hostname: &str) -> Reply {
+        Reply::line(421, format_args!("4.3.2 {hostname} Service shutting down, closing connection"))
+    }
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.wire.trim_end())
+    }
+}

@@ -1,0 +1,225 @@
+//! Transcript tests: every dialogue in `tests/dialogues/` run against the pure session,
+//! with a fake directory and a fake store that numbers messages 1, 2, 3, …
+
+use super::*;
+use crate::dialogue::{Dialogue, Step};
+use std::net::Ipv4Addr;
+
+struct FakeDirectory {
+    domains: Vec<String>,
+    users: Vec<String>,
+}
+
+impl Directory for FakeDirectory {
+    fn route(&self, recipient: &Address) -> Route {
+        if !self.domains.iter().any(|d| recipient.domain_is(d)) {
+            Route::Remote
+        } else if self.users.iter().any(|u| u.eq_ignore_ascii_case(&recipient.to_string())) {
+            Route::Local
+        } else {
+            Route::UnknownUser
+        }
+    }
+    fn default_domain(&self) -> &str {
+        &self.domains[0]
+    }
+}
+
+/// Runs the session against the script; returns the committed messages.
+fn run(dialogue: &Dialogue) -> Vec<Message> {
+    let directory = Arc::new(FakeDirectory { domains: dialogue.domains.clone(), users: dialogue.users.clone() });
+    let config = Arc::new(SmtpConfig::new("mx.test", 1 << 20));
+    let mut session = SmtpSession::new(config, directory, IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let mut output: Vec<u8> = session.greeting().as_bytes().to_vec();
+    let mut committed = Vec::new();
+    let mut closed = false;
+    let mut apply = |session: &mut SmtpSession, mut actions: Vec<Action>, output: &mut Vec<u8>, closed: &mut bool| {
+        while !actions.is_empty() {
+            let mut next = Vec::new();
+            for action in actions {
+                match action {
+                    Action::Send(reply) => output.extend_from_slice(reply.as_bytes()),
+                    Action::Close => *closed = true,
+                    Action::Commit(message) => {
+                        committed.push(message);
+                        session.commit_finished(Ok(committed.len() as u64), &mut next);
+                    }
+                }
+            }
+            actions = next;
+        }
+    };
+    let mut read = 0;
+    for (i, step) in dialogue.steps.iter().enumerate() {
+        match step {
+            Step::Send(bytes) => {
+                assert!(!closed, "step {i}: sending on a closed session");
+                let mut actions = Vec::new();
+                session.receive(bytes, &mut actions);
+                apply(&mut session, actions, &mut output, &mut closed);
+            }
+            Step::WaitTimeout => {
+                let mut actions = Vec::new();
+                session.timed_out(&mut actions);
+                apply(&mut session, actions, &mut output, &mut closed);
+            }
+            Step::Expect(prefix) => {
+                let rest = &output[read..];
+                let end = rest.windows(2).position(|w| w == b"\r\n").unwrap_or_else(|| {
+                    panic!("step {i}: expected {prefix:?}, server said nothing more")
+                });
+                let line = String::from_utf8_lossy(&rest[..end]).into_owned();
+                read += end + 2;
+                assert!(line.starts_with(prefix.as_str()), "step {i}: expected {prefix:?}, got {line:?}");
+            }
+            Step::ExpectClose => {
+                assert!(closed, "step {i}: expected the session to close");
+                assert_eq!(read, output.len(), "unread output before close");
+            }
+        }
+    }
+    committed
+}
+
+fn dialogue(name: &str) -> Dialogue {
+    let path = format!("{}/../tests/dialogues/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    Dialogue::parse(&text).unwrap()
+}
+
+#[test]
+fn every_golden_dialogue_passes_in_process() {
+    let dir = format!("{}/../tests/dialogues", env!("CARGO_MANIFEST_DIR"));
+    let mut count = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".txt") {
+            run(&dialogue(&name));
+            count += 1;
+        }
+    }
+    assert!(count >= 8, "only {count} dialogues found");
+}
+
+#[test]
+fn assignment_dialogue_one_stores_the_body_unchanged() {
+    let committed = run(&dialogue("assignment-1.txt"));
+    assert_eq!(committed.len(), 1);
+    let message = &committed[0];
+    assert_eq!(message.envelope.sender, "student@CS4410");
+    assert_eq!(message.envelope.recipients, vec!["TA@CS4410"]);
+    assert_eq!(message.envelope.helo, "client");
+    assert_eq!(message.body, b"I made an awesome submission!\r\nNetwork programming is fun\r\n");
+}
+
+#[test]
+fn smuggled_commands_stay_inside_the_message() {
+    let committed = run(&dialogue("smuggling.txt"));
+    assert_eq!(committed.len(), 1, "the smuggled transaction must not become a message");
+    let body = &committed[0].body;
+    assert_eq!(
+        body.as_slice(),
+        &b"hello\n.\nMAIL FROM:<eve@example.org>\r\nRCPT TO:<eve@example.org>\r\nDATA\r\nsmuggled\n.\r\nmore\r.\r\nstill data\r\n\r\n"[..]
+    );
+    assert_eq!(committed[0].envelope.recipients, vec!["bob@example.org"]);
+}
+
+#[test]
+fn pipelined_transactions_and_duplicate_recipients() {
+    let committed = run(&dialogue("pipelining.txt"));
+    assert_eq!(committed.len(), 2);
+    assert_eq!(committed[0].envelope.recipients, vec!["bob@example.org", "carol@example.org"]);
+    assert_eq!(committed[0].body, b"Subject: one\r\n\r\nbody\r\n");
+    assert_eq!(committed[1].body, b"second\r\n");
+}
+
+#[test]
+fn split_packets_assemble() {
+    let committed = run(&dialogue("split-packets.txt"));
+    assert_eq!(committed[0].body, b"part one\r\n");
+    assert_eq!(committed[0].envelope.helo, "world");
+}
+
+fn session(max_size: usize) -> SmtpSession {
+    let directory = Arc::new(FakeDirectory { domains: vec!["d.test".into()], users: vec!["u@d.test".into()] });
+    let config = Arc::new(SmtpConfig::new("mx.test", max_size));
+    SmtpSession::new(config, directory, IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+fn replies(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(r) => Some(r.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn oversized_data_gets_552_and_no_commit() {
+    let mut s = session(10);
+    let mut actions = Vec::new();
+    s.receive(b"HELO x\r\nMAIL FROM:<u@d.test>\r\nRCPT TO:<u@d.test>\r\nDATA\r\n", &mut actions);
+    s.receive(&[b'y'; 5000], &mut actions);
+    s.receive(b"\r\n.\r\nNOOP\r\n", &mut actions);
+    assert!(!actions.iter().any(|a| matches!(a, Action::Commit(_))));
+    let r = replies(&actions);
+    assert!(r[4].starts_with("552 5.3.4"), "{r:?}");
+    assert!(r[5].starts_with("250 2.0.0"), "{r:?}");
+}
+
+#[test]
+fn the_101st_recipient_is_refused() {
+    let directory = Arc::new(FakeDirectory { domains: vec!["d.test".into()], users: (0..101).map(|i| format!("u{i}@d.test")).collect() });
+    let mut s = SmtpSession::new(Arc::new(SmtpConfig::new("mx", 100)), directory, IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let mut actions = Vec::new();
+    s.receive(b"HELO x\r\nMAIL FROM:<>\r\n", &mut actions);
+    for i in 0..101 {
+        s.receive(format!("RCPT TO:<u{i}@d.test>\r\n").as_bytes(), &mut actions);
+    }
+    let r = replies(&actions);
+    assert!(r[101].starts_with("250 2.1.5"));
+    assert!(r[102].starts_with("452 4.5.3"), "{}", r[102]);
+}
+
+#[test]
+fn store_errors_map_to_451_and_452_and_the_session_goes_on() {
+    for (error, code) in [(CommitError::Transient, "451 4.3.0"), (CommitError::Full, "452 4.3.1")] {
+        let mut s = session(100);
+        let mut actions = Vec::new();
+        s.receive(b"HELO x\r\nMAIL FROM:<u@d.test>\r\nRCPT TO:<u@d.test>\r\nDATA\r\nhi\r\n.\r\nNOOP\r\n", &mut actions);
+        assert!(matches!(actions.last(), Some(Action::Commit(_))));
+        let mut after = Vec::new();
+        s.commit_finished(Err(error), &mut after);
+        let r = replies(&after);
+        assert!(r[0].starts_with(code), "{r:?}");
+        assert!(r[1].starts_with("250 2.0.0 Ok"), "pipelined NOOP after the commit: {r:?}");
+    }
+}
+
+#[test]
+fn only_valid_commands_count_as_activity() {
+    let mut s = session(100);
+    let mut actions = Vec::new();
+    s.receive(b"HELO x\r\n", &mut actions);
+    assert!(s.take_activity());
+    s.receive(b"bogus\r\n", &mut actions);
+    assert!(!s.take_activity(), "an invalid command must not restart the timer");
+    s.receive(b"NOO", &mut actions);
+    assert!(!s.take_activity(), "a partial command must not restart the timer");
+    s.receive(b"P\r\nMAIL FROM:<u@d.test>\r\nRCPT TO:<u@d.test>\r\nDATA\r\n", &mut actions);
+    assert!(s.take_activity());
+    s.receive(b"some data", &mut actions);
+    assert!(s.take_activity(), "data restarts the timer");
+}
+
+#[test]
+fn input_is_not_buffered_without_bound() {
+    let mut s = session(100);
+    let mut actions = Vec::new();
+    for _ in 0..1000 {
+        s.receive(&[b'z'; 1000], &mut actions);
+        assert!(s.pending.len() <= receiver::MAX_COMMAND_LINE);
+    }
+}

@@ -1,0 +1,77 @@
+//! The records maild stores, as rkyv structs, and the keys they live under.
+//!
+//! rkyv is built with its `unaligned` feature, so an archived record can be read in place
+//! from a sled value (sled's `IVec` gives no alignment guarantee). Every read validates the
+//! bytes (`bytecheck`) because they come from disk.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// One accepted message: its envelope, the trace header maild added, and the client's
+/// bytes. The message as delivered is `trace` followed by `body`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MessageRecord {
+    pub number: u64,
+    /// Seconds since the Unix epoch when the message was committed.
+    pub received_at: u64,
+    /// The reverse path; empty for the null sender.
+    pub sender: String,
+    /// Recipients in RCPT order.
+    pub recipients: Vec<String>,
+    /// maild's own `Received:` header, CRLF-terminated.
+    pub trace: String,
+    pub body: Vec<u8>,
+}
+
+impl ArchivedMessageRecord {
+    /// The stored message's length: trace header plus body.
+    pub fn stored_len(&self) -> usize {
+        self.trace.len() + self.body.len()
+    }
+}
+
+/// A user who can receive mail and log in.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// The address as it was given to `mailtool user add`.
+    pub address: String,
+    /// An argon2id PHC string; never the password.
+    pub password_hash: String,
+}
+
+/// Key layout. Numbers are big-endian so sled's byte order is numeric order.
+pub mod keys {
+    /// `messages` tree: the highest committed number.
+    pub const HEAD: &[u8] = b"h";
+    /// `messages` tree: `m` + number → [`super::MessageRecord`].
+    pub const MESSAGE: u8 = b'm';
+    /// `mailboxes` tree: the highest number the deliver stage has applied.
+    pub const DELIVERED: &[u8] = b"d";
+    /// `mailboxes` tree: `x` + user key + NUL + number → () (one mailbox entry).
+    pub const ENTRY: u8 = b'x';
+
+    pub fn message(number: u64) -> [u8; 9] {
+        let mut key = [MESSAGE; 9];
+        key[1..].copy_from_slice(&number.to_be_bytes());
+        key
+    }
+
+    pub fn mailbox_prefix(user: &str) -> Vec<u8> {
+        let mut key = Vec::with_capacity(user.len() + 2);
+        key.push(ENTRY);
+        key.extend_from_slice(user.as_bytes());
+        key.push(0);
+        key
+    }
+
+    pub fn entry(user: &str, number: u64) -> Vec<u8> {
+        let mut key = mailbox_prefix(user);
+        key.extend_from_slice(&number.to_be_bytes());
+        key
+    }
+
+    /// Decodes a big-endian u64 value or key suffix.
+    pub fn number(bytes: &[u8]) -> Option<u64> {
+        let tail: [u8; 8] = bytes.get(bytes.len().checked_sub(8)?..)?.try_into().ok()?;
+        Some(u64::from_be_bytes(tail))
+    }
+}
