@@ -1,1 +1,88 @@
-fn main(){}
+//! `maild`: the mail daemon. Sockets, threads, signals and configuration live here; all
+//! mail logic is in the `engine` crate.
+//!
+//! Start-up: read the configuration, open the store, replay and start the pipeline, bind
+//! the listeners, log the readiness line. Shutdown (SIGTERM/SIGINT): stop accepting, let
+//! sessions finish within the grace period, drain the pipeline, flush, exit 0.
+
+mod config;
+mod conn;
+mod server;
+mod smtp;
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use engine::directory::MailDirectory;
+use engine::pipeline::{Pipeline, PipelineConfig};
+use engine::smtp::{Reply, SmtpConfig};
+use engine::users::Users;
+use engine::{Store, StoreError};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use config::{Config, Options};
+use server::Server;
+use smtp::SmtpService;
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    if let Err(error) = run() {
+        log::error!("{error:#}");
+        eprintln!("maild: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let config = Options::parse().resolve()?;
+    // Signals are caught before anything starts, so an early SIGTERM is still orderly.
+    let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
+
+    let store = Store::open(&config.data).map_err(|e| match e {
+        StoreError::Locked(path) => anyhow::anyhow!("{} is in use by another maild (sled allows one process)", path.display()),
+        other => anyhow::anyhow!("opening the store in {}: {other}", config.data.display()),
+    })?;
+    let directory = Arc::new(MailDirectory::new(config.domains.clone(), Users::new(store.users_tree())));
+    let pipeline = Pipeline::start(store.clone(), directory.clone(), PipelineConfig::new(&config.hostname))
+        .context("starting the pipeline")?;
+
+    let server = start_listeners(&config, &store, directory, &pipeline)?;
+
+    if let Some(signal) = signals.forever().next() {
+        log::info!("signal {signal}: shutting down (grace {:?})", config.shutdown_grace);
+    }
+    server.shutdown(config.shutdown_grace);
+    pipeline.shutdown();
+    store.flush().context("final flush")?;
+    log::info!("maild stopped");
+    Ok(())
+}
+
+fn start_listeners(config: &Config, _store: &Store, directory: Arc<MailDirectory>, pipeline: &Pipeline) -> Result<Server> {
+    let smtp_listener = server::bind(config.smtp, "smtp")?;
+    let pop3_listener = server::bind(config.pop3, "pop3")?;
+    let (smtp_address, pop3_address) = (smtp_listener.local_addr()?, pop3_listener.local_addr()?);
+
+    let mut server = Server::new(config.max_connections, &config.hostname);
+    let smtp = Arc::new(SmtpService {
+        config: Arc::new(SmtpConfig::new(&config.hostname, config.max_message_size)),
+        directory,
+        intake: pipeline.intake(),
+        timeout: config.command_timeout,
+    });
+    let busy = Reply::too_many_connections(server.hostname()).as_bytes().to_vec();
+    server.listen("smtp", smtp_listener, busy, Arc::new(move |stream, peer, shutdown| smtp.serve(stream, peer, shutdown)))?;
+
+    // POP3 is served from the next change on; the port is bound so the address is real.
+    drop(pop3_listener);
+
+    log::info!(
+        "maild ready: smtp={smtp_address} pop3={pop3_address} hostname={} domains={} data={}",
+        config.hostname,
+        config.domains.join(","),
+        config.data.display()
+    );
+    Ok(server)
+}

@@ -9,6 +9,7 @@
 pub mod address;
 pub mod dialogue;
 pub mod directory;
+pub mod mbox;
 pub mod pipeline;
 pub mod pop3;
 pub mod smtp;

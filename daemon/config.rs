@@ -1,0 +1,150 @@
+//! maild's configuration: command-line flags, optionally on top of a TOML file.
+//!
+//! Every flag can also be set in the file given with `--config`, under the same name
+//! (`max-message-size = 1000`, `domain = ["a.example", "b.example"]`); a flag given on
+//! the command line beats the file.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use serde::Deserialize;
+
+/// The flags, each optional so the file can fill in what the command line leaves out.
+#[derive(Parser, Debug, Default, Deserialize)]
+#[command(name = "maild", version, about = "maild: a durable SMTP/POP3 mail server")]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Options {
+    /// TOML file with any of these settings; flags beat it.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// The store; backup range files go to DIR/backup/. [default: ./maild-data]
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Name in the greeting, Received header and replies. [default: the system host name]
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+    /// A domain delivered locally (repeatable). [default: localhost]
+    #[arg(long, value_name = "D")]
+    #[serde(default)]
+    pub domain: Vec<String>,
+    /// SMTP listener; port 0 picks a free port. [default: 127.0.0.1:2525]
+    #[arg(long, value_name = "ADDR")]
+    pub smtp: Option<String>,
+    /// POP3 listener. [default: 127.0.0.1:1100]
+    #[arg(long, value_name = "ADDR")]
+    pub pop3: Option<String>,
+    /// Seconds an SMTP client has to send the next valid command. [default: 300]
+    #[arg(long, value_name = "SECS")]
+    pub command_timeout: Option<u64>,
+    /// Seconds a POP3 client may stay idle (RFC 1939 §3: at least 600). [default: 600]
+    #[arg(long, value_name = "SECS")]
+    pub pop3_timeout: Option<u64>,
+    /// Largest message accepted, advertised as EHLO SIZE. [default: 26214400]
+    #[arg(long, value_name = "BYTES")]
+    pub max_message_size: Option<u64>,
+    /// Most client connections at once, over all listeners; more get 421. [default: 1000]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Seconds sessions get to finish after SIGTERM/SIGINT. [default: 30]
+    #[arg(long, value_name = "SECS")]
+    pub shutdown_grace: Option<u64>,
+}
+
+/// The settings maild runs with, every default filled in.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data: PathBuf,
+    pub hostname: String,
+    pub domains: Vec<String>,
+    pub smtp: SocketAddr,
+    pub pop3: SocketAddr,
+    pub command_timeout: Duration,
+    pub pop3_timeout: Duration,
+    pub max_message_size: usize,
+    pub max_connections: usize,
+    pub shutdown_grace: Duration,
+}
+
+fn address(text: &str, what: &str) -> Result<SocketAddr> {
+    text.to_socket_addrs()
+        .with_context(|| format!("--{what} {text:?}: want IP:PORT"))?
+        .next()
+        .with_context(|| format!("--{what} {text:?}: no address"))
+}
+
+impl Options {
+    fn read_file(path: &Path) -> Result<Options> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("config {}", path.display()))
+    }
+
+    /// Fills what the command line left out from the file, then from the defaults.
+    pub fn resolve(self) -> Result<Config> {
+        let file = match &self.config {
+            Some(path) => Options::read_file(path)?,
+            None => Options::default(),
+        };
+        let pick_list = |cli: Vec<String>, file: Vec<String>| if cli.is_empty() { file } else { cli };
+        let mut domains = pick_list(self.domain, file.domain);
+        if domains.is_empty() {
+            domains.push("localhost".into());
+        }
+        for domain in &domains {
+            if engine::Address::parse(&format!("postmaster@{domain}"), None).is_err() {
+                bail!("--domain {domain:?} is not a domain name");
+            }
+        }
+        let hostname = match self.hostname.or(file.hostname) {
+            Some(name) => name,
+            None => gethostname::gethostname().to_string_lossy().into_owned(),
+        };
+        if hostname.is_empty() || !hostname.chars().all(|c| c.is_ascii_graphic()) {
+            bail!("--hostname {hostname:?} must be a printable name without spaces");
+        }
+        let max_message_size = self.max_message_size.or(file.max_message_size).unwrap_or(26_214_400);
+        Ok(Config {
+            data: self.data.or(file.data).unwrap_or_else(|| PathBuf::from("./maild-data")),
+            hostname,
+            domains,
+            smtp: address(self.smtp.or(file.smtp).as_deref().unwrap_or("127.0.0.1:2525"), "smtp")?,
+            pop3: address(self.pop3.or(file.pop3).as_deref().unwrap_or("127.0.0.1:1100"), "pop3")?,
+            command_timeout: Duration::from_secs(self.command_timeout.or(file.command_timeout).unwrap_or(300).max(1)),
+            pop3_timeout: Duration::from_secs(self.pop3_timeout.or(file.pop3_timeout).unwrap_or(600).max(1)),
+            max_message_size: usize::try_from(max_message_size).context("--max-message-size is too large")?,
+            max_connections: self.max_connections.or(file.max_connections).unwrap_or(1000).max(1),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace.or(file.shutdown_grace).unwrap_or(30)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flag_beats_the_file_and_the_file_beats_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("maild.toml");
+        std::fs::write(&path, "hostname = \"file.example\"\ncommand-timeout = 7\ndomain = [\"a.test\", \"b.test\"]\n").unwrap();
+        let options = Options::parse_from(["maild", "--config", path.to_str().unwrap(), "--hostname", "flag.example"]);
+        let config = options.resolve().unwrap();
+        assert_eq!(config.hostname, "flag.example");
+        assert_eq!(config.command_timeout, Duration::from_secs(7));
+        assert_eq!(config.domains, vec!["a.test", "b.test"]);
+        assert_eq!(config.max_message_size, 26_214_400);
+        assert_eq!(config.smtp, "127.0.0.1:2525".parse::<SocketAddr>().unwrap());
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("maild.toml");
+        std::fs::write(&path, "hostnme = \"typo\"\n").unwrap();
+        let options = Options::parse_from(["maild", "--config", path.to_str().unwrap()]);
+        assert!(options.resolve().is_err());
+    }
+}

@@ -1,0 +1,77 @@
+//! The SMTP listener's worker: drives an engine [`SmtpSession`] over a socket and hands
+//! complete messages to the pipeline, waiting for persist's answer before replying.
+
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use engine::directory::Directory;
+use engine::pipeline::Submission;
+use engine::smtp::{Action, CommitError, SmtpConfig, SmtpSession};
+
+use crate::conn::{self, Conn, Handler, Session};
+use crate::server::ShutdownSignal;
+
+impl Session for SmtpSession {
+    type Action = Action;
+    fn receive(&mut self, input: &[u8], actions: &mut Vec<Action>) {
+        SmtpSession::receive(self, input, actions)
+    }
+    fn timed_out(&mut self, actions: &mut Vec<Action>) {
+        SmtpSession::timed_out(self, actions)
+    }
+    fn shutting_down(&mut self, actions: &mut Vec<Action>) {
+        SmtpSession::shutting_down(self, actions)
+    }
+    fn take_activity(&mut self) -> bool {
+        SmtpSession::take_activity(self)
+    }
+    fn is_closed(&self) -> bool {
+        SmtpSession::is_closed(self)
+    }
+}
+
+struct SmtpHandler {
+    intake: Sender<Submission>,
+}
+
+impl Handler<SmtpSession> for SmtpHandler {
+    fn perform(&mut self, session: &mut SmtpSession, action: Action, conn: &mut Conn, next: &mut Vec<Action>) -> io::Result<()> {
+        match action {
+            Action::Send(reply) => conn.queue(reply.as_bytes()),
+            Action::Close => conn.request_close(),
+            Action::Commit(message) => {
+                // Replies queued before the commit go out now, not after the fsync.
+                conn.flush()?;
+                let (submission, outcome) = Submission::new(message);
+                let result = match self.intake.send(submission) {
+                    Ok(()) => outcome.recv().unwrap_or(Err(CommitError::Transient)),
+                    Err(_) => Err(CommitError::Transient),
+                };
+                session.commit_finished(result, next);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Everything an SMTP worker needs, shared by all of them.
+pub struct SmtpService {
+    pub config: Arc<SmtpConfig>,
+    pub directory: Arc<dyn Directory>,
+    pub intake: Sender<Submission>,
+    pub timeout: Duration,
+}
+
+impl SmtpService {
+    pub fn serve(&self, stream: TcpStream, peer: SocketAddr, shutdown: &ShutdownSignal) {
+        let session = SmtpSession::new(self.config.clone(), self.directory.clone(), peer.ip());
+        let greeting = session.greeting();
+        let handler = SmtpHandler { intake: self.intake.clone() };
+        if let Err(error) = conn::drive(stream, greeting.as_bytes(), session, handler, self.timeout, shutdown) {
+            log::debug!("smtp {peer}: {error}");
+        }
+    }
+}

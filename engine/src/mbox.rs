@@ -1,0 +1,89 @@
+//! mboxrd entries, as the backup range files and `mailtool export` write them.
+//!
+//! Each entry is the `From ` line, then `Number: N`, `Return-Path: <sender>` and one
+//! `Delivered-To:` per recipient in RCPT order, then the stored message byte-exact (its
+//! CRLF line endings kept) with every line matching `>*From ` quoted by one more `>`
+//! (mboxrd), then an empty line. The added header lines end in CRLF like the message.
+
+use std::io::{self, Write};
+
+use crate::store::record::ArchivedMessageRecord;
+use crate::trace::mbox_date;
+
+/// The lines put before a stored message on local retrieval (RFC 5321 §4.4).
+pub fn return_path(sender: &str) -> String {
+    format!("Return-Path: <{sender}>\r\n")
+}
+
+pub fn write_entry(out: &mut impl Write, record: &ArchivedMessageRecord) -> io::Result<()> {
+    let sender = record.sender.as_str();
+    let from = if sender.is_empty() { "MAILER-DAEMON" } else { sender };
+    write!(out, "From {from} {}\n", mbox_date(record.received_at.to_native()))?;
+    write!(out, "Number: {}\r\n", record.number.to_native())?;
+    out.write_all(return_path(sender).as_bytes())?;
+    for recipient in record.recipients.iter() {
+        write!(out, "Delivered-To: {}\r\n", recipient.as_str())?;
+    }
+    let mut at_line_start = true;
+    for part in [record.trace.as_bytes(), record.body.as_slice()] {
+        at_line_start = write_quoted(out, part, at_line_start)?;
+    }
+    if !at_line_start {
+        out.write_all(b"\n")?;
+    }
+    out.write_all(b"\n")
+}
+
+/// Writes `text`, quoting `>*From ` at line starts; returns whether it ended at one.
+fn write_quoted(out: &mut impl Write, text: &[u8], mut at_line_start: bool) -> io::Result<bool> {
+    let mut rest = text;
+    while !rest.is_empty() {
+        if at_line_start {
+            let quotes = rest.iter().take_while(|&&b| b == b'>').count();
+            if rest[quotes..].starts_with(b"From ") {
+                out.write_all(b">")?;
+            }
+        }
+        match rest.iter().position(|&b| b == b'\n') {
+            Some(lf) => {
+                out.write_all(&rest[..=lf])?;
+                rest = &rest[lf + 1..];
+                at_line_start = true;
+            }
+            None => {
+                out.write_all(rest)?;
+                rest = &[];
+                at_line_start = false;
+            }
+        }
+    }
+    Ok(at_line_start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::record::MessageRecord;
+    use rkyv::rancor;
+
+    #[test]
+    fn entry_layout_and_mboxrd_quoting() {
+        let record = MessageRecord {
+            number: 3,
+            received_at: 0,
+            sender: "".into(),
+            recipients: vec!["a@x".into(), "b@x".into()],
+            trace: "Received: t\r\n".into(),
+            body: b"Subject: s\r\n\r\nFrom here\r\n>From there\r\nnot From\r\n".to_vec(),
+        };
+        let bytes = rkyv::to_bytes::<rancor::Error>(&record).unwrap();
+        let archived = rkyv::access::<ArchivedMessageRecord, rancor::Error>(&bytes).unwrap();
+        let mut out = Vec::new();
+        write_entry(&mut out, archived).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "From MAILER-DAEMON Thu Jan  1 00:00:00 1970\nNumber: 3\r\nReturn-Path: <>\r\nDelivered-To: a@x\r\nDelivered-To: b@x\r\n\
+             Received: t\r\nSubject: s\r\n\r\n>From here\r\n>>From there\r\nnot From\r\n\n"
+        );
+    }
+}

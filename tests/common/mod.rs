@@ -1,0 +1,349 @@
+//! Test support: start the real `maild` on port 0 in a temporary data directory, run
+//! `mailtool` against it, and talk to it over TCP.
+//!
+//! Every wait polls for its condition with a generous bound, so a slow machine makes a
+//! test slower, never red.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const MAILD: &str = env!("CARGO_BIN_EXE_maild");
+pub const MAILTOOL: &str = env!("CARGO_BIN_EXE_mailtool");
+/// The longest any single wait in a test may take before it is a failure.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A running maild with its own data directory.
+pub struct Maild {
+    child: Option<Child>,
+    pub data: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub smtp: SocketAddr,
+    pub pop3: SocketAddr,
+    pub log: Arc<Mutex<String>>,
+    pub args: Vec<String>,
+}
+
+pub fn new_data_dir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("maild-test").tempdir().expect("tempdir")
+}
+
+impl Maild {
+    /// Starts maild on a fresh data dir with `--hostname mx.test` plus `args`.
+    pub fn start(args: &[&str]) -> Maild {
+        let tmp = new_data_dir();
+        let data = tmp.path().to_path_buf();
+        let mut maild = Maild::start_on(&data, args);
+        maild._tmp = Some(tmp);
+        maild
+    }
+
+    /// Starts maild on an existing data dir (users added beforehand, or a restart).
+    pub fn start_on(data: &Path, args: &[&str]) -> Maild {
+        let mut all: Vec<String> = vec!["--data".into(), data.display().to_string()];
+        if !args.contains(&"--hostname") {
+            all.extend(["--hostname".into(), "mx.test".into()]);
+        }
+        if !args.contains(&"--smtp") {
+            all.extend(["--smtp".into(), "127.0.0.1:0".into()]);
+        }
+        if !args.contains(&"--pop3") {
+            all.extend(["--pop3".into(), "127.0.0.1:0".into()]);
+        }
+        all.extend(args.iter().map(|s| s.to_string()));
+        let mut child = Command::new(MAILD)
+            .args(&all)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn maild");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let started = Instant::now();
+        let (smtp, pop3) = loop {
+            if let Some(found) = readiness(&log.lock().unwrap()) {
+                break found;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("maild exited with {status} before it was ready:\n{}", log.lock().unwrap());
+            }
+            assert!(started.elapsed() < PATIENCE, "maild not ready:\n{}", log.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Maild { child: Some(child), data: data.to_path_buf(), _tmp: None, smtp, pop3, log, args: all }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends a signal by name (TERM, INT, KILL).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait(&mut self) -> ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(started.elapsed() < PATIENCE, "maild did not exit:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM and wait; asserts a clean exit. Keeps the data dir.
+    pub fn stop(&mut self) {
+        self.signal("TERM");
+        let status = self.wait();
+        assert!(status.success(), "maild exited with {status}:\n{}", self.log());
+    }
+
+    /// SIGKILL and wait.
+    pub fn kill9(&mut self) {
+        self.signal("KILL");
+        self.wait();
+    }
+
+    pub fn smtp_client(&self) -> Client {
+        Client::connect(self.smtp)
+    }
+
+    /// Threads of the maild process, from /proc.
+    pub fn threads(&self) -> usize {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status.lines().find_map(|l| l.strip_prefix("Threads:")).unwrap().trim().parse().unwrap()
+    }
+}
+
+impl Drop for Maild {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Finds `smtp=IP:PORT pop3=IP:PORT` in the log.
+fn readiness(log: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let line = log.lines().find(|l| l.contains("smtp=") && l.contains("pop3="))?;
+    let field = |name: &str| -> Option<SocketAddr> {
+        let start = line.find(name)? + name.len();
+        line[start..].split_whitespace().next()?.parse().ok()
+    };
+    Some((field("smtp=")?, field("pop3=")?))
+}
+
+/// Output of a mailtool run.
+pub struct ToolOutput {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl ToolOutput {
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+pub fn mailtool(data: &Path, args: &[&str], stdin: Option<&[u8]>) -> ToolOutput {
+    let mut child = Command::new(MAILTOOL)
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mailtool");
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input).unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    ToolOutput { status: output.status, stdout: output.stdout, stderr: String::from_utf8_lossy(&output.stderr).into_owned() }
+}
+
+/// Adds users (maild must not be running on `data`).
+pub fn add_users(data: &Path, users: &[&str]) {
+    for user in users {
+        let out = mailtool(data, &["user", "add", user, "--password-stdin"], Some(format!("pw-{user}\n").as_bytes()));
+        assert!(out.status.success(), "user add {user}: {}", out.stderr);
+    }
+}
+
+/// Starts maild with these users on a fresh data dir.
+pub fn maild_with_users(users: &[&str], args: &[&str]) -> Maild {
+    let tmp = new_data_dir();
+    add_users(tmp.path(), users);
+    let mut maild = Maild::start_on(tmp.path(), args);
+    maild._tmp = Some(tmp);
+    maild
+}
+
+/// A raw line-oriented TCP client for SMTP and POP3.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+    pub stream: TcpStream,
+}
+
+impl Client {
+    pub fn connect(address: SocketAddr) -> Client {
+        let stream = TcpStream::connect(address).expect("connect");
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        Client { reader: BufReader::new(stream.try_clone().unwrap()), stream }
+    }
+
+    pub fn send(&mut self, bytes: impl AsRef<[u8]>) {
+        self.stream.write_all(bytes.as_ref()).expect("send");
+    }
+
+    /// Sends a command line with CRLF.
+    pub fn cmd(&mut self, line: &str) {
+        self.send(format!("{line}\r\n"));
+    }
+
+    /// Reads one line (without CRLF); None at EOF.
+    pub fn line(&mut self) -> Option<String> {
+        let mut line = Vec::new();
+        match self.reader.read_until(b'\n', &mut line) {
+            Ok(0) => None,
+            Ok(_) => Some(String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']).to_string()),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionReset) => None,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+
+    /// Reads one whole SMTP reply; returns its last line.
+    pub fn reply(&mut self) -> String {
+        loop {
+            let line = self.line().expect("server closed the connection");
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return line;
+            }
+        }
+    }
+
+    /// Sends a command and asserts the reply starts with `prefix`.
+    pub fn expect(&mut self, command: &str, prefix: &str) -> String {
+        self.cmd(command);
+        let reply = self.reply();
+        assert!(reply.starts_with(prefix), "{command:?}: expected {prefix:?}, got {reply:?}");
+        reply
+    }
+
+    /// True once the server has closed the connection (reads to EOF).
+    pub fn closed(&mut self) -> bool {
+        let mut rest = Vec::new();
+        self.reader.read_to_end(&mut rest).is_ok()
+    }
+
+    /// Sends one message; returns its number from the 250 reply.
+    pub fn send_message(&mut self, from: &str, to: &[&str], body: &[u8]) -> u64 {
+        self.expect(&format!("MAIL FROM:<{from}>"), "250");
+        for rcpt in to {
+            self.expect(&format!("RCPT TO:<{rcpt}>"), "250");
+        }
+        self.expect("DATA", "354");
+        self.send(body);
+        self.send(b".\r\n");
+        let reply = self.reply();
+        message_number(&reply).unwrap_or_else(|| panic!("expected 250 … message N, got {reply:?}"))
+    }
+}
+
+/// The N in `250 2.0.0 Ok: delivered message N`.
+pub fn message_number(reply: &str) -> Option<u64> {
+    reply.strip_prefix("250 2.0.0 Ok: delivered message ")?.trim().parse().ok()
+}
+
+/// Polls `condition` until it holds (bounded by PATIENCE).
+pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < PATIENCE, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// An exported mbox, split into entries (each the bytes after its From line).
+pub fn export_entries(data: &Path, args: &[&str]) -> Vec<Vec<u8>> {
+    let mut all = vec!["export"];
+    all.extend_from_slice(args);
+    let out = mailtool(data, &all, None);
+    assert!(out.status.success(), "export: {}", out.stderr);
+    split_mbox(&out.stdout)
+}
+
+pub fn split_mbox(mbox: &[u8]) -> Vec<Vec<u8>> {
+    let mut entries: Vec<Vec<u8>> = Vec::new();
+    for line in mbox.split_inclusive(|&b| b == b'\n') {
+        if line.starts_with(b"From ") {
+            entries.push(Vec::new());
+        } else if let Some(entry) = entries.last_mut() {
+            entry.extend_from_slice(line);
+        }
+    }
+    // Each entry ends with the empty separator line.
+    for entry in &mut entries {
+        if entry.ends_with(b"\n\n") || entry.ends_with(b"\r\n\n") {
+            entry.pop();
+        }
+    }
+    entries
+}
+
+/// The `Number:` of an exported entry.
+pub fn entry_number(entry: &[u8]) -> u64 {
+    let text = String::from_utf8_lossy(entry);
+    text.lines().find_map(|l| l.strip_prefix("Number: ")).unwrap().trim().parse().unwrap()
+}
+
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Runs a Python script from tests/py with arguments; asserts it succeeds.
+pub fn python(script: &str, args: &[&str]) -> String {
+    let path = repo_root().join("tests/py").join(script);
+    let out = Command::new("python3").arg(&path).args(args).output().expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{script} failed:\nstdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+/// Reads what is left from a raw stream into a string (for small replies).
+pub fn drain(stream: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -1,0 +1,91 @@
+//! `mailtool` against real stores: users, export, stats, and its errors.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn user_add_list_passwd_del() {
+    let dir = new_data_dir();
+    let data = dir.path();
+    let out = mailtool(data, &["user", "add", "Alice@Example.org", "--password-stdin"], Some(b"s3cret\n"));
+    assert!(out.status.success(), "{}", out.stderr);
+    let out = mailtool(data, &["user", "add", "alice@example.org", "--password-stdin"], Some(b"x\n"));
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("already exists"), "{}", out.stderr);
+    add_users(data, &["bob@example.org"]);
+    let list = mailtool(data, &["user", "list"], None).stdout_text();
+    assert_eq!(list, "Alice@Example.org\nbob@example.org\n");
+    assert!(mailtool(data, &["user", "passwd", "ALICE@example.org", "--password-stdin"], Some(b"new\n")).status.success());
+    assert!(mailtool(data, &["user", "del", "bob@example.org"], None).status.success());
+    assert_eq!(mailtool(data, &["user", "list"], None).stdout_text(), "Alice@Example.org\n");
+    let out = mailtool(data, &["user", "del", "bob@example.org"], None);
+    assert!(!out.status.success() && out.stderr.contains("no user"), "{}", out.stderr);
+    // The password is stored only as an argon2 hash.
+    let store_bytes: Vec<u8> = walk(&data.join("store"));
+    assert!(!contains(&store_bytes, b"s3cret") && !contains(&store_bytes, b"new\n"));
+}
+
+fn walk(dir: &std::path::Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            all.extend(walk(&path));
+        } else {
+            all.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    all
+}
+
+#[test]
+fn bad_addresses_are_refused_without_creating_a_store() {
+    let dir = new_data_dir();
+    let data = dir.path().join("new");
+    let out = mailtool(&data, &["user", "add", "not an address", "--password-stdin"], Some(b"p\n"));
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("not a valid address"), "{}", out.stderr);
+    assert!(!data.exists());
+}
+
+#[test]
+fn a_user_added_on_a_stopped_store_receives_mail() {
+    let mut maild = maild_with_users(&["new@d.test"], &["--domain", "d.test"]);
+    let mut c = maild.smtp_client();
+    c.reply();
+    c.expect("HELO x", "250");
+    c.expect("MAIL FROM:<>", "250");
+    c.expect("RCPT TO:<new@d.test>", "250 2.1.5");
+    c.expect("RCPT TO:<old@d.test>", "550 5.1.1 <old@d.test>");
+    c.expect("QUIT", "221");
+    // While maild runs the store is locked, and mailtool says so.
+    let out = mailtool(&maild.data, &["stats"], None);
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("in use by a running maild"), "{}", out.stderr);
+    maild.stop();
+    let stats = mailtool(&maild.data, &["stats"], None).stdout_text();
+    assert!(stats.contains("head: 0\n") && stats.contains("users: 1\n"), "{stats}");
+}
+
+#[test]
+fn export_filters_by_number_range() {
+    let mut maild = maild_with_users(&["u@d.test", "v@d.test"], &["--domain", "d.test"]);
+    let mut c = maild.smtp_client();
+    c.reply();
+    c.expect("HELO x", "250");
+    for i in 1..=5u64 {
+        let to = if i % 2 == 0 { "v@d.test" } else { "u@d.test" };
+        assert_eq!(c.send_message("s@d.test", &[to], format!("From me\r\nmessage {i}\r\n").as_bytes()), i);
+    }
+    c.expect("QUIT", "221");
+    maild.stop();
+    let numbers = |args: &[&str]| export_entries(&maild.data, args).iter().map(|e| entry_number(e)).collect::<Vec<_>>();
+    assert_eq!(numbers(&[]), vec![1, 2, 3, 4, 5]);
+    assert_eq!(numbers(&["--from", "2", "--to", "4"]), vec![2, 3, 4]);
+    assert_eq!(numbers(&["--user", "u@d.test"]), vec![1, 3, 5]);
+    assert_eq!(numbers(&["--user", "U@D.TEST", "--from", "2"]), vec![3, 5]);
+    // mboxrd: a body line "From me" is quoted.
+    let entries = export_entries(&maild.data, &["--from", "1", "--to", "1"]);
+    assert!(contains(&entries[0], b"\r\n>From me\r\nmessage 1\r\n"));
+}
