@@ -5,7 +5,10 @@
 
 mod bench;
 mod client;
+mod fetch;
+mod send;
 mod store_cmds;
+mod stress;
 
 use std::path::PathBuf;
 
@@ -34,6 +37,12 @@ enum Command {
     /// Load generators.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Random valid transactions and every SMTP error case, each reply checked.
+    Stress(stress::StressArgs),
+    /// Send one message over SMTP (body from stdin).
+    Send(send::SendArgs),
+    /// Fetch a user's mail over POP3 into an mbox file.
+    Fetch(fetch::FetchArgs),
 }
 
 fn main() {
@@ -43,6 +52,9 @@ fn main() {
         Command::Export(args) => store_cmds::export(&cli.data, args),
         Command::Stats => store_cmds::stats(&cli.data),
         Command::Bench(command) => bench::run(command),
+        Command::Stress(args) => stress::run(args),
+        Command::Send(args) => send::run(args),
+        Command::Fetch(args) => fetch::run(args),
     };
     if let Err(error) = result {
         eprintln!("mailtool: {error:#}");

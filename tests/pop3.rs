@@ -1,0 +1,3 @@
+//! POP3 against the real maild.
+
+mod common;

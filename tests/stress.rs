@@ -1,0 +1,3 @@
+//! `mailtool stress`, `send` and `fetch` against the real maild.
+
+mod common;
