@@ -7,6 +7,7 @@
 
 mod config;
 mod conn;
+mod pop3;
 mod server;
 mod smtp;
 
@@ -16,6 +17,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use engine::directory::MailDirectory;
 use engine::pipeline::{Pipeline, PipelineConfig};
+use engine::pop3::Pop3Config;
 use engine::smtp::{Reply, SmtpConfig};
 use engine::users::Users;
 use engine::{Store, StoreError};
@@ -24,6 +26,7 @@ use signal_hook::iterator::Signals;
 
 use config::{Config, Options};
 use server::Server;
+use pop3::Pop3Service;
 use smtp::SmtpService;
 
 fn main() {
@@ -60,7 +63,7 @@ fn run() -> Result<()> {
     Ok(())
 }
 
-fn start_listeners(config: &Config, _store: &Store, directory: Arc<MailDirectory>, pipeline: &Pipeline) -> Result<Server> {
+fn start_listeners(config: &Config, store: &Store, directory: Arc<MailDirectory>, pipeline: &Pipeline) -> Result<Server> {
     let smtp_listener = server::bind(config.smtp, "smtp")?;
     let pop3_listener = server::bind(config.pop3, "pop3")?;
     let (smtp_address, pop3_address) = (smtp_listener.local_addr()?, pop3_listener.local_addr()?);
@@ -75,8 +78,14 @@ fn start_listeners(config: &Config, _store: &Store, directory: Arc<MailDirectory
     let busy = Reply::too_many_connections(server.hostname()).as_bytes().to_vec();
     server.listen("smtp", smtp_listener, busy, Arc::new(move |stream, peer, shutdown| smtp.serve(stream, peer, shutdown)))?;
 
-    // POP3 is served from the next change on; the port is bound so the address is real.
-    drop(pop3_listener);
+    let pop3 = Arc::new(Pop3Service::new(
+        Pop3Config { hostname: config.hostname.clone(), tls_available: false },
+        store.clone(),
+        Users::new(store.users_tree()),
+        config.pop3_timeout,
+    ));
+    let busy = b"-ERR [SYS/TEMP] too many connections, try again later\r\n".to_vec();
+    server.listen("pop3", pop3_listener, busy, Arc::new(move |stream, peer, shutdown| pop3.serve(stream, peer, shutdown)))?;
 
     log::info!(
         "maild ready: smtp={smtp_address} pop3={pop3_address} hostname={} domains={} data={}",

@@ -15,6 +15,22 @@ use crate::client::{data_payload, SmtpClient};
 pub enum BenchCommand {
     /// Send messages over SMTP and report msgs/s and ack latency.
     Smtp(SmtpArgs),
+    /// Log in over POP3 and RETR every message; report msgs/s.
+    Pop3(Pop3Args),
+}
+
+#[derive(Args, Clone)]
+pub struct Pop3Args {
+    #[arg(long, default_value = "127.0.0.1:1100")]
+    pop3: String,
+    #[arg(long, default_value = "bench@localhost")]
+    user: String,
+    /// The password (a benchmark account's; default "bench").
+    #[arg(long, default_value = "bench")]
+    password: String,
+    /// RETR commands sent before reading their replies (1: one round trip each).
+    #[arg(long, default_value_t = 1)]
+    pipeline: usize,
 }
 
 #[derive(Args, Clone)]
@@ -39,6 +55,7 @@ pub struct SmtpArgs {
 pub fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Smtp(args) => smtp(args),
+        BenchCommand::Pop3(args) => pop3(args),
     }
 }
 
@@ -105,5 +122,67 @@ fn smtp(args: SmtpArgs) -> Result<()> {
     println!("msgs/s: {:.0}", latencies.len() as f64 / elapsed.as_secs_f64());
     println!("latency p50: {:.2} ms", percentile(0.50).as_secs_f64() * 1e3);
     println!("latency p99: {:.2} ms", percentile(0.99).as_secs_f64() * 1e3);
+    Ok(())
+}
+
+fn pop3(args: Pop3Args) -> Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::net::TcpStream::connect(&args.pop3).with_context(|| format!("connecting to {}", args.pop3))?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::with_capacity(256 * 1024, stream);
+    let mut line = Vec::new();
+    let mut status = |reader: &mut BufReader<std::net::TcpStream>, what: &str| -> Result<String> {
+        line.clear();
+        reader.read_until(b'\n', &mut line)?;
+        let text = String::from_utf8_lossy(&line).trim_end().to_string();
+        if !text.starts_with("+OK") {
+            bail!("{what}: {text}");
+        }
+        Ok(text)
+    };
+    status(&mut reader, "greeting")?;
+    let started = Instant::now();
+    writer.write_all(format!("USER {}\r\nPASS {}\r\nSTAT\r\n", args.user, args.password).as_bytes())?;
+    status(&mut reader, "USER")?;
+    status(&mut reader, "PASS")?;
+    let stat = status(&mut reader, "STAT")?;
+    let count: usize = stat.split_whitespace().nth(1).and_then(|n| n.parse().ok()).context("bad STAT reply")?;
+    let logged_in = started.elapsed();
+    let retr_started = Instant::now();
+    let (mut sent, mut received, mut octets) = (0usize, 0usize, 0usize);
+    let window = args.pipeline.max(1);
+    let mut body = Vec::new();
+    while received < count {
+        let mut batch = String::new();
+        while sent < count && sent - received < window {
+            sent += 1;
+            batch.push_str(&format!("RETR {sent}\r\n"));
+        }
+        writer.write_all(batch.as_bytes())?;
+        while received < sent {
+            status(&mut reader, "RETR")?;
+            loop {
+                body.clear();
+                if reader.read_until(b'\n', &mut body)? == 0 {
+                    bail!("connection closed inside a message");
+                }
+                if body == b".\r\n" {
+                    break;
+                }
+                octets += body.len();
+            }
+            received += 1;
+        }
+    }
+    let elapsed = retr_started.elapsed();
+    writer.write_all(b"QUIT\r\n")?;
+    println!("messages: {count}");
+    println!("pipeline: {window}");
+    println!("login+stat: {:.1} ms", logged_in.as_secs_f64() * 1e3);
+    println!("seconds: {:.3}", elapsed.as_secs_f64());
+    println!("msgs/s: {:.0}", count as f64 / elapsed.as_secs_f64());
+    println!("MB/s: {:.1}", octets as f64 / elapsed.as_secs_f64() / 1e6);
     Ok(())
 }

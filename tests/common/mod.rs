@@ -243,6 +243,16 @@ impl Client {
         }
     }
 
+    /// Reads one raw line including its line end; None at EOF.
+    pub fn raw_line(&mut self) -> Option<Vec<u8>> {
+        let mut line = Vec::new();
+        match self.reader.read_until(b'\n', &mut line) {
+            Ok(0) => None,
+            Ok(_) => Some(line),
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+
     /// Reads one whole SMTP reply; returns its last line.
     pub fn reply(&mut self) -> String {
         loop {
@@ -279,6 +289,20 @@ impl Client {
         let reply = self.reply();
         message_number(&reply).unwrap_or_else(|| panic!("expected 250 … message N, got {reply:?}"))
     }
+}
+
+/// Dot-stuffs message bytes for DATA (RFC 5321 §4.5.2): a '.' after CRLF gets another.
+pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 8);
+    let mut after_crlf = true;
+    for (i, &b) in message.iter().enumerate() {
+        if after_crlf && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        after_crlf = b == b'\n' && i > 0 && message[i - 1] == b'\r';
+    }
+    out
 }
 
 /// The N in `250 2.0.0 Ok: delivered message N`.

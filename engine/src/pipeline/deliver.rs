@@ -8,6 +8,7 @@
 
 use crossbeam_channel::Receiver;
 
+use super::backup::BackupSignal;
 use super::Committed;
 use crate::address::Address;
 use crate::directory::MailDirectory;
@@ -23,15 +24,17 @@ fn local_users(directory: &MailDirectory, recipients: impl IntoIterator<Item = i
         .collect()
 }
 
-pub fn run(input: Receiver<Committed>, store: &Store, directory: &MailDirectory) {
+pub fn run(input: Receiver<Committed>, store: &Store, directory: &MailDirectory, backup: &BackupSignal) {
     while let Ok(first) = input.recv() {
         let mut run = vec![first];
         run.extend(input.try_iter().take(255));
         let deliveries: Vec<(u64, Vec<String>)> =
             run.iter().map(|c| (c.number, local_users(directory, &c.recipients))).collect();
-        if let Err(error) = store.deliver(&deliveries) {
+        let last = run[run.len() - 1].number;
+        match store.deliver(&deliveries) {
+            Ok(()) => backup.delivered(last),
             // The records are durable; the next start replays these from the mark.
-            log::error!("delivering messages {}..={} failed: {error}", run[0].number, run[run.len() - 1].number);
+            Err(error) => log::error!("delivering messages {}..={last} failed: {error}", run[0].number),
         }
     }
 }

@@ -3,14 +3,16 @@
 //! ```text
 //!  SMTP sessions ──Submission──► validate ──Submission──► persist ──Committed──► deliver
 //!   (daemon threads)   (loop and sanity checks)   (number, batch, fsync)    (mailbox indexes)
-//!        ▲                                            │
-//!        └──────────── Result<number, CommitError> ───┘  (the session's 250 / 451 / 452)
+//!        ▲                                            │                          │ signal
+//!        └──────────── Result<number, CommitError> ───┘                          ▼
+//!                   (the session's 250 / 451 / 452)                    backup (range files)
 //! ```
 //!
 //! Every channel is bounded, so a flood of clients meets backpressure (their sessions
 //! wait to hand over a message) rather than unbounded memory. Stages stop when their input
 //! channel is closed: dropping every intake sender drains and stops the whole pipeline.
 
+pub mod backup;
 pub mod deliver;
 pub mod persist;
 pub mod validate;
@@ -91,8 +93,11 @@ impl Pipeline {
         stages.push(spawn("validate", Box::new(move || validate::run(to_validate, to_persist_tx, &c)))?);
         let (s, c) = (store.clone(), config.clone());
         stages.push(spawn("persist", Box::new(move || persist::run(to_persist, to_deliver_tx, &s, &c)))?);
+        let (backup_signal, backup_waiter) = backup::BackupSignal::new();
         let s = store.clone();
-        stages.push(spawn("deliver", Box::new(move || deliver::run(to_deliver, &s, &directory)))?);
+        stages.push(spawn("deliver", Box::new(move || deliver::run(to_deliver, &s, &directory, &backup_signal)))?);
+        let s = store.clone();
+        stages.push(spawn("backup", Box::new(move || backup::run(backup_waiter, &s)))?);
         Ok(Pipeline { intake, stages })
     }
 

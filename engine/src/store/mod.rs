@@ -3,8 +3,9 @@
 //! Trees and their writers (see `docs/ARCHITECTURE.md`):
 //! - `messages`: the head counter and the message records. Only the persist stage writes
 //!   it, and always the records and the new head in one atomic batch.
-//! - `mailboxes`: per-user mailbox entries and the deliver stage's progress mark, written
-//!   together in one atomic batch so replaying after a crash is idempotent.
+//! - `mailboxes`: per-user mailbox entries, per-message reference counts and the deliver
+//!   stage's progress mark, written together in one atomic batch so replaying after a
+//!   crash is idempotent; also the backup stage's progress mark.
 //! - `users`: user records, written by `mailtool`.
 //!
 //! sled is not durable per write (it flushes every 500 ms in the background): a write is
@@ -14,6 +15,7 @@
 pub mod record;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use rkyv::rancor;
 use sled::{Batch, IVec, Tree};
@@ -64,6 +66,9 @@ pub struct Store {
     mailboxes: Tree,
     users: Tree,
     dir: PathBuf,
+    /// Serialises read-modify-write updates of the mailbox index (deliver and POP3 QUIT
+    /// both adjust reference counts).
+    index_lock: Arc<Mutex<()>>,
 }
 
 /// A message record read from the store, validated, readable in place.
@@ -99,7 +104,7 @@ impl Store {
                 other => StoreError::from_sled(other),
             })?;
         let tree = |name: &str| db.open_tree(name).map_err(StoreError::from_sled);
-        Ok(Store { messages: tree("messages")?, mailboxes: tree("mailboxes")?, users: tree("users")?, db, dir: dir.to_path_buf() })
+        Ok(Store { messages: tree("messages")?, mailboxes: tree("mailboxes")?, users: tree("users")?, db, dir: dir.to_path_buf(), index_lock: Arc::default() })
     }
 
     pub fn dir(&self) -> &Path {
@@ -167,17 +172,29 @@ impl Store {
         Self::read_counter(&self.mailboxes, keys::DELIVERED)
     }
 
-    /// Adds mailbox entries for a run of committed messages and moves the progress mark,
-    /// atomically. Re-applying the same run is harmless.
+    /// Adds mailbox entries for a run of committed messages, sets each message's reference
+    /// count, and moves the progress mark, atomically. Only messages past the mark are
+    /// applied, so re-applying a run (replay after a crash) changes nothing.
     pub fn deliver(&self, deliveries: &[(u64, Vec<String>)]) -> Result<()> {
         let Some(last) = deliveries.last().map(|(n, _)| *n) else { return Ok(()) };
+        let _guard = self.index_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mark = self.delivered_through()?;
         let mut batch = Batch::default();
-        for (number, users) in deliveries {
-            for user in users {
+        for (number, users) in deliveries.iter().filter(|(n, _)| *n > mark) {
+            let mut users: Vec<&String> = users.iter().collect();
+            users.sort();
+            users.dedup();
+            for user in &users {
                 batch.insert(keys::entry(user, *number), &[]);
             }
+            let refs = u32::try_from(users.len()).unwrap_or(u32::MAX);
+            if refs == 0 {
+                batch.insert(&keys::numbered(keys::UNREFERENCED, *number), &[]);
+            } else {
+                batch.insert(&keys::numbered(keys::REFS, *number), &refs.to_be_bytes());
+            }
         }
-        batch.insert(keys::DELIVERED, &last.to_be_bytes());
+        batch.insert(keys::DELIVERED, &last.max(mark).to_be_bytes());
         self.mailboxes.apply_batch(batch).map_err(StoreError::from_sled)
     }
 
@@ -194,14 +211,85 @@ impl Store {
             .collect()
     }
 
-    /// Removes entries from a user's mailbox in one atomic, flushed step.
+    /// Removes entries from a user's mailbox in one atomic, flushed step. A message no
+    /// mailbox holds any more is marked collectable (see [`Store::collect`]).
     pub fn remove_entries(&self, user: &str, numbers: &[u64]) -> Result<()> {
+        let _guard = self.index_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut batch = Batch::default();
         for number in numbers {
-            batch.remove(keys::entry(user, *number));
+            let entry = keys::entry(user, *number);
+            if !self.mailboxes.contains_key(&entry).map_err(StoreError::from_sled)? {
+                continue;
+            }
+            batch.remove(entry);
+            let refs_key = keys::numbered(keys::REFS, *number);
+            let refs = Self::read_counter32(&self.mailboxes, &refs_key)?;
+            if refs <= 1 {
+                batch.remove(&refs_key);
+                batch.insert(&keys::numbered(keys::UNREFERENCED, *number), &[]);
+            } else {
+                batch.insert(&refs_key, &(refs - 1).to_be_bytes());
+            }
         }
         self.mailboxes.apply_batch(batch).map_err(StoreError::from_sled)?;
         self.flush()
+    }
+
+    fn read_counter32(tree: &Tree, key: &[u8]) -> Result<u32> {
+        match tree.get(key).map_err(StoreError::from_sled)? {
+            Some(v) => <[u8; 4]>::try_from(v.as_ref())
+                .map(u32::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt(format!("reference count {key:?} is {} bytes", v.len()))),
+            None => Ok(0),
+        }
+    }
+
+    /// How many mailboxes hold message `number`.
+    pub fn references(&self, number: u64) -> Result<u32> {
+        Self::read_counter32(&self.mailboxes, &keys::numbered(keys::REFS, number))
+    }
+
+    /// Removes the records of messages no mailbox holds, up to `through` (the range files
+    /// keep their copies), leaving a tombstone for each. Returns how many went.
+    /// Idempotent: a crash midway leaves markers that the next call finishes.
+    pub fn collect(&self, through: u64) -> Result<usize> {
+        let mut collected = 0;
+        let mut numbers = Vec::new();
+        for key in self.mailboxes.scan_prefix([keys::UNREFERENCED]).keys() {
+            let key = key.map_err(StoreError::from_sled)?;
+            match keys::number(&key) {
+                Some(n) if n <= through => numbers.push(n),
+                Some(_) => break,
+                None => return Err(StoreError::Corrupt("short collectable key".into())),
+            }
+        }
+        for chunk in numbers.chunks(256) {
+            let mut records = Batch::default();
+            let mut markers = Batch::default();
+            for number in chunk {
+                records.remove(&keys::message(*number));
+                records.insert(&keys::numbered(keys::TOMBSTONE, *number), &[]);
+                markers.remove(&keys::numbered(keys::UNREFERENCED, *number));
+            }
+            self.messages.apply_batch(records).map_err(StoreError::from_sled)?;
+            self.mailboxes.apply_batch(markers).map_err(StoreError::from_sled)?;
+            collected += chunk.len();
+        }
+        Ok(collected)
+    }
+
+    /// True if message `number` was collected (it existed; its range file has it).
+    pub fn is_tombstone(&self, number: u64) -> Result<bool> {
+        self.messages.contains_key(keys::numbered(keys::TOMBSTONE, number)).map_err(StoreError::from_sled)
+    }
+
+    /// The backup stage's progress mark: every complete range up to it has its file.
+    pub fn backed_up_through(&self) -> Result<u64> {
+        Self::read_counter(&self.mailboxes, keys::BACKED_UP)
+    }
+
+    pub fn set_backed_up_through(&self, number: u64) -> Result<()> {
+        self.mailboxes.insert(keys::BACKED_UP, &number.to_be_bytes()).map(|_| ()).map_err(StoreError::from_sled)
     }
 
     /// Bytes on disk under the store directory.
@@ -261,8 +349,34 @@ mod tests {
         assert_eq!(store.mailbox("a@x").unwrap(), vec![1, 2, 300]);
         assert_eq!(store.mailbox("ab@x").unwrap(), vec![2]);
         assert_eq!(store.delivered_through().unwrap(), 300);
+        assert_eq!(store.references(2).unwrap(), 2);
         store.remove_entries("a@x", &[2]).unwrap();
         assert_eq!(store.mailbox("a@x").unwrap(), vec![1, 300]);
+        assert_eq!(store.references(2).unwrap(), 1);
+        // Replaying an old delivery changes nothing (it is behind the mark).
+        store.deliver(&[(2, vec!["a@x".into()])]).unwrap();
+        assert_eq!(store.mailbox("a@x").unwrap(), vec![1, 300]);
+    }
+
+    #[test]
+    fn records_are_collected_once_no_mailbox_holds_them_and_they_are_backed_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.commit(0, &[record(1, b"one"), record(2, b"two"), record(3, b"three")]).unwrap();
+        store.deliver(&[(1, vec!["a@x".into(), "b@x".into()]), (2, vec!["a@x".into()]), (3, vec!["a@x".into()])]).unwrap();
+        store.remove_entries("a@x", &[1, 2, 3]).unwrap();
+        // Removing twice does not decrement twice.
+        store.remove_entries("a@x", &[1]).unwrap();
+        assert_eq!(store.references(1).unwrap(), 1);
+        // Only messages up to the backed-up mark go.
+        assert_eq!(store.collect(2).unwrap(), 1);
+        assert!(store.message(1).unwrap().is_some(), "b@x still holds 1");
+        assert!(store.message(2).unwrap().is_none());
+        assert!(store.is_tombstone(2).unwrap());
+        assert!(store.message(3).unwrap().is_some(), "3 is not backed up yet");
+        assert_eq!(store.collect(3).unwrap(), 1);
+        assert!(store.is_tombstone(3).unwrap());
+        assert_eq!(store.collect(3).unwrap(), 0);
     }
 
     #[test]

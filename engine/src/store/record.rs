@@ -48,11 +48,24 @@ pub mod keys {
     pub const DELIVERED: &[u8] = b"d";
     /// `mailboxes` tree: `x` + user key + NUL + number → () (one mailbox entry).
     pub const ENTRY: u8 = b'x';
+    /// `mailboxes` tree: `r` + number → how many mailboxes hold the message (u32 BE).
+    pub const REFS: u8 = b'r';
+    /// `mailboxes` tree: `z` + number → (): no mailbox holds it any more; collectable.
+    pub const UNREFERENCED: u8 = b'z';
+    /// `messages` tree: `t` + number → (): the record was collected after every mailbox
+    /// let it go (its range file keeps a copy). Keeps `1..=head` accounted for.
+    pub const TOMBSTONE: u8 = b't';
+    /// `mailboxes` tree: the last message the backup stage has written to a range file.
+    pub const BACKED_UP: &[u8] = b"b";
 
-    pub fn message(number: u64) -> [u8; 9] {
-        let mut key = [MESSAGE; 9];
+    pub fn numbered(prefix: u8, number: u64) -> [u8; 9] {
+        let mut key = [prefix; 9];
         key[1..].copy_from_slice(&number.to_be_bytes());
         key
+    }
+
+    pub fn message(number: u64) -> [u8; 9] {
+        numbered(MESSAGE, number)
     }
 
     pub fn mailbox_prefix(user: &str) -> Vec<u8> {

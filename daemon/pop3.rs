@@ -1,0 +1,184 @@
+//! The POP3 listener's worker: drives an engine [`Pop3Session`] and performs its effects
+//! against the store: logins (argon2, maildrop lock), message retrieval, and the durable
+//! deletions of QUIT.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, BufWriter, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use engine::mbox::return_path;
+use engine::pop3::{write_message, LoginError, MaildropEntry, Pop3Action, Pop3Config, Pop3Session};
+use engine::users::Users;
+use engine::{Store, StoreError};
+
+use crate::conn::{self, Conn, Handler, Session};
+use crate::server::ShutdownSignal;
+
+impl Session for Pop3Session {
+    type Action = Pop3Action;
+    fn receive(&mut self, input: &[u8], actions: &mut Vec<Pop3Action>) {
+        Pop3Session::receive(self, input, actions)
+    }
+    fn timed_out(&mut self, actions: &mut Vec<Pop3Action>) {
+        Pop3Session::timed_out(self, actions)
+    }
+    fn shutting_down(&mut self, actions: &mut Vec<Pop3Action>) {
+        Pop3Session::shutting_down(self, actions)
+    }
+    fn take_activity(&mut self) -> bool {
+        Pop3Session::take_activity(self)
+    }
+    fn is_closed(&self) -> bool {
+        Pop3Session::is_closed(self)
+    }
+}
+
+/// RFC 1939 §8 suggests slowing failed logins; the first failure costs about a second,
+/// and repeated failures from one address cost more, up to this.
+const MAX_FAILURE_DELAY: Duration = Duration::from_secs(8);
+/// Failures older than this are forgotten.
+const FAILURE_MEMORY: Duration = Duration::from_secs(600);
+
+/// Shared by every POP3 worker.
+pub struct Pop3Service {
+    pub config: Arc<Pop3Config>,
+    pub store: Store,
+    pub users: Users,
+    pub timeout: Duration,
+    /// Maildrops open in a session (RFC 1939 §8: exclusive access).
+    locks: Mutex<HashSet<String>>,
+    /// Recent failed logins per client address.
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl Pop3Service {
+    pub fn new(config: Pop3Config, store: Store, users: Users, timeout: Duration) -> Pop3Service {
+        Pop3Service {
+            config: Arc::new(config),
+            store,
+            users,
+            timeout,
+            locks: Mutex::default(),
+            failures: Mutex::default(),
+        }
+    }
+
+    pub fn serve(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, shutdown: &ShutdownSignal) {
+        let session = Pop3Session::new(self.config.clone());
+        let greeting = session.greeting();
+        let handler = Pop3Handler { service: self.clone(), client: peer.ip(), maildrop: None };
+        if let Err(error) = conn::drive(stream, &greeting, session, handler, self.timeout, shutdown) {
+            log::debug!("pop3 {peer}: {error}");
+        }
+    }
+
+    /// The delay before answering a failed login, growing with recent failures.
+    fn failure_delay(&self, client: IpAddr) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        failures.retain(|_, (_, last)| now.duration_since(*last) < FAILURE_MEMORY);
+        let entry = failures.entry(client).or_insert((0, now));
+        entry.0 = entry.0.saturating_add(1);
+        entry.1 = now;
+        let extra = entry.0.saturating_sub(3).min(3);
+        Duration::from_secs(1 << extra).min(MAX_FAILURE_DELAY)
+    }
+
+    fn load_maildrop(&self, user: &str) -> Result<Vec<MaildropEntry>, StoreError> {
+        let mut entries = Vec::new();
+        for number in self.store.mailbox(user)? {
+            if let Some(message) = self.store.message(number)? {
+                let record = message.record();
+                let size = return_path(&record.sender).len() + record.stored_len();
+                entries.push(MaildropEntry { number, size: size as u64 });
+            }
+        }
+        Ok(entries)
+    }
+}
+
+struct Pop3Handler {
+    service: Arc<Pop3Service>,
+    client: IpAddr,
+    /// The maildrop this session holds locked (its user key).
+    maildrop: Option<String>,
+}
+
+impl Drop for Pop3Handler {
+    fn drop(&mut self) {
+        if let Some(user) = self.maildrop.take() {
+            self.service.locks.lock().unwrap_or_else(|e| e.into_inner()).remove(&user);
+        }
+    }
+}
+
+impl Pop3Handler {
+    fn login(&mut self, user: &str, password: &str) -> Result<Vec<MaildropEntry>, LoginError> {
+        let service = &self.service;
+        let Some(key) = service.users.authenticate(user, password) else {
+            // Only this client's own thread sleeps; nobody else waits for it.
+            std::thread::sleep(service.failure_delay(self.client));
+            return Err(LoginError::BadCredentials);
+        };
+        if !service.locks.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone()) {
+            return Err(LoginError::Locked);
+        }
+        self.maildrop = Some(key.clone());
+        service.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.client);
+        service.load_maildrop(&key).map_err(|error| {
+            log::error!("loading the maildrop of {key}: {error}");
+            LoginError::Unavailable
+        })
+    }
+
+    fn retrieve(&self, number: u64, size: u64, top_lines: Option<usize>, conn: &mut Conn) -> io::Result<()> {
+        let message = match self.service.store.message(number) {
+            Ok(Some(message)) => message,
+            other => {
+                log::error!("message {number} unavailable for RETR: {:?}", other.err());
+                conn.queue(b"-ERR [SYS/TEMP] message unavailable\r\n");
+                return Ok(());
+            }
+        };
+        conn.flush()?;
+        let record = message.record();
+        let return_path = return_path(&record.sender);
+        let parts = [return_path.as_bytes(), record.trace.as_bytes(), record.body.as_slice()];
+        let mut out = BufWriter::with_capacity(64 * 1024, &conn.stream);
+        write_message(&mut out, size, &parts, top_lines)?;
+        out.flush()
+    }
+}
+
+impl Handler<Pop3Session> for Pop3Handler {
+    fn perform(&mut self, session: &mut Pop3Session, action: Pop3Action, conn: &mut Conn, next: &mut Vec<Pop3Action>) -> io::Result<()> {
+        match action {
+            Pop3Action::Send(bytes) => conn.queue(&bytes),
+            Pop3Action::Close => conn.request_close(),
+            Pop3Action::Login { user, password } => {
+                conn.flush()?;
+                let outcome = self.login(&user, &password);
+                session.login_finished(outcome, next);
+            }
+            Pop3Action::Retrieve { number, size, top_lines } => self.retrieve(number, size, top_lines, conn)?,
+            Pop3Action::Commit { deleted } => {
+                let ok = match &self.maildrop {
+                    Some(user) => match self.service.store.remove_entries(user, &deleted) {
+                        Ok(()) => true,
+                        Err(error) => {
+                            log::error!("deleting {} message(s) of {user}: {error}", deleted.len());
+                            false
+                        }
+                    },
+                    None => false,
+                };
+                session.commit_finished(ok, next);
+            }
+            // TLS is not offered (tls_available is false), so the session never asks.
+            Pop3Action::StartTls => conn.request_close(),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,137 @@
+//! The backup stage: writes numbered range files `DATA/backup/mailbox.(32k-31)-(32k)`.
+//!
+//! Once message 32·k is delivered, the range `32k-31 ..= 32k` is complete and immutable,
+//! so the stage writes it as mboxrd (see [`crate::mbox`]): to a temporary file, fsync,
+//! rename into place, fsync the directory. A range file that exists is never rewritten.
+//! The stage remembers the last range written (`backed_up_through`) and at start-up
+//! catches up on any range a crash left unwritten. It never delays a `250`: it hears of
+//! new messages through a coalescing signal, not a queue that could push back.
+//!
+//! After a range file is durable, records in it that no mailbox holds any more are
+//! collected (the range file keeps the copy).
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+
+use crate::store::{Store, StoreError};
+
+/// Messages per range file.
+pub const RANGE: u64 = 32;
+
+/// The name of the range file holding `first ..= last`.
+pub fn range_file_name(first: u64, last: u64) -> String {
+    format!("mailbox.{first}-{last}")
+}
+
+/// Where range files go for a data directory.
+pub fn backup_dir(data: &Path) -> PathBuf {
+    data.join("backup")
+}
+
+/// Tells the backup stage how far delivery has got. Cheap, never blocks: if a signal is
+/// already pending, the stage will read the newest head when it wakes.
+#[derive(Clone)]
+pub struct BackupSignal {
+    head: Arc<AtomicU64>,
+    wake: Sender<()>,
+}
+
+impl BackupSignal {
+    pub fn new() -> (BackupSignal, BackupWaiter) {
+        let head = Arc::new(AtomicU64::new(0));
+        let (wake, woken) = bounded(1);
+        (BackupSignal { head: head.clone(), wake }, BackupWaiter { head, woken })
+    }
+
+    pub fn delivered(&self, head: u64) {
+        self.head.fetch_max(head, Ordering::SeqCst);
+        match self.wake.try_send(()) {
+            Ok(()) | Err(TrySendError::Full(())) | Err(TrySendError::Disconnected(())) => {}
+        }
+    }
+}
+
+pub struct BackupWaiter {
+    head: Arc<AtomicU64>,
+    woken: Receiver<()>,
+}
+
+pub fn run(waiter: BackupWaiter, store: &Store) {
+    let dir = backup_dir(store.dir());
+    match store.head() {
+        Ok(head) => catch_up_logged(store, &dir, head),
+        Err(error) => log::error!("backup cannot read the head: {error}"),
+    }
+    while waiter.woken.recv().is_ok() {
+        catch_up_logged(store, &dir, waiter.head.load(Ordering::SeqCst));
+    }
+    // Senders gone: the pipeline is stopping; finish what is complete.
+    catch_up_logged(store, &dir, waiter.head.load(Ordering::SeqCst));
+}
+
+fn catch_up_logged(store: &Store, dir: &Path, head: u64) {
+    if let Err(error) = catch_up(store, dir, head) {
+        // The mark did not move: the next signal, or the next start, tries again.
+        log::error!("writing backup range files: {error}");
+    }
+}
+
+/// Writes every complete range up to `head` that is not written yet.
+pub fn catch_up(store: &Store, dir: &Path, head: u64) -> Result<(), StoreError> {
+    let mut mark = store.backed_up_through()?;
+    while mark + RANGE <= head {
+        let (first, last) = (mark + 1, mark + RANGE);
+        write_range(store, dir, first, last)?;
+        mark = last;
+        store.set_backed_up_through(mark)?;
+        log::info!("backup: wrote {}", range_file_name(first, last));
+        store.collect(mark)?;
+    }
+    Ok(())
+}
+
+/// Writes the entries of messages `first ..= last`, as a range file holds them.
+fn write_entries(out: &mut impl Write, store: &Store, first: u64, last: u64) -> std::io::Result<()> {
+    for number in first..=last {
+        let message = store
+            .message(number)
+            .map_err(std::io::Error::other)?
+            .ok_or_else(|| std::io::Error::other(format!("message {number} is missing for its range file")))?;
+        crate::mbox::write_entry(out, message.record())?;
+    }
+    Ok(())
+}
+
+/// The bytes a range file must hold (used by `verify`).
+pub fn range_bytes(store: &Store, first: u64, last: u64) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::new();
+    write_entries(&mut out, store, first, last).map_err(StoreError::from_io)?;
+    Ok(out)
+}
+
+/// tmp → fsync → rename → fsync dir. An existing file is kept as it is.
+fn write_range(store: &Store, dir: &Path, first: u64, last: u64) -> Result<(), StoreError> {
+    let path = dir.join(range_file_name(first, last));
+    if path.exists() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir).map_err(StoreError::from_io)?;
+    let tmp = dir.join(format!(".{}.tmp", range_file_name(first, last)));
+    let result = (|| {
+        let mut file = BufWriter::new(File::create(&tmp)?);
+        write_entries(&mut file, store, first, last)?;
+        let file = file.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(StoreError::from_io)
+}

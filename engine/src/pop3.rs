@@ -1,1 +1,0 @@
-//! POP3 (RFC 1939) session: to come.
