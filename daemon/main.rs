@@ -5,6 +5,7 @@
 //! the listeners, log the readiness line. Shutdown (SIGTERM/SIGINT): stop accepting, let
 //! sessions finish within the grace period, drain the pipeline, flush, exit 0.
 
+mod admin;
 mod config;
 mod conn;
 mod pop3;
@@ -43,6 +44,7 @@ fn run() -> Result<()> {
     // Signals are caught before anything starts, so an early SIGTERM is still orderly.
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
 
+    create_private_dir(&config.data)?;
     let store = Store::open(&config.data).map_err(|e| match e {
         StoreError::Locked(path) => anyhow::anyhow!("{} is in use by another maild (sled allows one process)", path.display()),
         other => anyhow::anyhow!("opening the store in {}: {other}", config.data.display()),
@@ -51,15 +53,26 @@ fn run() -> Result<()> {
     let pipeline = Pipeline::start(store.clone(), directory.clone(), PipelineConfig::new(&config.hostname))
         .context("starting the pipeline")?;
 
+    let admin = admin::AdminSocket::start(store.clone(), &config.data)?;
     let server = start_listeners(&config, &store, directory, &pipeline)?;
 
     if let Some(signal) = signals.forever().next() {
         log::info!("signal {signal}: shutting down (grace {:?})", config.shutdown_grace);
     }
     server.shutdown(config.shutdown_grace);
+    admin.stop(config.shutdown_grace);
     pipeline.shutdown();
     store.flush().context("final flush")?;
     log::info!("maild stopped");
+    Ok(())
+}
+
+/// The data directory holds everyone's mail: only its owner may look inside.
+fn create_private_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.exists() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     Ok(())
 }
 

@@ -1,13 +1,13 @@
 //! `mailtool`: maild's admin tool: users, export, stats, and a load generator.
 //!
-//! Store commands open the store in `--data` directly; they need maild stopped (sled lets
-//! one process open a store) and say so clearly when it is running.
+//! Store commands work whether or not maild runs on `--data`: through its admin socket
+//! when it does, on the store directly when it does not (see `admin.rs`).
 
+mod admin;
 mod bench;
 mod client;
 mod fetch;
 mod send;
-mod store_cmds;
 mod stress;
 
 use std::path::PathBuf;
@@ -29,11 +29,25 @@ struct Cli {
 enum Command {
     /// Add, remove, list users and set passwords.
     #[command(subcommand)]
-    User(store_cmds::UserCommand),
-    /// Write messages as mboxrd (stdout or -o FILE).
-    Export(store_cmds::ExportArgs),
+    User(admin::UserCommand),
+    /// Write messages as mboxrd (stdout or -o FILE) or Maildir (-o DIR).
+    Export(admin::ExportArgs),
+    /// A consistent full copy of the store (taken while maild runs) into a new DIR.
+    Backup {
+        #[arg(short = 'o', value_name = "DIR")]
+        output: PathBuf,
+    },
+    /// Build a working store in --data (empty) from a backup DIR.
+    Restore { backup: PathBuf },
+    /// Check the store: sequence, records, mailboxes, range files. Non-zero on a fault.
+    Verify,
     /// Print `key: value` lines about the store.
     Stats,
+    /// The outbound queue (`queue flush` retries everything now).
+    Queue {
+        #[command(subcommand)]
+        command: Option<admin::QueueCommand>,
+    },
     /// Load generators.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -48,9 +62,16 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result: Result<()> = match cli.command {
-        Command::User(command) => store_cmds::user(&cli.data, command),
-        Command::Export(args) => store_cmds::export(&cli.data, args),
-        Command::Stats => store_cmds::stats(&cli.data),
+        Command::User(command) => admin::user_request(command).and_then(|r| admin::run(&cli.data, r)),
+        Command::Export(args) => admin::export_request(args).and_then(|r| admin::run(&cli.data, r)),
+        Command::Backup { output } => admin::backup_request(&output).and_then(|r| admin::run(&cli.data, r)),
+        Command::Restore { backup } => admin::restore(&cli.data, &backup),
+        Command::Verify => admin::run(&cli.data, engine::admin::Request::Verify),
+        Command::Stats => admin::run(&cli.data, engine::admin::Request::Stats),
+        Command::Queue { command: None } => admin::run(&cli.data, engine::admin::Request::Queue),
+        Command::Queue { command: Some(admin::QueueCommand::Flush) } => {
+            admin::run(&cli.data, engine::admin::Request::QueueFlush)
+        }
         Command::Bench(command) => bench::run(command),
         Command::Stress(args) => stress::run(args),
         Command::Send(args) => send::run(args),

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod address;
+pub mod admin;
 pub mod dialogue;
 pub mod directory;
 pub mod mbox;

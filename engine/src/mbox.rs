@@ -19,19 +19,31 @@ pub fn write_entry(out: &mut impl Write, record: &ArchivedMessageRecord) -> io::
     let sender = record.sender.as_str();
     let from = if sender.is_empty() { "MAILER-DAEMON" } else { sender };
     write!(out, "From {from} {}\n", mbox_date(record.received_at.to_native()))?;
+    if !write_delivered(out, record, true)? {
+        out.write_all(b"\n")?;
+    }
+    out.write_all(b"\n")
+}
+
+/// Writes `Number:`, `Return-Path:`, `Delivered-To:` and the stored message, quoting
+/// `>*From ` lines if `quote` (mboxrd). Returns whether the output ended at a line end.
+/// Without quoting this is a Maildir message file.
+pub fn write_delivered(out: &mut impl Write, record: &ArchivedMessageRecord, quote: bool) -> io::Result<bool> {
     write!(out, "Number: {}\r\n", record.number.to_native())?;
-    out.write_all(return_path(sender).as_bytes())?;
+    out.write_all(return_path(record.sender.as_str()).as_bytes())?;
     for recipient in record.recipients.iter() {
         write!(out, "Delivered-To: {}\r\n", recipient.as_str())?;
+    }
+    if !quote {
+        out.write_all(record.trace.as_bytes())?;
+        out.write_all(&record.body)?;
+        return Ok(record.body.last().is_none_or(|&b| b == b'\n'));
     }
     let mut at_line_start = true;
     for part in [record.trace.as_bytes(), record.body.as_slice()] {
         at_line_start = write_quoted(out, part, at_line_start)?;
     }
-    if !at_line_start {
-        out.write_all(b"\n")?;
-    }
-    out.write_all(b"\n")
+    Ok(at_line_start)
 }
 
 /// Writes `text`, quoting `>*From ` at line starts; returns whether it ended at one.

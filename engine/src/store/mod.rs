@@ -15,7 +15,7 @@
 pub mod record;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rkyv::rancor;
 use sled::{Batch, IVec, Tree};
@@ -69,6 +69,23 @@ pub struct Store {
     /// Serialises read-modify-write updates of the mailbox index (deliver and POP3 QUIT
     /// both adjust reference counts).
     index_lock: Arc<Mutex<()>>,
+    /// Held by a backup while it copies records; collection waits for it.
+    collect_lock: Arc<Mutex<()>>,
+}
+
+/// The three trees, for the raw access backups and `verify` need.
+#[derive(Clone, Copy, Debug)]
+pub enum StoreTree {
+    Messages,
+    Mailboxes,
+    Users,
+}
+
+/// See [`Store::index_snapshot`].
+pub struct IndexSnapshot {
+    pub head: u64,
+    pub mailboxes: Vec<(IVec, IVec)>,
+    pub users: Vec<(IVec, IVec)>,
 }
 
 /// A message record read from the store, validated, readable in place.
@@ -104,7 +121,7 @@ impl Store {
                 other => StoreError::from_sled(other),
             })?;
         let tree = |name: &str| db.open_tree(name).map_err(StoreError::from_sled);
-        Ok(Store { messages: tree("messages")?, mailboxes: tree("mailboxes")?, users: tree("users")?, db, dir: dir.to_path_buf(), index_lock: Arc::default() })
+        Ok(Store { messages: tree("messages")?, mailboxes: tree("mailboxes")?, users: tree("users")?, db, dir: dir.to_path_buf(), index_lock: Arc::default(), collect_lock: Arc::default() })
     }
 
     pub fn dir(&self) -> &Path {
@@ -253,6 +270,8 @@ impl Store {
     /// keep their copies), leaving a tombstone for each. Returns how many went.
     /// Idempotent: a crash midway leaves markers that the next call finishes.
     pub fn collect(&self, through: u64) -> Result<usize> {
+        // A backup in progress needs the records its snapshot refers to; try again later.
+        let Ok(_guard) = self.collect_lock.try_lock() else { return Ok(0) };
         let mut collected = 0;
         let mut numbers = Vec::new();
         for key in self.mailboxes.scan_prefix([keys::UNREFERENCED]).keys() {
@@ -290,6 +309,71 @@ impl Store {
 
     pub fn set_backed_up_through(&self, number: u64) -> Result<()> {
         self.mailboxes.insert(keys::BACKED_UP, &number.to_be_bytes()).map(|_| ()).map_err(StoreError::from_sled)
+    }
+
+    /// Records in the store (1..=head less the collected ones).
+    pub fn message_count(&self) -> Result<u64> {
+        let mut count = 0;
+        for key in self.messages.scan_prefix([keys::MESSAGE]).keys() {
+            key.map_err(StoreError::from_sled)?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Holds off record collection while the guard lives (a backup copying records that
+    /// its index snapshot refers to).
+    pub fn pause_collection(&self) -> MutexGuard<'_, ()> {
+        self.collect_lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A consistent view of the head, the mailbox index and the users, taken while no
+    /// index update is in flight.
+    pub fn index_snapshot(&self) -> Result<IndexSnapshot> {
+        let _guard = self.index_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let all = |tree: &Tree| -> Result<Vec<(IVec, IVec)>> {
+            tree.iter().map(|item| item.map_err(StoreError::from_sled)).collect()
+        };
+        Ok(IndexSnapshot { head: self.head()?, mailboxes: all(&self.mailboxes)?, users: all(&self.users)? })
+    }
+
+    /// The stored bytes of message `number`'s record, or of its tombstone.
+    pub fn raw_message(&self, number: u64) -> Result<Option<(IVec, IVec)>> {
+        for key in [keys::message(number), keys::numbered(keys::TOMBSTONE, number)] {
+            if let Some(value) = self.messages.get(key).map_err(StoreError::from_sled)? {
+                return Ok(Some((IVec::from(&key[..]), value)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Writes raw pairs into an empty store being built by a backup or restore.
+    pub fn import(&self, tree: StoreTree, pairs: &[(IVec, IVec)]) -> Result<()> {
+        let target = match tree {
+            StoreTree::Messages => &self.messages,
+            StoreTree::Mailboxes => &self.mailboxes,
+            StoreTree::Users => &self.users,
+        };
+        let mut batch = Batch::default();
+        for (key, value) in pairs {
+            batch.insert(key, value.clone());
+        }
+        target.apply_batch(batch).map_err(StoreError::from_sled)
+    }
+
+    /// Sets the head counter of a store being built by a backup or restore.
+    pub fn import_head(&self, head: u64) -> Result<()> {
+        self.messages.insert(keys::HEAD, &head.to_be_bytes()).map(|_| ()).map_err(StoreError::from_sled)
+    }
+
+    /// Every key of a tree with its value, for `verify`.
+    pub fn raw_entries(&self, tree: StoreTree) -> impl Iterator<Item = Result<(IVec, IVec)>> {
+        let source = match tree {
+            StoreTree::Messages => &self.messages,
+            StoreTree::Mailboxes => &self.mailboxes,
+            StoreTree::Users => &self.users,
+        };
+        source.iter().map(|item| item.map_err(StoreError::from_sled))
     }
 
     /// Bytes on disk under the store directory.

@@ -1,0 +1,86 @@
+//! `mailtool export`: messages by number, as mboxrd (stdout or a file) or as a new
+//! Maildir. Each entry is laid out as in the backup range files; a message once.
+
+use std::fs::{self, File};
+use std::io::BufWriter;
+use std::path::Path;
+
+use super::{AdminError, ExportFormat, Output, Result};
+use crate::address::user_key;
+use crate::mbox;
+use crate::store::Store;
+
+pub fn export(
+    store: &Store,
+    user: Option<&str>,
+    from: Option<u64>,
+    to: Option<u64>,
+    format: ExportFormat,
+    output: Option<&str>,
+    out: &mut dyn Output,
+) -> Result<()> {
+    let head = store.head()?;
+    let (from, to) = (from.unwrap_or(1).max(1), to.unwrap_or(head).min(head));
+    let numbers: Vec<u64> = match user {
+        Some(user) => {
+            let key = user_key(user).map_err(|_| AdminError::Failed(format!("{user:?} is not a valid address")))?;
+            store.mailbox(&key)?.into_iter().filter(|n| (from..=to).contains(n)).collect()
+        }
+        None => (from..=to).collect(),
+    };
+    let total = numbers.len() as u64;
+    match (format, output) {
+        (ExportFormat::Mbox, None) => {
+            for (i, number) in numbers.iter().enumerate() {
+                if let Some(message) = store.message(*number)? {
+                    let mut entry = Vec::new();
+                    mbox::write_entry(&mut entry, message.record())?;
+                    out.stdout(&entry)?;
+                }
+                out.progress("export", i as u64 + 1, total);
+            }
+        }
+        (ExportFormat::Mbox, Some(path)) => {
+            // Written aside and renamed, so PATH is never a half-written export.
+            let path = Path::new(path);
+            let tmp = path.with_file_name(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("export")));
+            let mut file = BufWriter::new(File::create(&tmp)?);
+            for (i, number) in numbers.iter().enumerate() {
+                if let Some(message) = store.message(*number)? {
+                    mbox::write_entry(&mut file, message.record())?;
+                }
+                out.progress("export", i as u64 + 1, total);
+            }
+            file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            fs::rename(&tmp, path)?;
+        }
+        (ExportFormat::Maildir, None) => {
+            return Err(AdminError::Failed("--format maildir needs -o DIR (a new directory)".into()));
+        }
+        (ExportFormat::Maildir, Some(dir)) => {
+            let dir = Path::new(dir);
+            if dir.exists() && fs::read_dir(dir)?.next().is_some() {
+                return Err(AdminError::Failed(format!("{} exists and is not empty; give a new directory", dir.display())));
+            }
+            for sub in ["tmp", "new", "cur"] {
+                fs::create_dir_all(dir.join(sub))?;
+            }
+            for (i, number) in numbers.iter().enumerate() {
+                if let Some(message) = store.message(*number)? {
+                    let record = message.record();
+                    // Maildir delivery: write in tmp/, then rename into new/.
+                    let name = format!("{}.M{number}.maild", record.received_at.to_native());
+                    let tmp = dir.join("tmp").join(&name);
+                    let mut file = BufWriter::new(File::create(&tmp)?);
+                    mbox::write_delivered(&mut file, record, false)?;
+                    file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+                    fs::rename(&tmp, dir.join("new").join(&name))?;
+                }
+                out.progress("export", i as u64 + 1, total);
+            }
+            File::open(dir.join("new"))?.sync_all()?;
+        }
+    }
+    Ok(())
+}
+

@@ -1,0 +1,114 @@
+//! Administration: the operations behind `mailtool`, in one place.
+//!
+//! `mailtool` runs a [`Request`] either in its own process, on a store it opened (maild
+//! stopped), or sends it over the Unix socket `DATA/maild.sock` to a running maild, which
+//! runs the very same [`execute`] on its open store and streams the output back
+//! ([`frame`]). So every command works both ways with the same output.
+
+pub mod copy;
+pub mod export;
+pub mod frame;
+pub mod verify;
+
+use std::io;
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::address::user_key;
+use crate::store::{Store, StoreError};
+use crate::users::{UserError, Users};
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    Mbox,
+    Maildir,
+}
+
+/// One admin command, as `mailtool` parsed it. Paths are absolute.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    UserAdd { address: String, password: String },
+    UserDel { address: String },
+    UserList,
+    UserPasswd { address: String, password: String },
+    Export { user: Option<String>, from: Option<u64>, to: Option<u64>, format: ExportFormat, output: Option<String> },
+    Backup { output: String },
+    Verify,
+    Stats,
+    Queue,
+    QueueFlush,
+}
+
+/// Where a command's results go: the terminal, or the socket back to `mailtool`.
+pub trait Output {
+    /// Bytes for standard output.
+    fn stdout(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// Progress of a long command (`done` of `total` messages).
+    fn progress(&mut self, label: &str, done: u64, total: u64);
+}
+
+/// Why a command failed; printed by `mailtool` after `mailtool: `, exit status 1.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    User(#[from] UserError),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("{0}")]
+    Failed(String),
+}
+
+pub type Result<T> = std::result::Result<T, AdminError>;
+
+pub fn execute(store: &Store, request: Request, out: &mut dyn Output) -> Result<()> {
+    let users = Users::new(store.users_tree());
+    match request {
+        Request::UserAdd { address, password } => {
+            users.add(&address, &password)?;
+            out.stdout(format!("added {address}\n").as_bytes())?;
+        }
+        Request::UserDel { address } => {
+            users.delete(&address)?;
+            out.stdout(format!("deleted {address}\n").as_bytes())?;
+        }
+        Request::UserList => {
+            for user in users.list()? {
+                out.stdout(format!("{}\n", user.address).as_bytes())?;
+            }
+        }
+        Request::UserPasswd { address, password } => {
+            users.set_password(&address, &password)?;
+            out.stdout(format!("password changed for {address}\n").as_bytes())?;
+        }
+        Request::Export { user, from, to, format, output } => {
+            export::export(store, user.as_deref(), from, to, format, output.as_deref(), out)?;
+        }
+        Request::Backup { output } => copy::backup(store, output.as_ref(), out)?,
+        Request::Verify => verify::run(store, out)?,
+        Request::Stats => stats(store, &users, out)?,
+        // The outbound queue arrives with peer forwarding; until then it is empty.
+        Request::Queue => out.stdout(b"queue: empty\n")?,
+        Request::QueueFlush => out.stdout(b"queue: empty, nothing to flush\n")?,
+    }
+    Ok(())
+}
+
+fn stats(store: &Store, users: &Users, out: &mut dyn Output) -> Result<()> {
+    let head = store.head()?;
+    let users = users.list()?;
+    let mut text = format!("head: {head}\n");
+    text.push_str(&format!("messages: {}\n", store.message_count()?));
+    text.push_str(&format!("delivered: {}\n", store.delivered_through()?));
+    text.push_str(&format!("backed up: {}\n", store.backed_up_through()?));
+    text.push_str(&format!("users: {}\n", users.len()));
+    for user in &users {
+        let key = user_key(&user.address).unwrap_or_else(|_| user.address.clone());
+        text.push_str(&format!("mailbox {}: {}\n", user.address, store.mailbox(&key)?.len()));
+    }
+    text.push_str("queue depth: 0\n");
+    text.push_str(&format!("store size: {}\n", store.size_on_disk()?));
+    out.stdout(text.as_bytes())?;
+    Ok(())
+}
