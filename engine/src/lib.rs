@@ -10,6 +10,7 @@ pub mod address;
 pub mod admin;
 pub mod dialogue;
 pub mod directory;
+pub mod failpoint;
 pub mod mbox;
 pub mod pipeline;
 pub mod pop3;

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
+use crate::failpoint;
 use crate::store::{Store, StoreError};
 
 /// Messages per range file.
@@ -87,6 +88,7 @@ pub fn catch_up(store: &Store, dir: &Path, head: u64) -> Result<(), StoreError> 
     while mark + RANGE <= head {
         let (first, last) = (mark + 1, mark + RANGE);
         write_range(store, dir, first, last)?;
+        failpoint::hit("backup.before_mark").map_err(StoreError::from_io)?;
         mark = last;
         store.set_backed_up_through(mark)?;
         log::info!("backup: wrote {}", range_file_name(first, last));
@@ -124,9 +126,14 @@ fn write_range(store: &Store, dir: &Path, first: u64, last: u64) -> Result<(), S
     let tmp = dir.join(format!(".{}.tmp", range_file_name(first, last)));
     let result = (|| {
         let mut file = BufWriter::new(File::create(&tmp)?);
-        write_entries(&mut file, store, first, last)?;
+        let middle = first + RANGE / 2;
+        write_entries(&mut file, store, first, middle - 1)?;
+        file.flush()?;
+        failpoint::hit("backup.mid_write")?;
+        write_entries(&mut file, store, middle, last)?;
         let file = file.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
+        failpoint::hit("backup.before_rename")?;
         fs::rename(&tmp, &path)?;
         File::open(dir)?.sync_all()
     })();

@@ -12,6 +12,7 @@ use super::backup::BackupSignal;
 use super::Committed;
 use crate::address::Address;
 use crate::directory::MailDirectory;
+use crate::failpoint;
 use crate::store::{Store, StoreError};
 
 /// The mailbox keys of a message's local recipients.
@@ -31,7 +32,11 @@ pub fn run(input: Receiver<Committed>, store: &Store, directory: &MailDirectory,
         let deliveries: Vec<(u64, Vec<String>)> =
             run.iter().map(|c| (c.number, local_users(directory, &c.recipients))).collect();
         let last = run[run.len() - 1].number;
-        match store.deliver(&deliveries) {
+        let delivered = failpoint::hit("deliver.before_batch")
+            .map_err(StoreError::from_io)
+            .and_then(|()| store.deliver(&deliveries))
+            .and_then(|()| failpoint::hit("deliver.after_batch").map_err(StoreError::from_io));
+        match delivered {
             Ok(()) => backup.delivered(last),
             // The records are durable; the next start replays these from the mark.
             Err(error) => log::error!("delivering messages {}..={last} failed: {error}", run[0].number),

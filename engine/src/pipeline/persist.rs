@@ -19,6 +19,7 @@ use rkyv::rancor;
 use time::OffsetDateTime;
 
 use super::{Committed, PipelineConfig, Submission};
+use crate::failpoint;
 use crate::smtp::CommitError;
 use crate::store::record::MessageRecord;
 use crate::store::{Store, StoreError};
@@ -44,7 +45,9 @@ pub fn run(input: Receiver<Submission>, output: Sender<Committed>, store: &Store
             }
         }
         let sizes: Vec<usize> = batch.iter().map(|s| s.message.body.len()).collect();
-        match commit(store, head, &mut batch, config) {
+        let committed = commit(store, head, &mut batch, config)
+            .and_then(|new_head| failpoint::hit("persist.after_flush").map(|()| new_head).map_err(StoreError::from_io));
+        match committed {
             Ok(new_head) => {
                 for ((offset, submission), size) in batch.into_iter().enumerate().zip(sizes) {
                     let number = head + 1 + offset as u64;

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rkyv::rancor;
 use sled::{Batch, IVec, Tree};
 
+use crate::failpoint;
 use record::{keys, ArchivedMessageRecord, MessageRecord};
 
 /// What can go wrong in the store, by what the caller should do about it.
@@ -159,8 +160,10 @@ impl Store {
             batch.insert(&keys::message(number), record.as_slice());
         }
         batch.insert(keys::HEAD, &number.to_be_bytes());
+        failpoint::hit("persist.before_batch").map_err(StoreError::from_io)?;
         self.messages.apply_batch(batch).map_err(StoreError::from_sled)?;
-        if let Err(error) = self.flush() {
+        let flushed = failpoint::hit("persist.after_batch").map_err(StoreError::from_io).and_then(|()| self.flush());
+        if let Err(error) = flushed {
             // The batch is in sled's memory but not known durable: take it back so the
             // numbers are reused and nothing the client was refused can reappear.
             let mut undo = Batch::default();
@@ -231,6 +234,7 @@ impl Store {
     /// Removes entries from a user's mailbox in one atomic, flushed step. A message no
     /// mailbox holds any more is marked collectable (see [`Store::collect`]).
     pub fn remove_entries(&self, user: &str, numbers: &[u64]) -> Result<()> {
+        failpoint::hit("pop3.before_commit").map_err(StoreError::from_io)?;
         let _guard = self.index_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut batch = Batch::default();
         for number in numbers {
