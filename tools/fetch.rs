@@ -1,11 +1,256 @@
-//! `mailtool fetch`: to be written.
+//! `mailtool fetch`: a user's mail over POP3 (RFC 1939), appended to an mboxrd file.
+//!
+//! USER/PASS, STAT and LIST, then RETR each message (dot-stuffing undone, the response
+//! ending at `.` CRLF), appended as an mboxrd entry: a `From <sender> <asctime>` line with
+//! the sender taken from the `Return-Path:` header the server puts first (CONTRACT §6),
+//! then the message bytes with `>*From ` lines quoted by one more `>`, then an empty
+//! line. With `--delete` each message is marked with DELE; the file is fsync'd before
+//! QUIT, because QUIT is when the server makes the deletions durable: a message is never
+//! deleted before our copy is on disk.
 
-use anyhow::Result;
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
-#[derive(Args)]
-pub struct FetchArgs {}
+use crate::client::UtcTime;
 
-pub fn run(_args: FetchArgs) -> Result<()> {
-    anyhow::bail!("not yet")
+#[derive(Args)]
+pub struct FetchArgs {
+    /// The POP3 server.
+    #[arg(long, default_value = "127.0.0.1:1100", value_name = "ADDR")]
+    pop3: String,
+    /// The user's full address, as given to `mailtool user add`.
+    #[arg(long, value_name = "ADDR")]
+    user: String,
+    /// Delete each fetched message on the server (applied at QUIT, once the file is
+    /// synced).
+    #[arg(long)]
+    delete: bool,
+    /// The mbox file to append to (created if missing).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: PathBuf,
+    /// Read the password from stdin (one trailing newline stripped). Also done, without
+    /// the flag, when stdin is not a terminal; otherwise the password is prompted for.
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn run(args: FetchArgs) -> Result<()> {
+    if args.user.contains(['\r', '\n']) || args.user.is_empty() {
+        bail!("--user needs an address on one line");
+    }
+    let password = password(&args)?;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args.output)
+        .with_context(|| format!("opening {}", args.output.display()))?;
+
+    let mut pop = Pop3::connect(&args.pop3)?;
+    pop.status("greeting")?;
+    pop.command(&format!("USER {}", args.user), "USER")?;
+    pop.command(&format!("PASS {password}"), "PASS")?;
+    let stat = pop.command("STAT", "STAT")?;
+    let count: usize = stat
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| anyhow!("STAT: cannot read the message count in {stat:?}"))?;
+    // LIST gives each message's exact size (CONTRACT §6), which tells a CRLF the server
+    // added before the terminating dot from one that belongs to the message.
+    pop.command("LIST", "LIST")?;
+    let mut sizes = std::collections::HashMap::new();
+    for line in pop.multiline("LIST")?.split(|&b| b == b'\n') {
+        let line = String::from_utf8_lossy(line);
+        let mut words = line.split_whitespace();
+        if let (Some(Ok(msg)), Some(Ok(size))) =
+            (words.next().map(str::parse::<usize>), words.next().map(str::parse::<usize>))
+        {
+            sizes.insert(msg, size);
+        }
+    }
+
+    let now = UtcTime::now().asctime();
+    let (mut fetched, mut deleted) = (0usize, 0usize);
+    for msg in 1..=count {
+        if !sizes.is_empty() && !sizes.contains_key(&msg) {
+            // Not listed: already gone (a message deleted by this session cannot be).
+            continue;
+        }
+        pop.command(&format!("RETR {msg}"), &format!("RETR {msg}"))?;
+        let mut message = pop.multiline(&format!("RETR {msg}"))?;
+        if let Some(&size) = sizes.get(&msg) {
+            if message.len() == size + 2 && message.ends_with(b"\r\n") {
+                message.truncate(size);
+            }
+        }
+        file.write_all(&mbox_entry(&message, &now)).with_context(|| format!("writing to {}", args.output.display()))?;
+        fetched += 1;
+        if args.delete {
+            pop.command(&format!("DELE {msg}"), &format!("DELE {msg}"))?;
+            deleted += 1;
+        }
+    }
+    file.sync_all().with_context(|| format!("syncing {}", args.output.display()))?;
+    pop.command("QUIT", "QUIT")?;
+    println!("fetched: {fetched}");
+    if args.delete {
+        println!("deleted: {deleted}");
+    }
+    Ok(())
+}
+
+fn password(args: &FetchArgs) -> Result<String> {
+    let stdin = std::io::stdin();
+    let password = if args.password_stdin || !stdin.is_terminal() {
+        let mut text = String::new();
+        stdin.lock().read_to_string(&mut text).context("reading the password from stdin")?;
+        // CONTRACT §7: one trailing newline stripped.
+        let text = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
+        text.to_string()
+    } else {
+        rpassword::prompt_password(format!("Password for {}: ", args.user)).context("reading the password")?
+    };
+    if password.contains(['\r', '\n']) {
+        bail!("the password must be one line");
+    }
+    Ok(password)
+}
+
+/// The sender for the `From ` line: the `Return-Path:` of the header block, or
+/// `MAILER-DAEMON` for the null sender or when there is none.
+pub(crate) fn sender(message: &[u8]) -> String {
+    for line in message.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        let text = String::from_utf8_lossy(line);
+        let Some((name, value)) = text.split_once(':') else { continue };
+        if name.eq_ignore_ascii_case("Return-Path") {
+            let value = value.trim();
+            let address = value.strip_prefix('<').and_then(|v| v.strip_suffix('>')).unwrap_or(value);
+            if address.is_empty() || address.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                break;
+            }
+            return address.to_string();
+        }
+    }
+    "MAILER-DAEMON".to_string()
+}
+
+/// One mboxrd entry: `From ` line, the message with `>*From ` lines quoted, empty line.
+pub(crate) fn mbox_entry(message: &[u8], asctime: &str) -> Vec<u8> {
+    let mut out = format!("From {} {asctime}\n", sender(message)).into_bytes();
+    for line in message.split_inclusive(|&b| b == b'\n') {
+        let unquoted = &line[line.iter().take_while(|&&b| b == b'>').count()..];
+        if unquoted.starts_with(b"From ") {
+            out.push(b'>');
+        }
+        out.extend_from_slice(line);
+    }
+    if !message.is_empty() && !message.ends_with(b"\n") {
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+    out
+}
+
+/// A minimal blocking POP3 client.
+struct Pop3 {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Pop3 {
+    fn connect(address: &str) -> Result<Pop3> {
+        let mut last = None;
+        for resolved in address.to_socket_addrs().with_context(|| format!("resolving {address}"))? {
+            match TcpStream::connect_timeout(&resolved, TIMEOUT) {
+                Ok(stream) => {
+                    stream.set_read_timeout(Some(TIMEOUT))?;
+                    stream.set_write_timeout(Some(TIMEOUT))?;
+                    let writer = stream.try_clone()?;
+                    return Ok(Pop3 { reader: BufReader::new(stream), writer });
+                }
+                Err(error) => last = Some(error),
+            }
+        }
+        match last {
+            Some(error) => Err(error).with_context(|| format!("connecting to {address}")),
+            None => bail!("{address}: no address found"),
+        }
+    }
+
+    /// One line with its line end, or an error at end of stream.
+    fn line(&mut self, what: &str) -> Result<Vec<u8>> {
+        let mut line = Vec::new();
+        let read = self.reader.read_until(b'\n', &mut line).with_context(|| format!("{what}: reading the reply"))?;
+        if read == 0 {
+            bail!("{what}: the server closed the connection");
+        }
+        Ok(line)
+    }
+
+    /// Reads a status line: its text after `+OK`, or an error with the server's `-ERR`.
+    fn status(&mut self, what: &str) -> Result<String> {
+        let line = self.line(what)?;
+        let text = String::from_utf8_lossy(&line).trim_end().to_string();
+        if text == "+OK" || text.starts_with("+OK ") {
+            Ok(text)
+        } else if text.starts_with("-ERR") {
+            bail!("{what}: the server said: {text}")
+        } else {
+            bail!("{what}: unexpected reply {text:?}")
+        }
+    }
+
+    /// Sends a command (`what` names it in errors, so a password is never shown).
+    fn command(&mut self, line: &str, what: &str) -> Result<String> {
+        self.writer.write_all(format!("{line}\r\n").as_bytes()).with_context(|| format!("{what}: sending"))?;
+        self.status(what)
+    }
+
+    /// The body of a multi-line response (RFC 1939 §3), dot-stuffing undone, up to the
+    /// line holding only `.`.
+    fn multiline(&mut self, what: &str) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        loop {
+            let line = self.line(what)?;
+            if line == b".\r\n" {
+                return Ok(out);
+            }
+            out.extend_from_slice(line.strip_prefix(b".").unwrap_or(&line));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sender_comes_from_return_path() {
+        assert_eq!(sender(b"Return-Path: <a@b.test>\r\nReceived: x\r\n\r\nbody\r\n"), "a@b.test");
+        assert_eq!(sender(b"Return-Path: <>\r\n\r\n"), "MAILER-DAEMON");
+        assert_eq!(sender(b"Subject: x\r\n\r\nReturn-Path: <late@b>\r\n"), "MAILER-DAEMON");
+        assert_eq!(sender(b"return-path:   <c@d>  \r\n\r\n"), "c@d");
+    }
+
+    #[test]
+    fn mboxrd_quotes_from_lines_and_ends_with_an_empty_line() {
+        let message = b"Return-Path: <a@b>\r\n\r\nFrom me\r\n>From you\r\n>>From them\r\nFromage\r\n From x\r\n";
+        let entry = mbox_entry(message, "Thu Jan  1 00:00:00 1970");
+        let want = "From a@b Thu Jan  1 00:00:00 1970\nReturn-Path: <a@b>\r\n\r\n>From me\r\n>>From you\r\n>>>From them\r\nFromage\r\n From x\r\n\n";
+        assert_eq!(String::from_utf8(entry).unwrap(), want);
+        let entry = mbox_entry(b"no newline", "T");
+        assert_eq!(entry, b"From MAILER-DAEMON T\nno newline\n\n");
+    }
 }
