@@ -49,6 +49,9 @@ pub struct Options {
     /// Most client connections at once, over all listeners; more get 421. [default: 1000]
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Free bytes to keep on the store's file system; below it new mail gets 452. [default: 33554432]
+    #[arg(long, value_name = "BYTES")]
+    pub min_free_space: Option<u64>,
     /// Seconds sessions get to finish after SIGTERM/SIGINT. [default: 30]
     #[arg(long, value_name = "SECS")]
     pub shutdown_grace: Option<u64>,
@@ -67,6 +70,7 @@ pub struct Config {
     pub max_message_size: usize,
     pub max_connections: usize,
     pub shutdown_grace: Duration,
+    pub min_free_space: u64,
 }
 
 fn address(text: &str, what: &str) -> Result<SocketAddr> {
@@ -117,6 +121,7 @@ impl Options {
             max_message_size: usize::try_from(max_message_size).context("--max-message-size is too large")?,
             max_connections: self.max_connections.or(file.max_connections).unwrap_or(1000).max(1),
             shutdown_grace: Duration::from_secs(self.shutdown_grace.or(file.shutdown_grace).unwrap_or(30)),
+            min_free_space: self.min_free_space.or(file.min_free_space).unwrap_or(32 << 20),
         })
     }
 }

@@ -50,8 +50,8 @@ fn run() -> Result<()> {
         other => anyhow::anyhow!("opening the store in {}: {other}", config.data.display()),
     })?;
     let directory = Arc::new(MailDirectory::new(config.domains.clone(), Users::new(store.users_tree())));
-    let pipeline = Pipeline::start(store.clone(), directory.clone(), PipelineConfig::new(&config.hostname))
-        .context("starting the pipeline")?;
+    let pipeline_config = PipelineConfig { min_free_space: config.min_free_space, ..PipelineConfig::new(&config.hostname) };
+    let pipeline = Pipeline::start(store.clone(), directory.clone(), pipeline_config).context("starting the pipeline")?;
 
     let admin = admin::AdminSocket::start(store.clone(), &config.data)?;
     let server = start_listeners(&config, &store, directory, &pipeline)?;

@@ -61,11 +61,19 @@ pub struct PipelineConfig {
     pub max_batch: usize,
     /// Capacity of each channel between stages.
     pub channel_capacity: usize,
+    /// Free bytes the store's file system keeps in reserve; below it mail gets `452`.
+    pub min_free_space: u64,
 }
 
 impl PipelineConfig {
     pub fn new(hostname: impl Into<String>) -> PipelineConfig {
-        PipelineConfig { hostname: hostname.into(), max_hops: 30, max_batch: 256, channel_capacity: 1024 }
+        PipelineConfig {
+            hostname: hostname.into(),
+            max_hops: 30,
+            max_batch: 256,
+            channel_capacity: 1024,
+            min_free_space: 32 << 20,
+        }
     }
 }
 

@@ -82,6 +82,8 @@ pub fn run(input: Receiver<Submission>, output: Sender<Committed>, store: &Store
 /// Steps 2–4: numbers, records, one batch, one flush. Bodies are moved into the records
 /// (and dropped after serialising) so the batch holds each message once.
 fn commit(store: &Store, head: u64, batch: &mut [Submission], config: &PipelineConfig) -> Result<u64, StoreError> {
+    let incoming: usize = batch.iter().map(|s| s.message.body.len()).sum();
+    store.check_space(incoming as u64, config.min_free_space)?;
     let now = OffsetDateTime::now_utc();
     let received_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let mut records = Vec::with_capacity(batch.len());

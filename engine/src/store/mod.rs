@@ -380,6 +380,21 @@ impl Store {
         source.iter().map(|item| item.map_err(StoreError::from_sled))
     }
 
+    /// Refuses new mail while the file system has less than `reserve` bytes free beyond
+    /// twice what is coming (Postfix's `queue_minfree` idea). sled treats a failed write
+    /// as fatal for the whole store, so maild must never let it run out of space: it says
+    /// `452` early instead, and accepts again as soon as space is freed.
+    pub fn check_space(&self, incoming: u64, reserve: u64) -> Result<()> {
+        let available = fs2::available_space(&self.dir).map_err(StoreError::from_io)?;
+        if available < reserve.saturating_add(incoming.saturating_mul(2)) {
+            return Err(StoreError::Full(std::io::Error::other(format!(
+                "{available} bytes free in {}, keeping {reserve} in reserve",
+                self.dir.display()
+            ))));
+        }
+        Ok(())
+    }
+
     /// Bytes on disk under the store directory.
     pub fn size_on_disk(&self) -> Result<u64> {
         self.db.size_on_disk().map_err(StoreError::from_sled)
