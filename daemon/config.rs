@@ -49,6 +49,19 @@ pub struct Options {
     /// Most client connections at once, over all listeners; more get 421. [default: 1000]
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// A peer server that owns DOMAIN (repeatable): mail for it is forwarded there.
+    #[arg(long, value_name = "DOMAIN=HOST:PORT")]
+    #[serde(default)]
+    pub peer: Vec<String>,
+    /// First retry of a deferred forward after this long (doubling each time). [default: 5s]
+    #[arg(long, value_name = "DURATION")]
+    pub retry_min: Option<String>,
+    /// Longest wait between retries. [default: 10m]
+    #[arg(long, value_name = "DURATION")]
+    pub retry_max: Option<String>,
+    /// How long a message may wait for a peer before it bounces. [default: 5d]
+    #[arg(long, value_name = "DURATION")]
+    pub queue_lifetime: Option<String>,
     /// Free bytes to keep on the store's file system; below it new mail gets 452. [default: 33554432]
     #[arg(long, value_name = "BYTES")]
     pub min_free_space: Option<u64>,
@@ -71,6 +84,25 @@ pub struct Config {
     pub max_connections: usize,
     pub shutdown_grace: Duration,
     pub min_free_space: u64,
+    pub peers: Vec<(String, SocketAddr)>,
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    pub queue_lifetime: Duration,
+}
+
+fn duration(text: Option<String>, default: &str, what: &str) -> Result<Duration> {
+    let text = text.unwrap_or_else(|| default.to_string());
+    engine::duration::parse(&text).map_err(|e| anyhow::anyhow!("--{what}: {e}"))
+}
+
+/// `DOMAIN=HOST:PORT`.
+fn peer(text: &str) -> Result<(String, SocketAddr)> {
+    let (domain, server) = text.split_once('=').with_context(|| format!("--peer {text:?}: want DOMAIN=HOST:PORT"))?;
+    let domain = domain.trim().to_ascii_lowercase();
+    if engine::Address::parse(&format!("postmaster@{domain}"), None).is_err() {
+        bail!("--peer {text:?}: {domain:?} is not a domain name");
+    }
+    Ok((domain, address(server.trim(), "peer")?))
 }
 
 fn address(text: &str, what: &str) -> Result<SocketAddr> {
@@ -94,6 +126,7 @@ impl Options {
         };
         let pick_list = |cli: Vec<String>, file: Vec<String>| if cli.is_empty() { file } else { cli };
         let mut domains = pick_list(self.domain, file.domain);
+        let pick_list = |cli: Vec<String>, file: Vec<String>| if cli.is_empty() { file } else { cli };
         if domains.is_empty() {
             domains.push("localhost".into());
         }
@@ -122,6 +155,10 @@ impl Options {
             max_connections: self.max_connections.or(file.max_connections).unwrap_or(1000).max(1),
             shutdown_grace: Duration::from_secs(self.shutdown_grace.or(file.shutdown_grace).unwrap_or(30)),
             min_free_space: self.min_free_space.or(file.min_free_space).unwrap_or(32 << 20),
+            peers: pick_list(self.peer, file.peer).iter().map(|p| peer(p)).collect::<Result<_>>()?,
+            retry_min: duration(self.retry_min.or(file.retry_min), "5s", "retry-min")?,
+            retry_max: duration(self.retry_max.or(file.retry_max), "10m", "retry-max")?,
+            queue_lifetime: duration(self.queue_lifetime.or(file.queue_lifetime), "5d", "queue-lifetime")?,
         })
     }
 }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Parser;
 use engine::directory::MailDirectory;
+use engine::peers::PeerTable;
 use engine::pipeline::{Pipeline, PipelineConfig};
 use engine::pop3::Pop3Config;
 use engine::smtp::{Reply, SmtpConfig};
@@ -49,7 +50,14 @@ fn run() -> Result<()> {
         StoreError::Locked(path) => anyhow::anyhow!("{} is in use by another maild (sled allows one process)", path.display()),
         other => anyhow::anyhow!("opening the store in {}: {other}", config.data.display()),
     })?;
-    let directory = Arc::new(MailDirectory::new(config.domains.clone(), Users::new(store.users_tree())));
+    let peers = Arc::new(PeerTable::default());
+    for (domain, address) in &config.peers {
+        if config.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) {
+            anyhow::bail!("--peer {domain}: that domain is also a local --domain");
+        }
+        peers.add_static(domain, *address);
+    }
+    let directory = Arc::new(MailDirectory::new(config.domains.clone(), Users::new(store.users_tree()), peers.clone()));
     let pipeline_config = PipelineConfig { min_free_space: config.min_free_space, ..PipelineConfig::new(&config.hostname) };
     let pipeline = Pipeline::start(store.clone(), directory.clone(), pipeline_config).context("starting the pipeline")?;
 

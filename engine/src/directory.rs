@@ -3,7 +3,10 @@
 //! The SMTP session asks a [`Directory`] at `RCPT`; the deliver stage asks the same
 //! question of the stored recipients, so both agree on what is local.
 
+use std::sync::Arc;
+
 use crate::address::Address;
+use crate::peers::PeerTable;
 use crate::users::Users;
 
 /// The answer for one recipient address.
@@ -25,16 +28,22 @@ pub trait Directory: Send + Sync {
     fn default_domain(&self) -> &str;
 }
 
-/// The live directory: local domains from the configuration, users from the store.
+/// The live directory: local domains from the configuration, users from the store,
+/// peers from `--peer` and discovery.
 pub struct MailDirectory {
     domains: Vec<String>,
     users: Users,
+    peers: Arc<PeerTable>,
 }
 
 impl MailDirectory {
-    pub fn new(domains: Vec<String>, users: Users) -> MailDirectory {
+    pub fn new(domains: Vec<String>, users: Users, peers: Arc<PeerTable>) -> MailDirectory {
         let domains = domains.into_iter().map(|d| d.to_ascii_lowercase()).collect();
-        MailDirectory { domains, users }
+        MailDirectory { domains, users, peers }
+    }
+
+    pub fn peers(&self) -> &Arc<PeerTable> {
+        &self.peers
     }
 
     pub fn is_local_domain(&self, domain: &str) -> bool {
@@ -51,6 +60,8 @@ impl Directory for MailDirectory {
                 Ok(true) => Route::Local,
                 _ => Route::UnknownUser,
             }
+        } else if self.peers.lookup(recipient.domain()).is_some() {
+            Route::Peer
         } else {
             Route::Remote
         }

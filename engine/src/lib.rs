@@ -9,9 +9,12 @@
 pub mod address;
 pub mod admin;
 pub mod dialogue;
+pub mod duration;
 pub mod directory;
 pub mod failpoint;
+pub mod forward;
 pub mod mbox;
+pub mod peers;
 pub mod pipeline;
 pub mod pop3;
 pub mod smtp;
