@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use engine::admin::frame::{decode_request, read_frame, write_frame, Frame, FrameOutput};
-use engine::admin::{execute, Request};
-use engine::Store;
+use engine::admin::{execute, AdminContext, Request};
 
 /// `sun_path` holds 108 bytes on Linux, including the terminating NUL.
 const MAX_SOCKET_PATH: usize = 107;
@@ -33,7 +32,8 @@ pub struct AdminSocket {
 }
 
 impl AdminSocket {
-    pub fn start(store: Store, data: &Path) -> Result<AdminSocket> {
+    pub fn start(context: AdminContext, data: &Path) -> Result<AdminSocket> {
+        let context = Arc::new(context);
         let path = socket_path(data);
         let length = path.as_os_str().len();
         if length > MAX_SOCKET_PATH {
@@ -54,10 +54,10 @@ impl AdminSocket {
                     break;
                 }
                 let Ok(stream) = stream else { continue };
-                let (store, in_flight) = (store.clone(), count.clone());
+                let (context, in_flight) = (context.clone(), count.clone());
                 count.fetch_add(1, Ordering::SeqCst);
                 let spawned = std::thread::Builder::new().name("admin-client".into()).spawn(move || {
-                    if let Err(error) = serve(stream, &store) {
+                    if let Err(error) = serve(stream, &context) {
                         log::warn!("admin request: {error:#}");
                     }
                     in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -85,13 +85,13 @@ impl AdminSocket {
     }
 }
 
-fn serve(stream: UnixStream, store: &Store) -> Result<()> {
+fn serve(stream: UnixStream, context: &AdminContext) -> Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let Frame::Request(bytes) = read_frame(&mut reader)? else { bail!("expected a request frame") };
     let request: Request = decode_request(&bytes)?;
     log::info!("admin: {}", describe(&request));
     let mut output = FrameOutput::new(BufWriter::new(stream));
-    let result = execute(store, request, &mut output);
+    let result = execute(context, request, &mut output);
     let last = match result {
         Ok(()) => Frame::Done,
         Err(error) => Frame::Failed(error.to_string()),

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use engine::admin::AdminContext;
 use engine::directory::MailDirectory;
 use engine::peers::PeerTable;
 use engine::pipeline::{Pipeline, PipelineConfig};
@@ -58,10 +59,14 @@ fn run() -> Result<()> {
         peers.add_static(domain, *address);
     }
     let directory = Arc::new(MailDirectory::new(config.domains.clone(), Users::new(store.users_tree()), peers.clone()));
-    let pipeline_config = PipelineConfig { min_free_space: config.min_free_space, ..PipelineConfig::new(&config.hostname) };
+    let mut pipeline_config = PipelineConfig { min_free_space: config.min_free_space, ..PipelineConfig::new(&config.hostname) };
+    pipeline_config.forward.retry_min = config.retry_min;
+    pipeline_config.forward.retry_max = config.retry_max;
+    pipeline_config.forward.queue_lifetime = config.queue_lifetime;
     let pipeline = Pipeline::start(store.clone(), directory.clone(), pipeline_config).context("starting the pipeline")?;
 
-    let admin = admin::AdminSocket::start(store.clone(), &config.data)?;
+    let admin_context = AdminContext { store: store.clone(), peers: Some(peers), forward: Some(pipeline.forward_waker()) };
+    let admin = admin::AdminSocket::start(admin_context, &config.data)?;
     let server = start_listeners(&config, &store, directory, &pipeline)?;
 
     if let Some(signal) = signals.forever().next() {

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use engine::address::user_key;
 use engine::admin::frame::{encode_request, read_frame, write_frame, Frame};
-use engine::admin::{execute, ExportFormat, Output, Request};
+use engine::admin::{execute, AdminContext, ExportFormat, Output, Request};
 use engine::{Store, StoreError};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -171,8 +171,8 @@ pub fn run(data: &Path, request: Request) -> Result<()> {
     if !creates && !data.join("store").exists() {
         bail!("no maild store in {} (give --data DIR; `mailtool user add` creates one)", data.display());
     }
-    let store = open(data)?;
-    execute(&store, request, &mut terminal).map_err(|e| anyhow::anyhow!("{e}"))
+    let context = AdminContext::offline(open(data)?);
+    execute(&context, request, &mut terminal).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn remote(stream: UnixStream, request: &Request, terminal: &mut Terminal) -> Result<()> {

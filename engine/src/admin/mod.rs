@@ -11,12 +11,32 @@ pub mod frame;
 pub mod verify;
 
 use std::io;
+use std::sync::Arc;
 
 use rkyv::{Archive, Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
 use crate::address::user_key;
+use crate::peers::{PeerSource, PeerTable};
+use crate::pipeline::Signal;
 use crate::store::{Store, StoreError};
 use crate::users::{UserError, Users};
+
+/// What a command runs against: the store, and inside a running maild also its peers
+/// and the forward stage's wake-up.
+pub struct AdminContext {
+    pub store: Store,
+    pub peers: Option<Arc<PeerTable>>,
+    pub forward: Option<Signal>,
+}
+
+impl AdminContext {
+    /// A store opened by `mailtool` itself (maild not running).
+    pub fn offline(store: Store) -> AdminContext {
+        AdminContext { store, peers: None, forward: None }
+    }
+}
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportFormat {
@@ -62,7 +82,8 @@ pub enum AdminError {
 
 pub type Result<T> = std::result::Result<T, AdminError>;
 
-pub fn execute(store: &Store, request: Request, out: &mut dyn Output) -> Result<()> {
+pub fn execute(context: &AdminContext, request: Request, out: &mut dyn Output) -> Result<()> {
+    let store = &context.store;
     let users = Users::new(store.users_tree());
     match request {
         Request::UserAdd { address, password } => {
@@ -87,15 +108,49 @@ pub fn execute(store: &Store, request: Request, out: &mut dyn Output) -> Result<
         }
         Request::Backup { output } => copy::backup(store, output.as_ref(), out)?,
         Request::Verify => verify::run(store, out)?,
-        Request::Stats => stats(store, &users, out)?,
-        // The outbound queue arrives with peer forwarding; until then it is empty.
-        Request::Queue => out.stdout(b"queue: empty\n")?,
-        Request::QueueFlush => out.stdout(b"queue: empty, nothing to flush\n")?,
+        Request::Stats => stats(context, &users, out)?,
+        Request::Queue => queue(store, out)?,
+        Request::QueueFlush => {
+            let count = store.flush_queue()?;
+            if let Some(forward) = &context.forward {
+                forward.wake();
+            }
+            let when = if context.forward.is_some() { "now" } else { "when maild starts" };
+            out.stdout(format!("queue flush: {count} message(s) will be retried {when}\n").as_bytes())?;
+        }
     }
     Ok(())
 }
 
-fn stats(store: &Store, users: &Users, out: &mut dyn Output) -> Result<()> {
+fn millis_text(millis: u64) -> String {
+    i128::try_from(millis)
+        .ok()
+        .and_then(|m| OffsetDateTime::from_unix_timestamp_nanos(m * 1_000_000).ok())
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| millis.to_string())
+}
+
+fn queue(store: &Store, out: &mut dyn Output) -> Result<()> {
+    let queue = store.queue()?;
+    let mut text = String::new();
+    for (_, record) in &queue {
+        let next = if record.next_attempt == 0 { "now".to_string() } else { millis_text(record.next_attempt) };
+        let error = if record.last_error.is_empty() { "-" } else { record.last_error.as_str() };
+        text.push_str(&format!(
+            "{} {} attempts={} next={next} recipients=<{}> error={error}\n",
+            record.number,
+            record.domain,
+            record.attempts,
+            record.recipients.join(">,<")
+        ));
+    }
+    text.push_str(&format!("queue depth: {}\n", queue.len()));
+    out.stdout(text.as_bytes())?;
+    Ok(())
+}
+
+fn stats(context: &AdminContext, users: &Users, out: &mut dyn Output) -> Result<()> {
+    let store = &context.store;
     let head = store.head()?;
     let users = users.list()?;
     let mut text = format!("head: {head}\n");
@@ -107,7 +162,15 @@ fn stats(store: &Store, users: &Users, out: &mut dyn Output) -> Result<()> {
         let key = user_key(&user.address).unwrap_or_else(|_| user.address.clone());
         text.push_str(&format!("mailbox {}: {}\n", user.address, store.mailbox(&key)?.len()));
     }
-    text.push_str("queue depth: 0\n");
+    text.push_str(&format!("queue depth: {}\n", store.queue()?.len()));
+    if let Some(peers) = context.peers.as_ref().map(|p| p.list()).filter(|p| !p.is_empty()) {
+        let discovered = peers.iter().filter(|p| p.source == PeerSource::Discovered).count();
+        text.push_str(&format!("peers: {} (static {}, discovered {discovered})\n", peers.len(), peers.len() - discovered));
+        for peer in peers {
+            let source = if peer.source == PeerSource::Static { "static" } else { "discovered" };
+            text.push_str(&format!("peer {}: {} ({source})\n", peer.domain, peer.address));
+        }
+    }
     text.push_str(&format!("store size: {}\n", store.size_on_disk()?));
     out.stdout(text.as_bytes())?;
     Ok(())

@@ -63,6 +63,15 @@ pub fn run(store: &Store, out: &mut dyn Output) -> Result<()> {
                     faults.push(format!("mailbox {user}: entry {number} does not resolve to a message"));
                 }
             }
+            Some(&keys::QUEUE) => {
+                // A queued forward holds the message like a mailbox entry does.
+                if let Some(number) = keys::number(&key[..key.len().min(9)]) {
+                    *entries_per_message.entry(number).or_default() += 1;
+                    if number > head || store.message(number).ok().flatten().is_none() {
+                        faults.push(format!("queue: entry for message {number} does not resolve to a message"));
+                    }
+                }
+            }
             Some(&keys::REFS) => {
                 let refs = <[u8; 4]>::try_from(value.as_ref()).map(u32::from_be_bytes).unwrap_or(0);
                 if let Some(number) = keys::number(&key) {

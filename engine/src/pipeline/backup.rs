@@ -16,8 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
-
+use super::{signal, Signal, SignalWaiter};
 use crate::failpoint;
 use crate::store::{Store, StoreError};
 
@@ -39,27 +38,25 @@ pub fn backup_dir(data: &Path) -> PathBuf {
 #[derive(Clone)]
 pub struct BackupSignal {
     head: Arc<AtomicU64>,
-    wake: Sender<()>,
+    wake: Signal,
 }
 
 impl BackupSignal {
     pub fn new() -> (BackupSignal, BackupWaiter) {
         let head = Arc::new(AtomicU64::new(0));
-        let (wake, woken) = bounded(1);
+        let (wake, woken) = signal();
         (BackupSignal { head: head.clone(), wake }, BackupWaiter { head, woken })
     }
 
     pub fn delivered(&self, head: u64) {
         self.head.fetch_max(head, Ordering::SeqCst);
-        match self.wake.try_send(()) {
-            Ok(()) | Err(TrySendError::Full(())) | Err(TrySendError::Disconnected(())) => {}
-        }
+        self.wake.wake();
     }
 }
 
 pub struct BackupWaiter {
     head: Arc<AtomicU64>,
-    woken: Receiver<()>,
+    woken: SignalWaiter,
 }
 
 pub fn run(waiter: BackupWaiter, store: &Store) {
@@ -68,7 +65,7 @@ pub fn run(waiter: BackupWaiter, store: &Store) {
         Ok(head) => catch_up_logged(store, &dir, head),
         Err(error) => log::error!("backup cannot read the head: {error}"),
     }
-    while waiter.woken.recv().is_ok() {
+    while waiter.woken.wait() {
         catch_up_logged(store, &dir, waiter.head.load(Ordering::SeqCst));
     }
     // Senders gone: the pipeline is stopping; finish what is complete.

@@ -1,4 +1,5 @@
-//! The deliver stage: puts committed messages into their recipients' mailboxes.
+//! The deliver stage: puts committed messages into their recipients' mailboxes, and
+//! messages for peer domains into the outbound queue (for the forward stage).
 //!
 //! Each run of messages is applied with its progress mark in one atomic batch, so a crash
 //! either keeps both or neither, and [`replay`] at start-up re-applies whatever the
@@ -6,38 +7,63 @@
 //! what makes this stage idempotent. Deliver does not flush: a lost write is replayed from
 //! the fsync'd message records.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use crossbeam_channel::Receiver;
 
 use super::backup::BackupSignal;
-use super::Committed;
+use super::{Committed, Signal};
 use crate::address::Address;
 use crate::directory::MailDirectory;
 use crate::failpoint;
-use crate::store::{Store, StoreError};
+use crate::store::record::QueueRecord;
+use crate::store::{Delivery, Store, StoreError};
 
-/// The mailbox keys of a message's local recipients.
-fn local_users(directory: &MailDirectory, recipients: impl IntoIterator<Item = impl AsRef<str>>) -> Vec<String> {
-    recipients
-        .into_iter()
-        .filter_map(|r| Address::parse(r.as_ref(), None).ok())
-        .filter(|a| directory.is_local_domain(a.domain()))
-        .map(|a| a.key())
-        .collect()
+/// Where one message goes: local recipients to their mailboxes, the others into the
+/// outbound queue, one record per destination domain (recipients in RCPT order).
+fn plan(directory: &MailDirectory, number: u64, recipients: impl IntoIterator<Item = impl AsRef<str>>) -> Delivery {
+    let queued_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let mut delivery = Delivery { number, users: Vec::new(), forwards: Vec::new() };
+    for address in recipients.into_iter().filter_map(|r| Address::parse(r.as_ref(), None).ok()) {
+        if directory.is_local_domain(address.domain()) {
+            delivery.users.push(address.key());
+            continue;
+        }
+        let domain = address.domain().to_ascii_lowercase();
+        match delivery.forwards.iter_mut().find(|f| f.domain == domain) {
+            Some(forward) => forward.recipients.push(address.to_string()),
+            None => delivery.forwards.push(QueueRecord {
+                number,
+                domain,
+                recipients: vec![address.to_string()],
+                attempts: 0,
+                queued_at,
+                next_attempt: 0,
+                last_error: String::new(),
+            }),
+        }
+    }
+    delivery
 }
 
-pub fn run(input: Receiver<Committed>, store: &Store, directory: &MailDirectory, backup: &BackupSignal) {
+pub fn run(input: Receiver<Committed>, store: &Store, directory: &MailDirectory, backup: &BackupSignal, forward: &Signal) {
     while let Ok(first) = input.recv() {
         let mut run = vec![first];
         run.extend(input.try_iter().take(255));
-        let deliveries: Vec<(u64, Vec<String>)> =
-            run.iter().map(|c| (c.number, local_users(directory, &c.recipients))).collect();
+        let deliveries: Vec<Delivery> = run.iter().map(|c| plan(directory, c.number, &c.recipients)).collect();
+        let forwarding = deliveries.iter().any(|d| !d.forwards.is_empty());
         let last = run[run.len() - 1].number;
         let delivered = failpoint::hit("deliver.before_batch")
             .map_err(StoreError::from_io)
-            .and_then(|()| store.deliver(&deliveries))
+            .and_then(|()| store.deliver_all(&deliveries))
             .and_then(|()| failpoint::hit("deliver.after_batch").map_err(StoreError::from_io));
         match delivered {
-            Ok(()) => backup.delivered(last),
+            Ok(()) => {
+                backup.delivered(last);
+                if forwarding {
+                    forward.wake();
+                }
+            }
             // The records are durable; the next start replays these from the mark.
             Err(error) => log::error!("delivering messages {}..={last} failed: {error}", run[0].number),
         }
@@ -55,12 +81,12 @@ pub fn replay(store: &Store, directory: &MailDirectory) -> Result<(), StoreError
     for number in from..=head {
         let Some(message) = store.message(number)? else { continue };
         let record = message.record();
-        deliveries.push((number, local_users(directory, record.recipients.iter().map(|r| r.as_str()))));
+        deliveries.push(plan(directory, number, record.recipients.iter().map(|r| r.as_str())));
         if deliveries.len() == 1024 {
-            store.deliver(&std::mem::take(&mut deliveries))?;
+            store.deliver_all(&std::mem::take(&mut deliveries))?;
         }
     }
-    store.deliver(&deliveries)?;
+    store.deliver_all(&deliveries)?;
     log::info!("replayed delivery of messages {from}..={head} in {:?}", started.elapsed());
     Ok(())
 }

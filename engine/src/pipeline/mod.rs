@@ -5,7 +5,9 @@
 //!   (daemon threads)   (loop and sanity checks)   (number, batch, fsync)    (mailbox indexes)
 //!        ▲                                            │                          │ signal
 //!        └──────────── Result<number, CommitError> ───┘                          ▼
-//!                   (the session's 250 / 451 / 452)                    backup (range files)
+//!                   (the session's 250 / 451 / 452)       backup (range files)   forward (to peers)
+//!                                                                                        │ bounces
+//!        validate ◄──────────────────────────────────────────────────────────────────────┘
 //! ```
 //!
 //! Every channel is bounded, so a flood of clients meets backpressure (their sessions
@@ -14,6 +16,7 @@
 
 pub mod backup;
 pub mod deliver;
+pub mod forward;
 pub mod persist;
 pub mod validate;
 
@@ -23,6 +26,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::directory::MailDirectory;
+use forward::{Forward, ForwardConfig};
 use crate::smtp::{CommitError, Message};
 use crate::store::{Store, StoreError};
 
@@ -63,12 +67,15 @@ pub struct PipelineConfig {
     pub channel_capacity: usize,
     /// Free bytes the store's file system keeps in reserve; below it mail gets `452`.
     pub min_free_space: u64,
+    pub forward: ForwardConfig,
 }
 
 impl PipelineConfig {
     pub fn new(hostname: impl Into<String>) -> PipelineConfig {
+        let hostname = hostname.into();
         PipelineConfig {
-            hostname: hostname.into(),
+            forward: ForwardConfig::new(&hostname),
+            hostname,
             max_hops: 30,
             max_batch: 256,
             channel_capacity: 1024,
@@ -77,10 +84,45 @@ impl PipelineConfig {
     }
 }
 
+/// Wakes a stage that waits for work. Never blocks: if a wake-up is already pending,
+/// the stage will see the newest state when it runs.
+#[derive(Clone)]
+pub struct Signal {
+    wake: Sender<()>,
+}
+
+pub struct SignalWaiter {
+    woken: Receiver<()>,
+}
+
+pub fn signal() -> (Signal, SignalWaiter) {
+    let (wake, woken) = bounded(1);
+    (Signal { wake }, SignalWaiter { woken })
+}
+
+impl Signal {
+    pub fn wake(&self) {
+        let _ = self.wake.try_send(());
+    }
+}
+
+impl SignalWaiter {
+    /// Blocks until woken; false once every [`Signal`] is gone.
+    pub fn wait(&self) -> bool {
+        self.woken.recv().is_ok()
+    }
+
+    pub fn receiver(&self) -> &Receiver<()> {
+        &self.woken
+    }
+}
+
 /// The running stages.
 pub struct Pipeline {
     intake: Sender<Submission>,
     stages: Vec<(&'static str, JoinHandle<()>)>,
+    forward: Forward,
+    forward_wake: Signal,
 }
 
 impl Pipeline {
@@ -102,11 +144,21 @@ impl Pipeline {
         let (s, c) = (store.clone(), config.clone());
         stages.push(spawn("persist", Box::new(move || persist::run(to_persist, to_deliver_tx, &s, &c)))?);
         let (backup_signal, backup_waiter) = backup::BackupSignal::new();
-        let s = store.clone();
-        stages.push(spawn("deliver", Box::new(move || deliver::run(to_deliver, &s, &directory, &backup_signal)))?);
+        let (forward_wake, forward_woken) = signal();
+        let forward = Forward::start(
+            store.clone(),
+            directory.peers().clone(),
+            intake.clone(),
+            config.forward.clone(),
+            forward_wake.clone(),
+            forward_woken,
+        )
+        .map_err(StoreError::Io)?;
+        let (s, wake) = (store.clone(), forward_wake.clone());
+        stages.push(spawn("deliver", Box::new(move || deliver::run(to_deliver, &s, &directory, &backup_signal, &wake)))?);
         let s = store.clone();
         stages.push(spawn("backup", Box::new(move || backup::run(backup_waiter, &s)))?);
-        Ok(Pipeline { intake, stages })
+        Ok(Pipeline { intake, stages, forward, forward_wake })
     }
 
     /// A sender for one more session.
@@ -114,8 +166,15 @@ impl Pipeline {
         self.intake.clone()
     }
 
-    /// Drains and stops the stages. Every other intake sender must be gone already.
+    /// Wakes the forward stage (e.g. after `mailtool queue flush`).
+    pub fn forward_waker(&self) -> Signal {
+        self.forward_wake.clone()
+    }
+
+    /// Drains and stops the stages. Every session's intake sender must be gone already;
+    /// the forward stage (which submits bounces) stops first, so the intake can close.
     pub fn shutdown(self) {
+        self.forward.stop();
         drop(self.intake);
         for (name, handle) in self.stages {
             if handle.join().is_err() {

@@ -21,7 +21,7 @@ use rkyv::rancor;
 use sled::{Batch, IVec, Tree};
 
 use crate::failpoint;
-use record::{keys, ArchivedMessageRecord, MessageRecord};
+use record::{keys, ArchivedMessageRecord, MessageRecord, QueueRecord};
 
 /// What can go wrong in the store, by what the caller should do about it.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +72,20 @@ pub struct Store {
     index_lock: Arc<Mutex<()>>,
     /// Held by a backup while it copies records; collection waits for it.
     collect_lock: Arc<Mutex<()>>,
+}
+
+/// What the deliver stage does with one committed message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    pub number: u64,
+    /// Local users (mailbox keys) who get it.
+    pub users: Vec<String>,
+    /// Queue records for peer domains.
+    pub forwards: Vec<QueueRecord>,
+}
+
+fn encode(record: &QueueRecord) -> Result<Vec<u8>> {
+    rkyv::to_bytes::<rancor::Error>(record).map(|b| b.to_vec()).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 /// The three trees, for the raw access backups and `verify` need.
@@ -192,22 +206,33 @@ impl Store {
         Self::read_counter(&self.mailboxes, keys::DELIVERED)
     }
 
-    /// Adds mailbox entries for a run of committed messages, sets each message's reference
-    /// count, and moves the progress mark, atomically. Only messages past the mark are
-    /// applied, so re-applying a run (replay after a crash) changes nothing.
+    /// Local deliveries only (no forwarding): see [`Store::deliver_all`].
     pub fn deliver(&self, deliveries: &[(u64, Vec<String>)]) -> Result<()> {
-        let Some(last) = deliveries.last().map(|(n, _)| *n) else { return Ok(()) };
+        let deliveries: Vec<Delivery> =
+            deliveries.iter().map(|(number, users)| Delivery { number: *number, users: users.clone(), forwards: Vec::new() }).collect();
+        self.deliver_all(&deliveries)
+    }
+
+    /// Adds mailbox entries and outbound queue records for a run of committed messages,
+    /// sets each message's reference count (mailboxes plus queue records), and moves the
+    /// progress mark, atomically. Only messages past the mark are applied, so re-applying
+    /// a run (replay after a crash) changes nothing.
+    pub fn deliver_all(&self, deliveries: &[Delivery]) -> Result<()> {
+        let Some(last) = deliveries.last().map(|d| d.number) else { return Ok(()) };
         let _guard = self.index_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mark = self.delivered_through()?;
         let mut batch = Batch::default();
-        for (number, users) in deliveries.iter().filter(|(n, _)| *n > mark) {
+        for Delivery { number, users, forwards } in deliveries.iter().filter(|d| d.number > mark) {
             let mut users: Vec<&String> = users.iter().collect();
             users.sort();
             users.dedup();
             for user in &users {
                 batch.insert(keys::entry(user, *number), &[]);
             }
-            let refs = u32::try_from(users.len()).unwrap_or(u32::MAX);
+            for record in forwards {
+                batch.insert(keys::queue(*number, &record.domain), encode(record)?);
+            }
+            let refs = u32::try_from(users.len() + forwards.len()).unwrap_or(u32::MAX);
             if refs == 0 {
                 batch.insert(&keys::numbered(keys::UNREFERENCED, *number), &[]);
             } else {
@@ -231,6 +256,67 @@ impl Store {
             .collect()
     }
 
+    /// Adds `drop` to the reference count of `number` in `batch` (read under the index
+    /// lock); at zero the message is marked collectable.
+    fn release(&self, batch: &mut Batch, number: u64, drop: u32) -> Result<()> {
+        let refs_key = keys::numbered(keys::REFS, number);
+        let refs = Self::read_counter32(&self.mailboxes, &refs_key)?;
+        if refs <= drop {
+            batch.remove(&refs_key);
+            batch.insert(&keys::numbered(keys::UNREFERENCED, number), &[]);
+        } else {
+            batch.insert(&refs_key, &(refs - drop).to_be_bytes());
+        }
+        Ok(())
+    }
+
+    /// The outbound queue, oldest message first.
+    pub fn queue(&self) -> Result<Vec<(IVec, QueueRecord)>> {
+        self.mailboxes
+            .scan_prefix([keys::QUEUE])
+            .map(|item| {
+                let (key, value) = item.map_err(StoreError::from_sled)?;
+                let record = rkyv::from_bytes::<QueueRecord, rancor::Error>(&value)
+                    .map_err(|e| StoreError::Corrupt(format!("queue record: {e}")))?;
+                Ok((key, record))
+            })
+            .collect()
+    }
+
+    /// Replaces a queue record, or removes it (releasing its hold on the message).
+    pub fn update_queue(&self, key: &[u8], record: Option<&QueueRecord>) -> Result<()> {
+        let _guard = self.index_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(number) = keys::number(&key[..9.min(key.len())]) else {
+            return Err(StoreError::Corrupt("short queue key".into()));
+        };
+        if !self.mailboxes.contains_key(key).map_err(StoreError::from_sled)? {
+            return Ok(());
+        }
+        let mut batch = Batch::default();
+        match record {
+            Some(record) => batch.insert(key, encode(record)?),
+            None => {
+                batch.remove(key);
+                self.release(&mut batch, number, 1)?;
+            }
+        }
+        self.mailboxes.apply_batch(batch).map_err(StoreError::from_sled)
+    }
+
+    /// Makes every queue record due now (`mailtool queue flush`). Returns how many.
+    pub fn flush_queue(&self) -> Result<usize> {
+        let _guard = self.index_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut batch = Batch::default();
+        let mut count = 0;
+        for (key, mut record) in self.queue()? {
+            record.next_attempt = 0;
+            batch.insert(key, encode(&record)?);
+            count += 1;
+        }
+        self.mailboxes.apply_batch(batch).map_err(StoreError::from_sled)?;
+        Ok(count)
+    }
+
     /// Removes entries from a user's mailbox in one atomic, flushed step. A message no
     /// mailbox holds any more is marked collectable (see [`Store::collect`]).
     pub fn remove_entries(&self, user: &str, numbers: &[u64]) -> Result<()> {
@@ -243,14 +329,7 @@ impl Store {
                 continue;
             }
             batch.remove(entry);
-            let refs_key = keys::numbered(keys::REFS, *number);
-            let refs = Self::read_counter32(&self.mailboxes, &refs_key)?;
-            if refs <= 1 {
-                batch.remove(&refs_key);
-                batch.insert(&keys::numbered(keys::UNREFERENCED, *number), &[]);
-            } else {
-                batch.insert(&refs_key, &(refs - 1).to_be_bytes());
-            }
+            self.release(&mut batch, *number, 1)?;
         }
         self.mailboxes.apply_batch(batch).map_err(StoreError::from_sled)?;
         self.flush()

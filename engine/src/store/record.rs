@@ -29,6 +29,23 @@ impl ArchivedMessageRecord {
     }
 }
 
+/// One message waiting to be forwarded to one peer domain (the outbound queue).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct QueueRecord {
+    pub number: u64,
+    /// The destination domain; its server is looked up at each attempt.
+    pub domain: String,
+    /// Recipients still to be delivered there, in RCPT order.
+    pub recipients: Vec<String>,
+    pub attempts: u32,
+    /// Seconds since the epoch when the message entered the queue.
+    pub queued_at: u64,
+    /// Milliseconds since the epoch of the next attempt.
+    pub next_attempt: u64,
+    /// Why the last attempt failed; empty before the first.
+    pub last_error: String,
+}
+
 /// A user who can receive mail and log in.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {
@@ -55,6 +72,8 @@ pub mod keys {
     /// `messages` tree: `t` + number → (): the record was collected after every mailbox
     /// let it go (its range file keeps a copy). Keeps `1..=head` accounted for.
     pub const TOMBSTONE: u8 = b't';
+    /// `mailboxes` tree: `q` + number + domain → [`super::QueueRecord`].
+    pub const QUEUE: u8 = b'q';
     /// `mailboxes` tree: the last message the backup stage has written to a range file.
     pub const BACKED_UP: &[u8] = b"b";
 
@@ -79,6 +98,12 @@ pub mod keys {
     pub fn entry(user: &str, number: u64) -> Vec<u8> {
         let mut key = mailbox_prefix(user);
         key.extend_from_slice(&number.to_be_bytes());
+        key
+    }
+
+    pub fn queue(number: u64, domain: &str) -> Vec<u8> {
+        let mut key = numbered(QUEUE, number).to_vec();
+        key.extend_from_slice(domain.as_bytes());
         key
     }
 

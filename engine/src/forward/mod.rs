@@ -1,0 +1,7 @@
+//! The forward stage: delivers messages for peer domains over SMTP, from a durable queue.
+//!
+//! - [`client`]: the outbound SMTP client (one connection, several messages).
+//! - [`dsn`]: delivery status notifications (RFC 3464) for mail that cannot be delivered.
+
+pub mod client;
+pub mod dsn;

@@ -1,0 +1,383 @@
+//! The forward stage: delivers queued messages to peer servers over SMTP.
+//!
+//! The queue (records in the store, written by deliver atomically with its progress mark)
+//! is the stage's only state, so a restart of either side loses nothing. A scheduler thread
+//! picks the records that are due, groups them by the peer server their domain routes to,
+//! and hands each group to a worker that sends them over one connection (at most
+//! [`ForwardConfig::connections_per_peer`] at once per server). The scheduler alone applies
+//! outcomes to the queue:
+//!
+//! - accepted by the peer (its 250): the record leaves the queue;
+//! - deferred (4xx, connection failure, no route): retried after `retry_min`, doubling up to
+//!   `retry_max`, with ±10 % jitter so retries from many messages do not march in step;
+//! - rejected (5xx), or deferred past `queue_lifetime`: a bounce (RFC 3464 DSN) goes to the
+//!   sender, never for a bounce (null sender); the record leaves the queue only once the
+//!   bounce itself is committed.
+//!
+//! A crash between the peer's 250 and the queue update sends the message again after the
+//! restart: one duplicate, never a loss.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{select, unbounded, Sender};
+use sled::IVec;
+use time::OffsetDateTime;
+
+use super::{Signal, SignalWaiter, Submission};
+use crate::forward::client::{OutboundMessage, RecipientOutcome, SendError, SmtpConnection};
+use crate::forward::dsn::{self, FailedRecipient};
+use crate::peers::PeerTable;
+use crate::smtp::{Envelope, Message};
+use crate::store::record::QueueRecord;
+use crate::store::Store;
+
+#[derive(Clone, Debug)]
+pub struct ForwardConfig {
+    pub hostname: String,
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    pub queue_lifetime: Duration,
+    /// Connect, read and write timeout towards peers.
+    pub timeout: Duration,
+    pub connections_per_peer: usize,
+    /// Most messages sent over one connection before it is closed.
+    pub messages_per_connection: usize,
+}
+
+impl ForwardConfig {
+    pub fn new(hostname: impl Into<String>) -> ForwardConfig {
+        ForwardConfig {
+            hostname: hostname.into(),
+            retry_min: Duration::from_secs(5),
+            retry_max: Duration::from_secs(600),
+            queue_lifetime: Duration::from_secs(5 * 86400),
+            timeout: Duration::from_secs(60),
+            connections_per_peer: 2,
+            messages_per_connection: 100,
+        }
+    }
+}
+
+/// A running forward stage.
+pub struct Forward {
+    stop: Arc<AtomicBool>,
+    wake: Signal,
+    scheduler: JoinHandle<()>,
+}
+
+impl Forward {
+    pub fn start(
+        store: Store,
+        peers: Arc<PeerTable>,
+        intake: Sender<Submission>,
+        config: ForwardConfig,
+        wake: Signal,
+        woken: SignalWaiter,
+    ) -> std::io::Result<Forward> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let scheduler = Scheduler {
+            store,
+            peers,
+            intake,
+            config: Arc::new(config),
+            stop: stop.clone(),
+            in_flight: HashSet::new(),
+            connections: HashMap::new(),
+        };
+        let scheduler = std::thread::Builder::new().name("forward".into()).spawn(move || scheduler.run(woken))?;
+        Ok(Forward { stop, wake, scheduler })
+    }
+
+    /// Stops scheduling, lets attempts in flight finish (they are bounded by the peer
+    /// timeout), and drops the stage's intake sender.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.wake.wake();
+        if self.scheduler.join().is_err() {
+            log::error!("forward stage panicked");
+        }
+    }
+}
+
+/// What a worker reports for one queue record.
+struct Attempt {
+    key: IVec,
+    record: QueueRecord,
+    server: SocketAddr,
+    outcome: Result<Vec<RecipientOutcome>, String>,
+}
+
+struct Scheduler {
+    store: Store,
+    peers: Arc<PeerTable>,
+    intake: Sender<Submission>,
+    config: Arc<ForwardConfig>,
+    stop: Arc<AtomicBool>,
+    /// Queue keys being attempted now.
+    in_flight: HashSet<IVec>,
+    /// Open connections per peer server.
+    connections: HashMap<SocketAddr, usize>,
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Scheduler {
+    fn run(mut self, woken: SignalWaiter) {
+        let (report, results) = unbounded::<(SocketAddr, Vec<Attempt>)>();
+        loop {
+            let stopping = self.stop.load(Ordering::SeqCst);
+            let next_due = if stopping { None } else { self.dispatch(&report) };
+            if stopping && self.connections.is_empty() {
+                break;
+            }
+            let wait = next_due.map_or(Duration::from_secs(3600), |due| Duration::from_millis(due.saturating_sub(now_millis())));
+            select! {
+                recv(woken.receiver()) -> _ => {}
+                recv(results) -> batch => {
+                    if let Ok((server, attempts)) = batch {
+                        self.finish(server, attempts);
+                    }
+                }
+                default(wait.max(Duration::from_millis(5))) => {}
+            }
+        }
+    }
+
+    /// Starts workers for due records; returns when the next record not started is due.
+    fn dispatch(&mut self, report: &Sender<(SocketAddr, Vec<Attempt>)>) -> Option<u64> {
+        let queue = match self.store.queue() {
+            Ok(queue) => queue,
+            Err(error) => {
+                log::error!("forward: reading the queue: {error}");
+                return Some(now_millis() + 1000);
+            }
+        };
+        let now = now_millis();
+        let mut next_due: Option<u64> = None;
+        let mut groups: HashMap<SocketAddr, Vec<(IVec, QueueRecord)>> = HashMap::new();
+        for (key, record) in queue {
+            if self.in_flight.contains(&key) {
+                continue;
+            }
+            if record.next_attempt > now {
+                next_due = Some(next_due.map_or(record.next_attempt, |d| d.min(record.next_attempt)));
+                continue;
+            }
+            match self.peers.lookup(&record.domain) {
+                Some(peer) => groups.entry(peer.address).or_default().push((key, record)),
+                None => {
+                    let error = format!("no route to {}: not a peer domain", record.domain);
+                    self.apply(key, record, Err(error), None);
+                }
+            }
+        }
+        for (server, mut records) in groups {
+            while !records.is_empty() && self.connections.get(&server).copied().unwrap_or(0) < self.config.connections_per_peer {
+                let take = records.len().min(self.config.messages_per_connection);
+                let batch: Vec<(IVec, QueueRecord)> = records.drain(..take).collect();
+                for (key, _) in &batch {
+                    self.in_flight.insert(key.clone());
+                }
+                *self.connections.entry(server).or_default() += 1;
+                let (store, config, report) = (self.store.clone(), self.config.clone(), report.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("forward-conn".into())
+                    .spawn(move || {
+                        let attempts = send_batch(&store, &config, server, batch);
+                        let _ = report.send((server, attempts));
+                    });
+                if let Err(error) = spawned {
+                    log::error!("forward: cannot start a connection thread: {error}");
+                    *self.connections.entry(server).or_default() -= 1;
+                    return Some(now + 1000);
+                }
+            }
+            if !records.is_empty() {
+                // Waiting for a free connection to this peer: look again when one ends.
+                next_due = Some(next_due.map_or(now + 1000, |d| d.min(now + 1000)));
+            }
+        }
+        next_due
+    }
+
+    fn finish(&mut self, server: SocketAddr, attempts: Vec<Attempt>) {
+        if let Some(count) = self.connections.get_mut(&server) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.connections.remove(&server);
+            }
+        }
+        for attempt in attempts {
+            self.in_flight.remove(&attempt.key);
+            self.apply(attempt.key, attempt.record, attempt.outcome, Some(attempt.server));
+        }
+    }
+
+    /// Applies one attempt's outcome to the queue (see the module doc).
+    fn apply(&mut self, key: IVec, mut record: QueueRecord, outcome: Result<Vec<RecipientOutcome>, String>, server: Option<SocketAddr>) {
+        let now = now_millis();
+        let outcomes = match outcome {
+            Ok(outcomes) if outcomes.len() == record.recipients.len() => outcomes,
+            Ok(_) => vec![RecipientOutcome::Deferred("peer answered for the wrong number of recipients".into()); record.recipients.len()],
+            Err(error) => vec![RecipientOutcome::Deferred(error); record.recipients.len()],
+        };
+        let expired = now.saturating_sub(record.queued_at.saturating_mul(1000)) >= self.config.queue_lifetime.as_millis() as u64;
+        let remote_mta = server.map(|s| s.to_string());
+        let (mut remaining, mut failed, mut last_error) = (Vec::new(), Vec::new(), String::new());
+        for (recipient, outcome) in record.recipients.iter().zip(outcomes) {
+            match outcome {
+                RecipientOutcome::Accepted => log::info!("forwarded message {} to <{recipient}> via {:?}", record.number, server),
+                RecipientOutcome::Rejected(reply) => failed.push(FailedRecipient {
+                    recipient: recipient.clone(),
+                    status: enhanced_code(&reply).unwrap_or_else(|| "5.0.0".into()),
+                    diagnostic: reply,
+                    remote_mta: remote_mta.clone(),
+                }),
+                RecipientOutcome::Deferred(reason) if expired => failed.push(FailedRecipient {
+                    recipient: recipient.clone(),
+                    status: "4.4.7".into(),
+                    diagnostic: format!("delivery time expired; last error: {reason}"),
+                    remote_mta: remote_mta.clone(),
+                }),
+                RecipientOutcome::Deferred(reason) => {
+                    remaining.push(recipient.clone());
+                    last_error = reason;
+                }
+            }
+        }
+        if !failed.is_empty() && !self.bounce(&record, &failed) {
+            // The bounce could not be committed: keep everything and try again later.
+            record.attempts = record.attempts.saturating_add(1);
+            record.next_attempt = now + self.backoff(record.attempts);
+            record.last_error = "bounce not yet committed".into();
+            self.save(&key, Some(&record));
+            return;
+        }
+        if remaining.is_empty() {
+            self.save(&key, None);
+        } else {
+            record.recipients = remaining;
+            record.attempts = record.attempts.saturating_add(1);
+            record.next_attempt = now + self.backoff(record.attempts);
+            log::info!("forward of message {} to {} deferred (attempt {}): {last_error}", record.number, record.domain, record.attempts);
+            record.last_error = last_error;
+            self.save(&key, Some(&record));
+        }
+    }
+
+    fn save(&self, key: &IVec, record: Option<&QueueRecord>) {
+        if let Err(error) = self.store.update_queue(key, record) {
+            log::error!("forward: updating the queue: {error}");
+        }
+    }
+
+    /// `retry_min · 2^(attempts-1)`, capped at `retry_max`, ±10 % jitter, in milliseconds.
+    fn backoff(&self, attempts: u32) -> u64 {
+        let base = self.config.retry_min.as_millis() as u64;
+        let exponent = attempts.saturating_sub(1).min(30);
+        let delay = base.saturating_mul(1u64 << exponent).min(self.config.retry_max.as_millis() as u64);
+        let jitter = (now_millis().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33) % 21;
+        delay.saturating_mul(90 + jitter) / 100
+    }
+
+    /// Commits a bounce for `failed` to the message's sender. True when there is nothing
+    /// to bounce (null sender) or the bounce is durable.
+    fn bounce(&self, record: &QueueRecord, failed: &[FailedRecipient]) -> bool {
+        let message = match self.store.message(record.number) {
+            Ok(Some(message)) => message,
+            other => {
+                log::error!("forward: message {} unreadable for its bounce: {:?}", record.number, other.err());
+                return false;
+            }
+        };
+        let original = message.record();
+        let sender = original.sender.as_str();
+        let arrival = OffsetDateTime::from_unix_timestamp(original.received_at.to_native() as i64).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let parts = [original.trace.as_bytes(), original.body.as_slice()];
+        let Some(body) = dsn::bounce(&self.config.hostname, sender, arrival, OffsetDateTime::now_utc(), &parts, failed) else {
+            log::info!("message {} failed for {} recipient(s); null sender, so no bounce", record.number, failed.len());
+            return true;
+        };
+        let envelope = Envelope {
+            helo: self.config.hostname.clone(),
+            extended: true,
+            client_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            sender: String::new(),
+            recipients: vec![sender.to_string()],
+        };
+        let (submission, outcome) = Submission::new(Message { envelope, body });
+        if self.intake.send(submission).is_err() {
+            return false;
+        }
+        match outcome.recv() {
+            Ok(Ok(number)) => {
+                log::info!("message {} bounced to <{sender}> as message {number}", record.number);
+                true
+            }
+            other => {
+                log::error!("bounce for message {} not committed: {other:?}", record.number);
+                false
+            }
+        }
+    }
+}
+
+/// A worker: one connection to `server`, the records' messages sent over it in turn.
+fn send_batch(store: &Store, config: &ForwardConfig, server: SocketAddr, batch: Vec<(IVec, QueueRecord)>) -> Vec<Attempt> {
+    let mut attempts = Vec::with_capacity(batch.len());
+    let mut connection = match SmtpConnection::open(server, &config.hostname, config.timeout) {
+        Ok(connection) => Some(connection),
+        Err(error) => {
+            let reason = format!("connecting to {server}: {error}");
+            return batch.into_iter().map(|(key, record)| Attempt { key, record, server, outcome: Err(reason.clone()) }).collect();
+        }
+    };
+    for (key, record) in batch {
+        let outcome = match (&mut connection, store.message(record.number)) {
+            (None, _) => Err("connection lost earlier in this batch".to_string()),
+            (_, Err(error)) => Err(format!("reading message {}: {error}", record.number)),
+            (_, Ok(None)) => Err(format!("message {} is not in the store", record.number)),
+            (Some(conn), Ok(Some(message))) => {
+                let stored = message.record();
+                let parts = [stored.trace.as_bytes(), stored.body.as_slice()];
+                let outbound = OutboundMessage { sender: stored.sender.as_str(), recipients: &record.recipients, parts: &parts };
+                conn.send(&outbound).map_err(|e: SendError| format!("{server}: {e}"))
+            }
+        };
+        if outcome.is_err() {
+            // A connection-level failure leaves the connection unusable.
+            connection = None;
+        }
+        attempts.push(Attempt { key, record, server, outcome });
+    }
+    if let Some(connection) = connection {
+        connection.quit();
+    }
+    attempts
+}
+
+/// The enhanced status code in a reply line such as `550 5.1.1 <a>: User unknown`.
+fn enhanced_code(reply: &str) -> Option<String> {
+    let code = reply.split_whitespace().nth(1)?;
+    let parts: Vec<&str> = code.split('.').collect();
+    (parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))).then(|| code.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enhanced_codes_are_read_from_replies() {
+        assert_eq!(enhanced_code("550 5.1.1 <a@b>: User unknown").as_deref(), Some("5.1.1"));
+        assert_eq!(enhanced_code("554 Transaction failed"), None);
+        assert_eq!(enhanced_code(""), None);
+    }
+}
