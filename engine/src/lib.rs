@@ -12,6 +12,7 @@ pub mod dialogue;
 pub mod duration;
 pub mod directory;
 pub mod failpoint;
+pub mod lines;
 pub mod forward;
 pub mod mbox;
 pub mod peers;

@@ -204,7 +204,7 @@ impl SmtpSession {
                         }
                     }
                 }
-                _ => match self.lines.next(&self.pending, &mut pos) {
+                _ => match self.lines.next(&self.pending, &mut pos, receiver::MAX_COMMAND_LINE) {
                     Line::NeedMore => break,
                     Line::TooLong => self.reply(Reply::line_too_long(), actions),
                     Line::Complete(line) => {

@@ -7,52 +7,7 @@
 /// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets, CRLF included.
 pub const MAX_COMMAND_LINE: usize = 512;
 
-/// What the line receiver found in the buffered input.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Line<'a> {
-    /// A whole line, its CRLF (or bare LF) removed.
-    Complete(&'a [u8]),
-    /// A line longer than the limit ended; its bytes were discarded.
-    TooLong,
-    /// No complete line yet: give me more bytes.
-    NeedMore,
-}
-
-/// Cuts command lines out of a buffer, discarding over-long ones as they stream by.
-#[derive(Debug, Default)]
-pub struct LineReceiver {
-    /// Set while the bytes of an over-long line are being dropped until its LF.
-    discarding: bool,
-}
-
-impl LineReceiver {
-    /// Takes the next line from `input[*pos..]`, advancing `pos` past what it used.
-    ///
-    /// Commands end at LF; a CR before it is removed. A bare LF is accepted as a command
-    /// terminator (as Postfix does) because it cannot smuggle anything outside DATA.
-    pub fn next<'a>(&mut self, input: &'a [u8], pos: &mut usize) -> Line<'a> {
-        let rest = &input[*pos..];
-        match rest.iter().position(|&b| b == b'\n') {
-            Some(lf) => {
-                *pos += lf + 1;
-                if std::mem::take(&mut self.discarding) || lf + 1 > MAX_COMMAND_LINE {
-                    return Line::TooLong;
-                }
-                let line = &rest[..lf];
-                Line::Complete(line.strip_suffix(b"\r").unwrap_or(line))
-            }
-            None => {
-                if rest.len() >= MAX_COMMAND_LINE {
-                    // Over the limit with no end in sight: drop what we have and keep
-                    // dropping until the LF, so a hostile client cannot grow our buffer.
-                    self.discarding = true;
-                    *pos = input.len();
-                }
-                Line::NeedMore
-            }
-        }
-    }
-}
+pub use crate::lines::{Line, LineReceiver};
 
 /// Where the data receiver is within the current line (RFC 5321 §4.5.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,47 +151,6 @@ impl DataReceiver {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lines(input: &[u8]) -> Vec<String> {
-        let mut receiver = LineReceiver::default();
-        let mut pos = 0;
-        let mut out = Vec::new();
-        loop {
-            match receiver.next(input, &mut pos) {
-                Line::Complete(l) => out.push(String::from_utf8_lossy(l).into_owned()),
-                Line::TooLong => out.push("<too long>".into()),
-                Line::NeedMore => return out,
-            }
-        }
-    }
-
-    #[test]
-    fn cuts_lines_at_lf_and_strips_cr() {
-        assert_eq!(lines(b"HELO a\r\nNOOP\nQUI"), vec!["HELO a", "NOOP"]);
-    }
-
-    #[test]
-    fn a_512_octet_line_is_fine_513_is_too_long() {
-        let ok = format!("{}\r\n", "a".repeat(510));
-        assert_eq!(ok.len(), 512);
-        assert_eq!(lines(ok.as_bytes()), vec!["a".repeat(510)]);
-        let long = format!("{}\r\nNOOP\r\n", "a".repeat(511));
-        assert_eq!(lines(long.as_bytes()), vec!["<too long>", "NOOP"]);
-    }
-
-    #[test]
-    fn an_endless_line_is_discarded_as_it_streams() {
-        let mut receiver = LineReceiver::default();
-        for _ in 0..100 {
-            let chunk = vec![b'x'; 4096];
-            let mut pos = 0;
-            assert_eq!(receiver.next(&chunk, &mut pos), Line::NeedMore);
-            assert_eq!(pos, chunk.len(), "the buffer must be released");
-        }
-        let mut pos = 0;
-        assert_eq!(receiver.next(b"xx\r\nNOOP\r\n", &mut pos), Line::TooLong);
-        assert_eq!(receiver.next(b"xx\r\nNOOP\r\n", &mut pos), Line::Complete(b"NOOP"));
-    }
 
     /// Feeds `input` one byte at a time and whole, and checks both agree.
     fn data(input: &[u8]) -> (Option<usize>, Vec<u8>) {
