@@ -125,7 +125,7 @@ impl SmtpConnection {
     }
 
     fn greet(&mut self, helo: &str) -> Result<(), SendError> {
-        // RFC 5321 §4.3.1: anything but 220 (typically 554) means no service here.
+        // RFC 5321 §3.1, §4.3.2: anything but 220 (typically 554) means no service here.
         let greeting = self.read_reply()?;
         if greeting.code != 220 {
             return Err(SendError::Protocol(format!("greeting: {}", greeting.summary())));
@@ -204,7 +204,11 @@ impl SmtpConnection {
 
     /// Runs one mail transaction, filling `outcomes`. An `Err` leaves the connection in an
     /// unknown state; an `Ok` leaves it ready for the next transaction (or `broken` set).
-    fn transaction(&mut self, message: &OutboundMessage, outcomes: &mut [Option<RecipientOutcome>]) -> Result<(), SendError> {
+    fn transaction(
+        &mut self,
+        message: &OutboundMessage,
+        outcomes: &mut [Option<RecipientOutcome>],
+    ) -> Result<(), SendError> {
         if outcomes.is_empty() {
             return Ok(());
         }
@@ -225,16 +229,17 @@ impl SmtpConnection {
             return Ok(());
         }
 
-        // RFC 1870 §3: the declared size counts the message's octets with CRLF line ends,
-        // not the dot-stuffing; we count the CRLF we add at the end, if any.
+        // RFC 1870 §5: the declared size counts the message's octets with CRLF line ends,
+        // not the dot-stuffing nor the final dot; we count the CRLF we add at the end.
         let size = message.parts.iter().map(|p| p.len()).sum::<usize>()
             + if ends_with_crlf(message.parts) { 0 } else { 2 };
         let size = u64::try_from(size).unwrap_or(u64::MAX);
         if let Some(limit) = self.extensions.size_limit {
             if size > limit {
-                // RFC 1870 §6.1: the client should not send a message the server has
-                // announced it will refuse; the refusal is permanent.
-                let why = format!("552 5.3.4 message size {size} exceeds the peer's limit of {limit} octets (not sent)");
+                // RFC 1870 §4: a message over the advertised limit "will be rejected
+                // with a permanent failure (552)"; sending it would only waste the bytes.
+                let why =
+                    format!("552 5.3.4 message size {size} exceeds the peer's limit of {limit} octets (not sent)");
                 for &i in &to_send {
                     outcomes[i] = Some(RecipientOutcome::Rejected(why.clone()));
                 }
@@ -339,31 +344,33 @@ impl SmtpConnection {
     /// owed for pipelined RCPTs, then (if `data_pending`) the DATA reply, and resets.
     /// Failures here only mark the connection broken: they cannot change the outcomes.
     fn abandon(&mut self, replies: usize, data_pending: bool) {
-        let result = (|| {
-            for _ in 0..replies {
-                self.read_reply()?;
-            }
-            if data_pending {
-                let reply = self.read_reply()?;
-                if reply.code == 354 {
-                    // A server that starts data with no recipient accepted (RFC 2920
-                    // says it must not) gets an empty message, whose reply we ignore.
-                    log::debug!("peer answered DATA with 354 though no recipient was accepted");
-                    self.writer.write_all(b".\r\n").map_err(io_error)?;
-                    self.flush()?;
-                    self.read_reply()?;
-                }
-            }
-            self.command("RSET")?;
-            let reply = self.read_reply()?;
-            match Class::of(reply.code) {
-                Class::Positive => Ok(()),
-                _ => Err(SendError::Protocol(format!("RSET: {}", reply.summary()))),
-            }
-        })();
-        if let Err(error) = result {
+        if let Err(error) = self.drain_and_reset(replies, data_pending) {
             log::warn!("SMTP connection left unusable after a failed transaction: {error}");
             self.broken = Some(error.to_string());
+        }
+    }
+
+    fn drain_and_reset(&mut self, replies: usize, data_pending: bool) -> Result<(), SendError> {
+        for _ in 0..replies {
+            self.read_reply()?;
+        }
+        if data_pending {
+            let reply = self.read_reply()?;
+            if reply.code == 354 {
+                // A server that starts data with no recipient accepted (RFC 2920 says it
+                // must not) gets an empty message, whose reply we ignore.
+                log::debug!("peer answered DATA with 354 though no recipient was accepted");
+                self.writer.write_all(b".\r\n").map_err(io_error)?;
+                self.flush()?;
+                self.read_reply()?;
+            }
+        }
+        // RFC 5321 §4.1.1.5: RSET clears whatever the peer kept of the transaction.
+        self.command("RSET")?;
+        let reply = self.read_reply()?;
+        match Class::of(reply.code) {
+            Class::Positive => Ok(()),
+            _ => Err(SendError::Protocol(format!("RSET: {}", reply.summary()))),
         }
     }
 
@@ -634,7 +641,7 @@ struct Extensions {
     pipelining: bool,
     /// RFC 1870: SIZE was offered, so MAIL carries `SIZE=n`.
     size_advertised: bool,
-    /// RFC 1870 §4: the fixed limit; `SIZE 0` or no number means none.
+    /// RFC 1870 §3: the fixed limit; `SIZE 0` or no number means none.
     size_limit: Option<u64>,
     /// RFC 6152.
     eight_bit_mime: bool,
@@ -731,10 +738,11 @@ mod tests {
 
     #[test]
     fn reply_parsing_table() {
-        // (input, expected: Ok((code, lines)) or Err(part of the message))
+        // Expected: Ok((code, lines)) or Err(part of the error message).
+        type Expected = Result<(u16, Vec<&'static str>), &'static str>;
         let long = format!("250 {}\r\n", "x".repeat(MAX_REPLY_LINE));
         let many = "250-x\r\n".repeat(MAX_REPLY_LINES) + "250 end\r\n";
-        let table: Vec<(&[u8], Result<(u16, Vec<&str>), &str>)> = vec![
+        let table: Vec<(&[u8], Expected)> = vec![
             (b"220 mx.test ESMTP\r\n", Ok((220, vec!["mx.test ESMTP"]))),
             (b"250\r\n", Ok((250, vec![""]))),
             (b"250 ok\n", Ok((250, vec!["ok"]))),
@@ -830,7 +838,9 @@ mod tests {
         for (parts, expected) in table {
             assert_eq!(stuffed(parts), expected, "{parts:?}");
         }
-        for (parts, expected) in [(&[b"a\r" as &[u8], b"\n"][..], true), (&[b"\r\n", b""], true), (&[b"\n"], false), (&[], false)] {
+        let table: Vec<(&[&[u8]], bool)> =
+            vec![(&[b"a\r", b"\n"], true), (&[b"\r\n", b""], true), (&[b"\n"], false), (&[b"\r"], false), (&[], false)];
+        for (parts, expected) in table {
             assert_eq!(ends_with_crlf(parts), expected, "{parts:?}");
         }
     }
@@ -875,16 +885,13 @@ mod tests {
             let mut writer = stream.try_clone().unwrap();
             let mut reader = BufReader::new(stream);
             let mut replies = script.replies.into_iter();
-            let mut send = |writer: &mut TcpStream, replies: &[&str]| {
-                let text: String = replies.iter().map(|r| format!("{r}\r\n")).collect();
-                writer.write_all(text.as_bytes()).is_ok()
-            };
             if script.greeting == SILENT {
                 let _ = reader.read_to_end(&mut Vec::new());
                 return transcript;
             }
             send(&mut writer, &[script.greeting]);
             let mut held = Vec::new();
+            let mut holding = false;
             loop {
                 let mut line = Vec::new();
                 match reader.read_until(b'\n', &mut line) {
@@ -906,13 +913,12 @@ mod tests {
                     break;
                 }
                 held.push(reply);
-                let holding = script.hold_pipeline && !held.is_empty() && verb != "DATA" && {
-                    // From MAIL up to DATA, replies wait.
-                    held.len() > 1 || verb == "MAIL"
-                };
-                if holding {
+                // From MAIL up to DATA, replies wait.
+                holding |= script.hold_pipeline && verb == "MAIL";
+                if holding && verb != "DATA" {
                     continue;
                 }
+                holding = false;
                 if !send(&mut writer, &held) || verb == "QUIT" {
                     break;
                 }
@@ -927,6 +933,9 @@ mod tests {
                     }
                     transcript.data.push(data);
                     let reply = replies.next().unwrap_or(CLOSE);
+                    if reply == SILENT {
+                        let _ = reader.read_to_end(&mut Vec::new());
+                    }
                     if reply == CLOSE || reply == SILENT || !send(&mut writer, &[reply]) {
                         break;
                     }
@@ -935,6 +944,11 @@ mod tests {
             transcript
         });
         (address, handle)
+    }
+
+    fn send(writer: &mut TcpStream, replies: &[&str]) -> bool {
+        let text: String = replies.iter().map(|r| format!("{r}\r\n")).collect();
+        writer.write_all(text.as_bytes()).is_ok()
     }
 
     /// Whether the client sends more within a short while (it should be waiting for us).
@@ -1038,9 +1052,20 @@ mod tests {
             Case {
                 name: "mixed recipient replies, one by one",
                 pipelining: false,
-                replies: &["250 2.1.0 Ok", "250 2.1.5 Ok", "450 4.2.0 <b@y>: busy", "550 5.1.1 <c@y>: User unknown", "354 go", "250 2.0.0 Ok"],
+                replies: &[
+                    "250 2.1.0 Ok",
+                    "250 2.1.5 Ok",
+                    "450 4.2.0 <b@y>: busy",
+                    "550 5.1.1 <c@y>: User unknown",
+                    "354 go",
+                    "250 2.0.0 Ok",
+                ],
                 recipients: &["a@y", "b@y", "c@y"],
-                outcomes: Some(vec![Accepted, deferred("450 4.2.0 <b@y>: busy"), rejected("550 5.1.1 <c@y>: User unknown")]),
+                outcomes: Some(vec![
+                    Accepted,
+                    deferred("450 4.2.0 <b@y>: busy"),
+                    rejected("550 5.1.1 <c@y>: User unknown"),
+                ]),
                 error: "",
                 usable: true,
                 commands: &["MAIL FROM:<s@x>", "RCPT TO:<a@y>", "RCPT TO:<b@y>", "RCPT TO:<c@y>", "DATA", "QUIT"],
@@ -1049,9 +1074,20 @@ mod tests {
             Case {
                 name: "mixed recipient replies, pipelined",
                 pipelining: true,
-                replies: &["250 2.1.0 Ok", "250 2.1.5 Ok", "450 4.2.0 <b@y>: busy", "550 5.1.1 <c@y>: User unknown", "354 go", "250 2.0.0 Ok"],
+                replies: &[
+                    "250 2.1.0 Ok",
+                    "250 2.1.5 Ok",
+                    "450 4.2.0 <b@y>: busy",
+                    "550 5.1.1 <c@y>: User unknown",
+                    "354 go",
+                    "250 2.0.0 Ok",
+                ],
                 recipients: &["a@y", "b@y", "c@y"],
-                outcomes: Some(vec![Accepted, deferred("450 4.2.0 <b@y>: busy"), rejected("550 5.1.1 <c@y>: User unknown")]),
+                outcomes: Some(vec![
+                    Accepted,
+                    deferred("450 4.2.0 <b@y>: busy"),
+                    rejected("550 5.1.1 <c@y>: User unknown"),
+                ]),
                 error: "",
                 usable: true,
                 commands: &["MAIL FROM:<s@x>", "RCPT TO:<a@y>", "RCPT TO:<b@y>", "RCPT TO:<c@y>", "DATA", "QUIT"],
@@ -1082,7 +1118,13 @@ mod tests {
             Case {
                 name: "MAIL 451, pipelined: the RCPT and DATA replies are read and ignored",
                 pipelining: true,
-                replies: &["451 4.3.0 try later", "503 5.5.1 need MAIL", "503 5.5.1 need MAIL", "503 5.5.1 need RCPT", "250 2.0.0 Ok"],
+                replies: &[
+                    "451 4.3.0 try later",
+                    "503 5.5.1 need MAIL",
+                    "503 5.5.1 need MAIL",
+                    "503 5.5.1 need RCPT",
+                    "250 2.0.0 Ok",
+                ],
                 recipients: &["a@y", "b@y"],
                 outcomes: Some(vec![deferred("451 4.3.0 try later"), deferred("451 4.3.0 try later")]),
                 error: "",
@@ -1279,7 +1321,8 @@ mod tests {
         for _ in 0..3 {
             replies.extend(["250 Ok", "250 Ok", "354 go", "250 Ok"]);
         }
-        let (address, server) = serve(Script { greeting: GREETING, replies, hold_pipeline: true, check_lockstep: false });
+        let (address, server) =
+            serve(Script { greeting: GREETING, replies, hold_pipeline: true, check_lockstep: false });
         let mut connection = open(address);
         let bodies: [&[u8]; 3] = [b"one\r\n", b"two\r\n", b"three\r\n"];
         for (n, body) in bodies.iter().enumerate() {
@@ -1301,7 +1344,7 @@ mod tests {
             ]
         );
         let expected: Vec<Vec<u8>> =
-            bodies.iter().map(|b| [b"Received: t\r\n" as &[u8], b, b".\r\n"].concat()).collect();
+            bodies.iter().map(|&b| [b"Received: t\r\n" as &[u8], b, b".\r\n"].concat()).collect();
         assert_eq!(transcript.data, expected);
     }
 
@@ -1340,7 +1383,14 @@ mod tests {
     fn ehlo_refused_falls_back_to_helo() {
         let (address, server) = serve(Script {
             greeting: GREETING,
-            replies: vec!["502 5.5.2 Error: command not recognized", "250 fake.test", "250 Ok", "250 Ok", "354 go", "250 Ok"],
+            replies: vec![
+                "502 5.5.2 Error: command not recognized",
+                "250 fake.test",
+                "250 Ok",
+                "250 Ok",
+                "354 go",
+                "250 Ok",
+            ],
             hold_pipeline: false,
             check_lockstep: true,
         });

@@ -329,19 +329,22 @@ impl Scheduler {
     }
 }
 
-/// A worker: one connection to `server`, the records' messages sent over it in turn.
+/// A worker: one connection to `server`, the records' messages sent over it in turn. A
+/// connection that breaks is opened again for the next message; if that fails, the rest
+/// of the batch is deferred with the reason.
 fn send_batch(store: &Store, config: &ForwardConfig, server: SocketAddr, batch: Vec<(IVec, QueueRecord)>) -> Vec<Attempt> {
     let mut attempts = Vec::with_capacity(batch.len());
-    let mut connection = match SmtpConnection::open(server, &config.hostname, config.timeout) {
-        Ok(connection) => Some(connection),
-        Err(error) => {
-            let reason = format!("connecting to {server}: {error}");
-            return batch.into_iter().map(|(key, record)| Attempt { key, record, server, outcome: Err(reason.clone()) }).collect();
-        }
-    };
+    let mut connection: Option<SmtpConnection> = None;
+    let mut unreachable: Option<String> = None;
     for (key, record) in batch {
+        if connection.is_none() && unreachable.is_none() {
+            match SmtpConnection::open(server, &config.hostname, config.timeout) {
+                Ok(opened) => connection = Some(opened),
+                Err(error) => unreachable = Some(format!("connecting to {server}: {error}")),
+            }
+        }
         let outcome = match (&mut connection, store.message(record.number)) {
-            (None, _) => Err("connection lost earlier in this batch".to_string()),
+            (None, _) => Err(unreachable.clone().unwrap_or_else(|| "no connection".into())),
             (_, Err(error)) => Err(format!("reading message {}: {error}", record.number)),
             (_, Ok(None)) => Err(format!("message {} is not in the store", record.number)),
             (Some(conn), Ok(Some(message))) => {
@@ -351,8 +354,7 @@ fn send_batch(store: &Store, config: &ForwardConfig, server: SocketAddr, batch: 
                 conn.send(&outbound).map_err(|e: SendError| format!("{server}: {e}"))
             }
         };
-        if outcome.is_err() {
-            // A connection-level failure leaves the connection unusable.
+        if connection.as_ref().is_some_and(|c| outcome.is_err() || !c.is_usable()) {
             connection = None;
         }
         attempts.push(Attempt { key, record, server, outcome });

@@ -185,7 +185,11 @@ impl Store {
                 undo.remove(&keys::message(n));
             }
             undo.insert(keys::HEAD, &head.to_be_bytes());
-            let _ = self.messages.apply_batch(undo);
+            // Best effort: if the undo reaches disk, a crash now cannot bring back a
+            // message whose client was told 451 (which would only be a duplicate).
+            if self.messages.apply_batch(undo).is_ok() {
+                let _ = self.flush();
+            }
             return Err(error);
         }
         Ok(number)
