@@ -47,10 +47,12 @@ fn run() -> Result<()> {
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
 
     create_private_dir(&config.data)?;
+    let opening = std::time::Instant::now();
     let store = Store::open(&config.data).map_err(|e| match e {
         StoreError::Locked(path) => anyhow::anyhow!("{} is in use by another maild (sled allows one process)", path.display()),
         other => anyhow::anyhow!("opening the store in {}: {other}", config.data.display()),
     })?;
+    log::info!("store {} opened in {:?}: head {}", config.data.display(), opening.elapsed(), store.head()?);
     let peers = Arc::new(PeerTable::default());
     for (domain, address) in &config.peers {
         if config.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) {

@@ -92,6 +92,11 @@ impl Maild {
         Maild { child: Some(child), data: data.to_path_buf(), _tmp: None, smtp, pop3, log, args: all }
     }
 
+    /// Keeps a temporary data directory alive as long as this server.
+    pub fn keep(&mut self, dir: tempfile::TempDir) {
+        self._tmp = Some(dir);
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
     }
@@ -370,4 +375,52 @@ pub fn drain(stream: &mut TcpStream) -> String {
     let mut out = Vec::new();
     let _ = stream.read_to_end(&mut out);
     String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Maild {
+    /// Like [`Maild::start_on`], with extra environment variables for the maild process
+    /// (e.g. `MAILD_FAILPOINTS`). A maild that dies before it is ready is a test failure,
+    /// as with `start_on`.
+    pub fn start_on_with_env(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Maild {
+        let mut all: Vec<String> = vec!["--data".into(), data.display().to_string()];
+        if !args.contains(&"--hostname") {
+            all.extend(["--hostname".into(), "mx.test".into()]);
+        }
+        if !args.contains(&"--smtp") {
+            all.extend(["--smtp".into(), "127.0.0.1:0".into()]);
+        }
+        if !args.contains(&"--pop3") {
+            all.extend(["--pop3".into(), "127.0.0.1:0".into()]);
+        }
+        all.extend(args.iter().map(|s| s.to_string()));
+        let mut command = Command::new(MAILD);
+        command.args(&all).env("RUST_LOG", "info");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn maild");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let started = Instant::now();
+        let (smtp, pop3) = loop {
+            if let Some(found) = readiness(&log.lock().unwrap()) {
+                break found;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("maild exited with {status} before it was ready:\n{}", log.lock().unwrap());
+            }
+            assert!(started.elapsed() < PATIENCE, "maild not ready:\n{}", log.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Maild { child: Some(child), data: data.to_path_buf(), _tmp: None, smtp, pop3, log, args: all }
+    }
 }

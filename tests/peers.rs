@@ -1,0 +1,268 @@
+//! Several real maild processes forwarding to each other over SMTP (`--peer`): delivery
+//! to a peer's user, a peer that is down, restarts, rejections that bounce, mail loops,
+//! the queue commands, and the original project's test bots across three servers.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A port nobody listens on now, for a server that starts later.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn peer_arg(domain: &str, maild: &Maild) -> String {
+    format!("{domain}={}", maild.smtp)
+}
+
+/// Sends one message through `maild`; returns its number there.
+fn send(maild: &Maild, from: &str, to: &[&str], body: &[u8]) -> u64 {
+    let mut c = maild.smtp_client();
+    c.reply();
+    c.expect("EHLO sender", "250");
+    let n = c.send_message(from, to, body);
+    c.expect("QUIT", "221");
+    n
+}
+
+fn mailbox(maild: &Maild, user: &str) -> Vec<Vec<u8>> {
+    export_entries(&maild.data, &["--user", user])
+}
+
+fn wait_for_mail(maild: &Maild, user: &str, count: usize) -> Vec<Vec<u8>> {
+    let mut entries = Vec::new();
+    eventually(&format!("{count} message(s) for {user}"), || {
+        entries = mailbox(maild, user);
+        entries.len() >= count
+    });
+    entries
+}
+
+fn queue_depth(maild: &Maild) -> usize {
+    let out = mailtool(&maild.data, &["queue"], None).stdout_text();
+    out.lines().find_map(|l| l.strip_prefix("queue depth: ")).and_then(|n| n.trim().parse().ok()).unwrap()
+}
+
+#[test]
+fn mail_for_a_peer_is_forwarded_and_read_there_over_pop3() {
+    let b = maild_with_users(&["bob@b.test"], &["--domain", "b.test", "--hostname", "mx.b.test"]);
+    let a = maild_with_users(&["alice@a.test"], &["--domain", "a.test", "--hostname", "mx.a.test", "--peer", &peer_arg("b.test", &b)]);
+    let body = b"Subject: hello b\r\n\r\n.dot line\r\nfrom a to b\r\n";
+    let mut c = a.smtp_client();
+    c.reply();
+    c.expect("EHLO client", "250");
+    c.expect("MAIL FROM:<alice@a.test>", "250");
+    c.expect("RCPT TO:<bob@b.test>", "250 2.1.5");
+    c.expect("RCPT TO:<carol@c.test>", "554 5.7.1 <carol@c.test>: Relay access denied");
+    c.expect("DATA", "354");
+    c.send(dot_stuff(body));
+    c.send(b".\r\n");
+    assert_eq!(message_number(&c.reply()), Some(1));
+    c.expect("QUIT", "221");
+
+    wait_for_mail(&b, "bob@b.test", 1);
+    // Read it over POP3 on B: B's trace header, then A's stored message unchanged.
+    let mut pop = Client::connect(b.pop3);
+    pop.line();
+    for cmd in ["USER bob@b.test", "PASS pw-bob@b.test", "RETR 1"] {
+        pop.cmd(cmd);
+        assert!(pop.line().unwrap().starts_with("+OK"), "{cmd}");
+    }
+    let mut retr = Vec::new();
+    loop {
+        let line = pop.raw_line().unwrap();
+        if line == b".\r\n" {
+            break;
+        }
+        retr.extend_from_slice(line.strip_prefix(b".").unwrap_or(&line));
+    }
+    let text = String::from_utf8_lossy(&retr).into_owned();
+    assert!(text.starts_with("Return-Path: <alice@a.test>\r\nReceived: from mx.a.test ([127.0.0.1])\r\n\tby mx.b.test (maild)"), "{text}");
+    assert!(text.contains("\tby mx.a.test (maild) with ESMTP id 1\r\n"), "{text}");
+    assert!(retr.ends_with(body), "{text}");
+    eventually("A's queue to empty", || queue_depth(&a) == 0);
+}
+
+#[test]
+fn a_peer_that_is_down_gets_every_message_once_when_it_comes_back() {
+    let port = free_port();
+    let b_address = format!("127.0.0.1:{port}");
+    let a = maild_with_users(
+        &["alice@a.test"],
+        &["--domain", "a.test", "--peer", &format!("b.test={b_address}"), "--retry-min", "1s", "--retry-max", "2s"],
+    );
+    for i in 1..=5 {
+        send(&a, "alice@a.test", &["bob@b.test"], format!("Subject: {i}\r\n\r\nqueued {i}\r\n").as_bytes());
+    }
+    eventually("5 queued messages", || queue_depth(&a) == 5);
+    let listing = mailtool(&a.data, &["queue"], None).stdout_text();
+    assert!(listing.contains("b.test attempts=") && listing.contains("recipients=<bob@b.test>"), "{listing}");
+    let stats = mailtool(&a.data, &["stats"], None).stdout_text();
+    assert!(stats.contains("queue depth: 5") && stats.contains(&format!("peer b.test: {b_address} (static)")), "{stats}");
+
+    let tmp = new_data_dir();
+    add_users(tmp.path(), &["bob@b.test"]);
+    let b = Maild::start_on(tmp.path(), &["--domain", "b.test", "--smtp", &b_address]);
+    let entries = wait_for_mail(&b, "bob@b.test", 5);
+    eventually("A's queue to empty", || queue_depth(&a) == 0);
+    // Give any duplicate time to show up, then count again.
+    std::thread::sleep(Duration::from_secs(3));
+    let entries_after = mailbox(&b, "bob@b.test");
+    assert_eq!(entries_after.len(), 5, "exactly once");
+    let tokens: BTreeSet<String> = entries
+        .iter()
+        .map(|e| String::from_utf8_lossy(e).lines().last().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(tokens, (1..=5).map(|i| format!("queued {i}")).collect());
+}
+
+#[test]
+fn a_restart_of_the_sender_while_entries_wait_loses_nothing() {
+    let port = free_port();
+    let b_address = format!("127.0.0.1:{port}");
+    let mut a = maild_with_users(&["alice@a.test"], &["--domain", "a.test", "--peer", &format!("b.test={b_address}"), "--retry-min", "1s"]);
+    for i in 1..=3 {
+        send(&a, "alice@a.test", &["bob@b.test"], format!("Subject: r{i}\r\n\r\nrestart {i}\r\n").as_bytes());
+    }
+    eventually("3 queued", || queue_depth(&a) == 3);
+    a.kill9();
+    let data = a.data.clone();
+    let tmp = new_data_dir();
+    add_users(tmp.path(), &["bob@b.test"]);
+    let b = Maild::start_on(tmp.path(), &["--domain", "b.test", "--smtp", &b_address]);
+    let a2 = Maild::start_on(&data, &["--domain", "a.test", "--peer", &format!("b.test={b_address}"), "--retry-min", "1s"]);
+    wait_for_mail(&b, "bob@b.test", 3);
+    eventually("A's queue to empty", || queue_depth(&a2) == 0);
+    assert_eq!(mailbox(&b, "bob@b.test").len(), 3);
+    drop(a);
+}
+
+#[test]
+fn queue_flush_retries_at_once() {
+    let port = free_port();
+    let b_address = format!("127.0.0.1:{port}");
+    let a = maild_with_users(&["alice@a.test"], &["--domain", "a.test", "--peer", &format!("b.test={b_address}"), "--retry-min", "1h"]);
+    send(&a, "alice@a.test", &["bob@b.test"], b"Subject: flush\r\n\r\nflush me\r\n");
+    eventually("a failed first attempt", || mailtool(&a.data, &["queue"], None).stdout_text().contains("attempts=1"));
+    let tmp = new_data_dir();
+    add_users(tmp.path(), &["bob@b.test"]);
+    let b = Maild::start_on(tmp.path(), &["--domain", "b.test", "--smtp", &b_address]);
+    let out = mailtool(&a.data, &["queue", "flush"], None);
+    assert!(out.status.success() && out.stdout_text().contains("1 message(s) will be retried now"), "{}", out.stdout_text());
+    wait_for_mail(&b, "bob@b.test", 1);
+}
+
+#[test]
+fn a_rejection_from_the_peer_bounces_a_dsn_to_the_sender() {
+    let b = maild_with_users(&["bob@b.test"], &["--domain", "b.test"]);
+    let a = maild_with_users(&["alice@a.test"], &["--domain", "a.test", "--hostname", "mx.a.test", "--peer", &peer_arg("b.test", &b)]);
+    send(&a, "alice@a.test", &["nobody@b.test", "bob@b.test"], b"Subject: partly wrong\r\n\r\nhello\r\n");
+    wait_for_mail(&b, "bob@b.test", 1);
+    let dsn = wait_for_mail(&a, "alice@a.test", 1).remove(0);
+    let text = String::from_utf8_lossy(&dsn).into_owned();
+    assert!(text.contains("Return-Path: <>\r\n"), "a bounce has the null sender: {text}");
+    assert!(text.contains("multipart/report") && text.contains("delivery-status"), "{text}");
+    assert!(text.contains("nobody@b.test") && text.contains("5.1.1"), "{text}");
+    assert!(!text.contains("Final-Recipient: rfc822; bob@b.test"), "bob got it: {text}");
+    eventually("A's queue to empty", || queue_depth(&a) == 0);
+    // The bounce itself is never bounced: a rejected bounce just ends.
+    assert_eq!(mailbox(&a, "alice@a.test").len(), 1);
+}
+
+#[test]
+fn a_mail_loop_between_two_peers_ends_with_554_and_a_bounce() {
+    // A and B each believe the other owns loop.test.
+    let a_port = free_port();
+    let b = maild_with_users(&[], &["--domain", "b.test", "--peer", &format!("loop.test=127.0.0.1:{a_port}"), "--peer", &format!("a.test=127.0.0.1:{a_port}")]);
+    let tmp = new_data_dir();
+    add_users(tmp.path(), &["alice@a.test"]);
+    let a = Maild::start_on(tmp.path(), &["--domain", "a.test", "--smtp", &format!("127.0.0.1:{a_port}"), "--peer", &peer_arg("loop.test", &b)]);
+    send(&a, "alice@a.test", &["u@loop.test"], b"Subject: around\r\n\r\nround and round\r\n");
+    let dsn = wait_for_mail(&a, "alice@a.test", 1).remove(0);
+    let text = String::from_utf8_lossy(&dsn).into_owned();
+    assert!(text.contains("5.4.6"), "{text}");
+    eventually("both queues empty", || queue_depth(&a) == 0 && queue_depth(&b) == 0);
+}
+
+/// The original project's test bots: three servers, receivers on each, senders on every
+/// server sending 500 messages to random recipients; every recipient gets exactly what
+/// was sent to it.
+#[test]
+fn three_servers_500_messages_no_loss_no_duplicate() {
+    let domains = ["n1.test", "n2.test", "n3.test"];
+    let users: Vec<String> = domains.iter().flat_map(|d| (1..=3).map(move |i| format!("u{i}@{d}"))).collect();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let servers: Vec<Maild> = (0..3)
+        .map(|i| {
+            let tmp = new_data_dir();
+            let own: Vec<&str> = users.iter().filter(|u| u.ends_with(domains[i])).map(String::as_str).collect();
+            add_users(tmp.path(), &own);
+            let smtp = format!("127.0.0.1:{}", ports[i]);
+            let mut args = vec!["--domain".to_string(), domains[i].to_string(), "--smtp".into(), smtp, "--retry-min".into(), "1s".into()];
+            for j in (0..3).filter(|&j| j != i) {
+                args.push("--peer".into());
+                args.push(format!("{}=127.0.0.1:{}", domains[j], ports[j]));
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut maild = Maild::start_on(tmp.path(), &args);
+            maild_keep_dir(&mut maild, tmp);
+            maild
+        })
+        .collect();
+    let mut expected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut seed: u64 = 0x5EED_1234;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let senders: Vec<_> = (0..3)
+        .map(|s| {
+            let plan: Vec<(String, String)> = (0..167)
+                .map(|i| (users[(next() % users.len() as u64) as usize].clone(), format!("token-{s}-{i}")))
+                .collect();
+            for (rcpt, token) in &plan {
+                expected.entry(rcpt.clone()).or_default().insert(token.clone());
+            }
+            let address = servers[s].smtp;
+            let from = format!("sender{s}@{}", domains[s]);
+            std::thread::spawn(move || {
+                let mut c = Client::connect(address);
+                c.reply();
+                c.expect("EHLO bot", "250");
+                for (rcpt, token) in plan {
+                    c.send_message(&from, &[&rcpt], format!("Subject: {token}\r\n\r\n{token}\r\n").as_bytes());
+                }
+                c.expect("QUIT", "221");
+            })
+        })
+        .collect();
+    for s in senders {
+        s.join().unwrap();
+    }
+    let total: usize = expected.values().map(BTreeSet::len).sum();
+    assert_eq!(total, 501);
+    let started = Instant::now();
+    for (user, tokens) in &expected {
+        let server = &servers[domains.iter().position(|d| user.ends_with(d)).unwrap()];
+        let entries = wait_for_mail(server, user, tokens.len());
+        let got: Vec<String> = entries.iter().map(|e| String::from_utf8_lossy(e).lines().last().unwrap_or_default().to_string()).collect();
+        let unique: BTreeSet<String> = got.iter().cloned().collect();
+        assert_eq!(unique.len(), got.len(), "{user} got a duplicate");
+        assert_eq!(&unique, tokens, "{user} got the wrong messages");
+    }
+    eprintln!("501 messages across 3 servers delivered in {:?} after the last send", started.elapsed());
+    for server in &servers {
+        eventually("queues empty", || queue_depth(server) == 0);
+    }
+}
+
+/// Keeps a temporary data dir alive as long as the server using it.
+fn maild_keep_dir(maild: &mut Maild, dir: tempfile::TempDir) {
+    maild.keep(dir);
+}
