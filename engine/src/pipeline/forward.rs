@@ -57,7 +57,7 @@ impl ForwardConfig {
             retry_max: Duration::from_secs(600),
             queue_lifetime: Duration::from_secs(5 * 86400),
             timeout: Duration::from_secs(60),
-            connections_per_peer: 2,
+            connections_per_peer: 8,
             messages_per_connection: 100,
         }
     }
