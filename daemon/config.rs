@@ -68,6 +68,14 @@ pub struct Options {
     /// Seconds sessions get to finish after SIGTERM/SIGINT. [default: 30]
     #[arg(long, value_name = "SECS")]
     pub shutdown_grace: Option<u64>,
+    /// Find peers by mDNS (`_maild._tcp.local.`) and announce this server; needs --discover-interface.
+    #[arg(long)]
+    #[serde(default)]
+    pub discover: bool,
+    /// An interface (name or address) that --discover may use (repeatable); no other sees mDNS.
+    #[arg(long, value_name = "NAME")]
+    #[serde(default)]
+    pub discover_interface: Vec<String>,
 }
 
 /// The settings maild runs with, every default filled in.
@@ -88,6 +96,8 @@ pub struct Config {
     pub retry_min: Duration,
     pub retry_max: Duration,
     pub queue_lifetime: Duration,
+    /// `--discover`: the interfaces mDNS may use; `None` when discovery is off.
+    pub discover: Option<Vec<String>>,
 }
 
 fn duration(text: Option<String>, default: &str, what: &str) -> Result<Duration> {
@@ -142,6 +152,13 @@ impl Options {
         if hostname.is_empty() || !hostname.chars().all(|c| c.is_ascii_graphic()) {
             bail!("--hostname {hostname:?} must be a printable name without spaces");
         }
+        let discover_interfaces = pick_list(self.discover_interface, file.discover_interface);
+        let discover = match (self.discover || file.discover, discover_interfaces.is_empty()) {
+            (true, false) => Some(discover_interfaces),
+            (false, true) => None,
+            (true, true) => bail!("--discover needs --discover-interface NAME (repeatable): mDNS goes only to interfaces named there"),
+            (false, false) => bail!("--discover-interface is only used with --discover"),
+        };
         let max_message_size = self.max_message_size.or(file.max_message_size).unwrap_or(26_214_400);
         Ok(Config {
             data: self.data.or(file.data).unwrap_or_else(|| PathBuf::from("./maild-data")),
@@ -159,6 +176,7 @@ impl Options {
             retry_min: duration(self.retry_min.or(file.retry_min), "5s", "retry-min")?,
             retry_max: duration(self.retry_max.or(file.retry_max), "10m", "retry-max")?,
             queue_lifetime: duration(self.queue_lifetime.or(file.queue_lifetime), "5d", "queue-lifetime")?,
+            discover,
         })
     }
 }
@@ -179,6 +197,16 @@ mod tests {
         assert_eq!(config.domains, vec!["a.test", "b.test"]);
         assert_eq!(config.max_message_size, 26_214_400);
         assert_eq!(config.smtp, "127.0.0.1:2525".parse::<SocketAddr>().unwrap());
+    }
+
+    #[test]
+    fn discover_needs_an_interface_and_an_interface_needs_discover() {
+        let resolve = |args: &[&str]| Options::parse_from([&["maild"], args].concat()).resolve();
+        assert!(resolve(&["--discover"]).unwrap_err().to_string().contains("--discover-interface"));
+        assert!(resolve(&["--discover-interface", "eth1"]).is_err());
+        assert_eq!(resolve(&[]).unwrap().discover, None);
+        let config = resolve(&["--discover", "--discover-interface", "eth1", "--discover-interface", "10.0.0.1"]).unwrap();
+        assert_eq!(config.discover, Some(vec!["eth1".to_string(), "10.0.0.1".to_string()]));
     }
 
     #[test]

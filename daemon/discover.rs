@@ -5,9 +5,11 @@
 //!
 //! What is announced, per instance:
 //!
-//! - the instance name `HOSTNAME-PORT` (the SMTP port makes two servers on one host differ)
-//!   and the host name `HOSTNAME-PORT.local.` for its address records, so two servers
-//!   never fight over one A record;
+//! - the instance name `HOSTNAME-PORT`, the host name with every character other than a
+//!   letter, digit or hyphen made a hyphen (`mx.example` on 25 is `mx-example-25`): the
+//!   SMTP port makes two servers on one host differ. The same label is the host name
+//!   `HOSTNAME-PORT.local.` of its address records, so two servers never fight over one
+//!   A record;
 //! - the SRV port and the TXT property `smtp=PORT`: the SMTP listener's port;
 //! - the TXT property `domains=a.test,b.test`: the `--domain` list (one TXT string holds at
 //!   most 255 bytes, RFC 6763 §6.1, so a longer list is refused at start);
@@ -98,9 +100,11 @@ impl Discovery {
             log::warn!("discovery: the SMTP listener {smtp} is loopback-only; peers on other hosts cannot reach it");
         }
 
-        let stem = name_stem(hostname);
-        let instance = format!("{stem}-{}", smtp.port());
-        let host = format!("{}-{}.local.", host_label(&stem), smtp.port());
+        // One label for both names. It has no dot on purpose: mdns-sd escapes a dot in the
+        // instance name it registers (`a\.b-25._maild…`) but reports resolved names
+        // unescaped, and we must recognise our own announcements by name.
+        let instance = format!("{}-{}", host_label(&name_stem(hostname)), smtp.port());
+        let host = format!("{instance}.local.");
         let port = smtp.port().to_string();
         let properties = [("domains", domain_list.as_str()), ("smtp", port.as_str())];
         let info = if smtp.ip().is_unspecified() {
@@ -484,20 +488,22 @@ mod tests {
 
     #[test]
     fn txt_port_prefers_the_txt_and_refuses_nonsense() {
-        let cases: &[(Option<&[u8]>, u16, Result<u16, ()>)] = &[
-            (Some(b"2525"), 25, Ok(2525)),
-            (Some(b" 2525 "), 25, Ok(2525)),
-            (None, 25, Ok(25)),
-            (None, 0, Err(())),
-            (Some(b"0"), 25, Err(())),
-            (Some(b"65536"), 25, Err(())),
-            (Some(b"-1"), 25, Err(())),
-            (Some(b""), 25, Err(())),
-            (Some(b"25\0"), 25, Err(())),
-            (Some(b"\xff\xfe"), 25, Err(())),
+        // (TXT smtp value, SRV port, the port or None for a refusal)
+        type Case = (Option<&'static [u8]>, u16, Option<u16>);
+        let cases: &[Case] = &[
+            (Some(b"2525"), 25, Some(2525)),
+            (Some(b" 2525 "), 25, Some(2525)),
+            (None, 25, Some(25)),
+            (None, 0, None),
+            (Some(b"0"), 25, None),
+            (Some(b"65536"), 25, None),
+            (Some(b"-1"), 25, None),
+            (Some(b""), 25, None),
+            (Some(b"25\0"), 25, None),
+            (Some(b"\xff\xfe"), 25, None),
         ];
         for (smtp, srv, want) in cases {
-            assert_eq!(txt_port(*smtp, *srv).map_err(|_| ()), *want, "smtp={smtp:?} srv={srv}");
+            assert_eq!(txt_port(*smtp, *srv).ok(), *want, "smtp={smtp:?} srv={srv}");
         }
     }
 
@@ -510,7 +516,7 @@ mod tests {
         assert_eq!(usable(b"own.test,OWN.test,c.test"), Ok(vec!["c.test".into()]));
         assert_eq!(usable(b""), Ok(vec![]));
         assert_eq!(usable(b",,,"), Ok(vec![]));
-        assert_eq!(usable(b"a..b,-x.test,a b.test,a\0.test,d.test"), Ok(vec!["d.test".into()]));
+        assert_eq!(usable(b"a..b,a b.test,a\0.test,a@b.test,d.test"), Ok(vec!["d.test".into()]));
         assert!(usable(b"a.test\xff").is_err());
         assert!(parse_domains(None, &own).is_err());
         let list = parse_domains(Some(b"own.test,bad..d"), &own).unwrap();

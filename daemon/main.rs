@@ -8,6 +8,7 @@
 mod admin;
 mod config;
 mod conn;
+mod discover;
 mod pop3;
 mod server;
 mod smtp;
@@ -28,6 +29,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use config::{Config, Options};
+use discover::Discovery;
 use server::Server;
 use pop3::Pop3Service;
 use smtp::SmtpService;
@@ -67,12 +69,16 @@ fn run() -> Result<()> {
     pipeline_config.forward.queue_lifetime = config.queue_lifetime;
     let pipeline = Pipeline::start(store.clone(), directory.clone(), pipeline_config).context("starting the pipeline")?;
 
-    let admin_context = AdminContext { store: store.clone(), peers: Some(peers), forward: Some(pipeline.forward_waker()) };
+    let admin_context = AdminContext { store: store.clone(), peers: Some(peers.clone()), forward: Some(pipeline.forward_waker()) };
     let admin = admin::AdminSocket::start(admin_context, &config.data)?;
-    let server = start_listeners(&config, &store, directory, &pipeline)?;
+    let (server, discovery) = start_listeners(&config, &store, directory, &pipeline, &peers)?;
 
     if let Some(signal) = signals.forever().next() {
         log::info!("signal {signal}: shutting down (grace {:?})", config.shutdown_grace);
+    }
+    // Goodbye first, so peers stop sending here while the sessions finish.
+    if let Some(discovery) = discovery {
+        discovery.stop();
     }
     server.shutdown(config.shutdown_grace);
     admin.stop(config.shutdown_grace);
@@ -91,10 +97,16 @@ fn create_private_dir(dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-fn start_listeners(config: &Config, store: &Store, directory: Arc<MailDirectory>, pipeline: &Pipeline) -> Result<Server> {
+fn start_listeners(config: &Config, store: &Store, directory: Arc<MailDirectory>, pipeline: &Pipeline, peers: &Arc<PeerTable>) -> Result<(Server, Option<Discovery>)> {
     let smtp_listener = server::bind(config.smtp, "smtp")?;
     let pop3_listener = server::bind(config.pop3, "pop3")?;
     let (smtp_address, pop3_address) = (smtp_listener.local_addr()?, pop3_listener.local_addr()?);
+    // Discovery announces the bound SMTP address (port 0 is resolved by now) and is up
+    // before the readiness line; connections that come early wait in the listen backlog.
+    let discovery = match &config.discover {
+        Some(interfaces) => Some(Discovery::start(peers.clone(), &config.hostname, &config.domains, smtp_address, interfaces)?),
+        None => None,
+    };
 
     let mut server = Server::new(config.max_connections, &config.hostname);
     let smtp = Arc::new(SmtpService {
@@ -121,5 +133,5 @@ fn start_listeners(config: &Config, store: &Store, directory: Arc<MailDirectory>
         config.domains.join(","),
         config.data.display()
     );
-    Ok(server)
+    Ok((server, discovery))
 }
