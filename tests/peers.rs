@@ -266,3 +266,18 @@ fn three_servers_500_messages_no_loss_no_duplicate() {
 fn maild_keep_dir(maild: &mut Maild, dir: tempfile::TempDir) {
     maild.keep(dir);
 }
+
+#[test]
+fn a_message_that_outlives_the_queue_lifetime_bounces_with_4_4_7() {
+    let port = free_port();
+    let a = maild_with_users(
+        &["alice@a.test"],
+        &["--domain", "a.test", "--peer", &format!("b.test=127.0.0.1:{port}"), "--retry-min", "1s", "--retry-max", "1s", "--queue-lifetime", "3s"],
+    );
+    send(&a, "alice@a.test", &["bob@b.test"], b"Subject: never arrives\r\n\r\nnobody listens\r\n");
+    let dsn = wait_for_mail(&a, "alice@a.test", 1).remove(0);
+    let text = String::from_utf8_lossy(&dsn).into_owned();
+    assert!(text.contains("Status: 4.4.7") && text.contains("bob@b.test"), "{text}");
+    assert!(text.contains("Action: failed"), "{text}");
+    eventually("A's queue to empty", || queue_depth(&a) == 0);
+}
