@@ -15,6 +15,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{signal, Signal, SignalWaiter};
 use crate::failpoint;
@@ -59,23 +60,39 @@ pub struct BackupWaiter {
     woken: SignalWaiter,
 }
 
+/// How long to wait before trying again after a failed range file.
+const RETRY: Duration = Duration::from_secs(1);
+
 pub fn run(waiter: BackupWaiter, store: &Store) {
     let dir = backup_dir(store.dir());
-    match store.head() {
+    let mut ok = match store.head() {
         Ok(head) => catch_up_logged(store, &dir, head),
-        Err(error) => log::error!("backup cannot read the head: {error}"),
-    }
-    while waiter.woken.wait() {
-        catch_up_logged(store, &dir, waiter.head.load(Ordering::SeqCst));
+        Err(error) => {
+            log::error!("backup cannot read the head: {error}");
+            false
+        }
+    };
+    loop {
+        // After a failure, try again soon even if no new message comes.
+        let woken = if ok { waiter.woken.wait() } else { waiter.woken.wait_timeout(RETRY) };
+        if !woken {
+            break;
+        }
+        ok = catch_up_logged(store, &dir, waiter.head.load(Ordering::SeqCst).max(store.delivered_through().unwrap_or(0)));
     }
     // Senders gone: the pipeline is stopping; finish what is complete.
     catch_up_logged(store, &dir, waiter.head.load(Ordering::SeqCst));
 }
 
-fn catch_up_logged(store: &Store, dir: &Path, head: u64) {
-    if let Err(error) = catch_up(store, dir, head) {
-        // The mark did not move: the next signal, or the next start, tries again.
-        log::error!("writing backup range files: {error}");
+fn catch_up_logged(store: &Store, dir: &Path, head: u64) -> bool {
+    match catch_up(store, dir, head) {
+        Ok(()) => true,
+        Err(error) => {
+            // The mark did not move: the retry, the next signal, or the next start
+            // tries again.
+            log::error!("writing backup range files: {error}");
+            false
+        }
     }
 }
 

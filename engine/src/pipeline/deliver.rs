@@ -3,11 +3,12 @@
 //!
 //! Each run of messages is applied with its progress mark in one atomic batch, so a crash
 //! either keeps both or neither, and [`replay`] at start-up re-applies whatever the
-//! progress mark does not cover. Re-applying an entry is harmless (it is a set), which is
+//! progress mark does not cover. A run that fails is replayed the same way at once
+//! (until it succeeds), before any later run can move the mark past it. Re-applying an entry is harmless (it is a set), which is
 //! what makes this stage idempotent. Deliver does not flush: a lost write is replayed from
 //! the fsync'd message records.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::Receiver;
 
@@ -64,15 +65,43 @@ pub fn run(input: Receiver<Committed>, store: &Store, directory: &MailDirectory,
                     forward.wake();
                 }
             }
-            // The records are durable; the next start replays these from the mark.
-            Err(error) => log::error!("delivering messages {}..={last} failed: {error}", run[0].number),
+            Err(error) => {
+                log::error!("delivering messages {}..={last} failed: {error}", run[0].number);
+                catch_up(store, directory, last, backup, forward);
+            }
         }
     }
 }
 
+/// After a failed run: the progress mark did not move, and nothing later may move it
+/// past the failed messages. So replay from the mark (which covers the failed run and
+/// whatever was committed since) until it succeeds, waiting longer after each failure.
+fn catch_up(store: &Store, directory: &MailDirectory, through: u64, backup: &BackupSignal, forward: &Signal) {
+    let mut wait = Duration::from_millis(50);
+    loop {
+        std::thread::sleep(wait);
+        match replay_through(store, directory, through) {
+            Ok(()) => break,
+            Err(error) => log::error!("delivery replay failed, retrying in {wait:?}: {error}"),
+        }
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
+    if let Ok(head) = store.delivered_through() {
+        backup.delivered(head);
+    }
+    forward.wake();
+}
+
 /// Applies every committed message the progress mark does not cover yet.
 pub fn replay(store: &Store, directory: &MailDirectory) -> Result<(), StoreError> {
-    let (from, head) = (store.delivered_through()? + 1, store.head()?);
+    replay_through(store, directory, store.head()?)
+}
+
+/// Applies messages from the progress mark up to `head`, which must be durable (at
+/// start-up: the store's head; while running: the highest number persist handed over,
+/// never one whose batch persist may still undo).
+fn replay_through(store: &Store, directory: &MailDirectory, head: u64) -> Result<(), StoreError> {
+    let from = store.delivered_through()? + 1;
     if from > head {
         return Ok(());
     }

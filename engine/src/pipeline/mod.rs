@@ -112,6 +112,11 @@ impl SignalWaiter {
         self.woken.recv().is_ok()
     }
 
+    /// Like [`SignalWaiter::wait`], but also returns (true) after `timeout`.
+    pub fn wait_timeout(&self, timeout: std::time::Duration) -> bool {
+        !matches!(self.woken.recv_timeout(timeout), Err(crossbeam_channel::RecvTimeoutError::Disconnected))
+    }
+
     pub fn receiver(&self) -> &Receiver<()> {
         &self.woken
     }

@@ -9,8 +9,8 @@
 //! 5. Only now answer each session with its number (its `250`), then pass the batch on
 //!    to deliver.
 //!
-//! If 3 or 4 fails, the batch is undone and every session gets `451`/`452`; the numbers
-//! are reused by the next batch, so the sequence stays gapless.
+//! If 3 or 4 fails (or anything before 5), the batch is undone and every session gets
+//! `451`/`452`; the numbers are reused by the next batch, so the sequence stays gapless.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -45,8 +45,13 @@ pub fn run(input: Receiver<Submission>, output: Sender<Committed>, store: &Store
             }
         }
         let sizes: Vec<usize> = batch.iter().map(|s| s.message.body.len()).collect();
-        let committed = commit(store, head, &mut batch, config)
-            .and_then(|new_head| failpoint::hit("persist.after_flush").map(|()| new_head).map_err(StoreError::from_io));
+        let committed = commit(store, head, &mut batch, config).and_then(|new_head| {
+            // Durable, but no client told yet: a failure here can still take it all back.
+            failpoint::hit("persist.after_flush").map(|()| new_head).map_err(|error| {
+                store.undo_commit(head, new_head);
+                StoreError::from_io(error)
+            })
+        });
         match committed {
             Ok(new_head) => {
                 for ((offset, submission), size) in batch.into_iter().enumerate().zip(sizes) {

@@ -180,19 +180,24 @@ impl Store {
         if let Err(error) = flushed {
             // The batch is in sled's memory but not known durable: take it back so the
             // numbers are reused and nothing the client was refused can reappear.
-            let mut undo = Batch::default();
-            for n in head + 1..=number {
-                undo.remove(&keys::message(n));
-            }
-            undo.insert(keys::HEAD, &head.to_be_bytes());
-            // Best effort: if the undo reaches disk, a crash now cannot bring back a
-            // message whose client was told 451 (which would only be a duplicate).
-            if self.messages.apply_batch(undo).is_ok() {
-                let _ = self.flush();
-            }
+            self.undo_commit(head, number);
             return Err(error);
         }
         Ok(number)
+    }
+
+    /// Takes back a commit of `head+1 ..= new_head` that no client has been told about:
+    /// removes the records, restores the head, and tries to make that durable (if it
+    /// reaches disk, a crash cannot bring back a message whose client was told 451).
+    pub fn undo_commit(&self, head: u64, new_head: u64) {
+        let mut undo = Batch::default();
+        for n in head + 1..=new_head {
+            undo.remove(&keys::message(n));
+        }
+        undo.insert(keys::HEAD, &head.to_be_bytes());
+        if self.messages.apply_batch(undo).is_ok() {
+            let _ = self.flush();
+        }
     }
 
     /// Reads and validates message `number`.
