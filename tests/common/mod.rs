@@ -48,48 +48,7 @@ impl Maild {
 
     /// Starts maild on an existing data dir (users added beforehand, or a restart).
     pub fn start_on(data: &Path, args: &[&str]) -> Maild {
-        let mut all: Vec<String> = vec!["--data".into(), data.display().to_string()];
-        if !args.contains(&"--hostname") {
-            all.extend(["--hostname".into(), "mx.test".into()]);
-        }
-        if !args.contains(&"--smtp") {
-            all.extend(["--smtp".into(), "127.0.0.1:0".into()]);
-        }
-        if !args.contains(&"--pop3") {
-            all.extend(["--pop3".into(), "127.0.0.1:0".into()]);
-        }
-        all.extend(args.iter().map(|s| s.to_string()));
-        let mut child = Command::new(MAILD)
-            .args(&all)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn maild");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let started = Instant::now();
-        let (smtp, pop3) = loop {
-            if let Some(found) = readiness(&log.lock().unwrap()) {
-                break found;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("maild exited with {status} before it was ready:\n{}", log.lock().unwrap());
-            }
-            assert!(started.elapsed() < PATIENCE, "maild not ready:\n{}", log.lock().unwrap());
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        Maild { child: Some(child), data: data.to_path_buf(), _tmp: None, smtp, pop3, log, args: all }
+        Maild::start_on_with_env(data, args, &[])
     }
 
     /// Keeps a temporary data directory alive as long as this server.
@@ -422,5 +381,15 @@ impl Maild {
             std::thread::sleep(Duration::from_millis(20));
         };
         Maild { child: Some(child), data: data.to_path_buf(), _tmp: None, smtp, pop3, log, args: all }
+    }
+}
+
+impl Maild {
+    /// SIGKILL straight from this process (no `kill` command to spawn, so it lands within
+    /// microseconds: crash tests aim it at short windows), then wait.
+    pub fn sigkill_now(&mut self) {
+        // std's Child::kill sends SIGKILL on Unix.
+        self.child.as_mut().expect("maild is running").kill().expect("SIGKILL maild");
+        self.wait();
     }
 }
