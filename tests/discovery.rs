@@ -14,7 +14,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -145,16 +145,7 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn ip netns exec maild");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (stderr, sink) = (child.stderr.take().unwrap(), log.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
+        let log = common::capture_stderr(&mut child);
         let mut server = Server { child: Some(child), log, data, name: domain };
         let started = Instant::now();
         while !server.log().contains("maild ready: smtp=") {

@@ -117,6 +117,21 @@ impl Drop for Maild {
     }
 }
 
+/// Collects a child's stderr (piped) into a shared string, line by line, as it runs.
+pub fn capture_stderr(child: &mut Child) -> Arc<Mutex<String>> {
+    let log = Arc::new(Mutex::new(String::new()));
+    let (stderr, sink) = (child.stderr.take().expect("stderr must be piped"), log.clone());
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    log
+}
+
 /// Finds `smtp=IP:PORT pop3=IP:PORT` in the log.
 fn readiness(log: &str) -> Option<(SocketAddr, SocketAddr)> {
     let line = log.lines().find(|l| l.contains("smtp=") && l.contains("pop3="))?;
@@ -358,17 +373,7 @@ impl Maild {
             command.env(key, value);
         }
         let mut child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn maild");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
+        let log = capture_stderr(&mut child);
         let started = Instant::now();
         let (smtp, pop3) = loop {
             if let Some(found) = readiness(&log.lock().unwrap()) {
