@@ -30,7 +30,8 @@ use std::sync::{Arc, Barrier};
 use common::*;
 
 const USER: &str = "u@d.test";
-const ARGS: &[&str] = &["--domain", "d.test"];
+/// A short shutdown grace: a clean stop with a test client still connected need not wait 30 s.
+const ARGS: &[&str] = &["--domain", "d.test", "--shutdown-grace", "2"];
 
 /// The bytes a test sends as message `i` of a scenario (`tag` keeps scenarios apart). The
 /// last line is what `tests/py/check_mbox.py` looks for when `i` is also its number.
