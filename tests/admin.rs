@@ -215,6 +215,19 @@ fn verify_names_a_deleted_record_and_a_changed_range_file() {
     std::fs::write(&range, bytes).unwrap();
     let report = mailtool(&maild.data, &["verify"], None).stdout_text();
     assert!(report.contains("FAULT mailbox.1-32: content differs"), "{report}");
+    // A message the deliver stage skipped: no mailbox entry and no reference count.
+    {
+        let db = sled::open(maild.data.join("store")).unwrap();
+        let mailboxes = db.open_tree("mailboxes").unwrap();
+        let mut entry = b"xu@d.test\0".to_vec();
+        entry.extend_from_slice(&20u64.to_be_bytes());
+        let mut refs = vec![b'r'];
+        refs.extend_from_slice(&20u64.to_be_bytes());
+        assert!(mailboxes.remove(entry).unwrap().is_some() && mailboxes.remove(refs).unwrap().is_some());
+        db.flush().unwrap();
+    }
+    let report = mailtool(&maild.data, &["verify"], None).stdout_text();
+    assert!(report.contains("FAULT message 20: delivered per the mark, but in no mailbox or queue"), "{report}");
 }
 
 #[test]

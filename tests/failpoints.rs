@@ -296,8 +296,8 @@ fn crash_and_recover(point: &str, hit: u64, unacked: Option<bool>) {
 
 /// The persist path refuses one message (`spec` is `error@1` or `full@1`): the client
 /// gets `code`, nothing of it is stored, and the next messages get 1, 2, … Then the same
-/// after a clean restart, then the same with the refusal hitting a group of concurrent
-/// messages.
+/// after a clean stop, after a SIGKILL right after the refusal, and with the refusal
+/// hitting a group of concurrent messages.
 fn persist_refuses(point: &str, spec: &str, code: &str) {
     // One message refused, then the sequence goes on in the same process.
     let tmp = data_dir();
@@ -335,6 +335,21 @@ fn persist_refuses(point: &str, spec: &str, code: &str) {
     }
     maild.stop();
     assert_eq!(check_store(data, &BTreeMap::new(), &[], std::slice::from_ref(&refused)), 0, "a refused message reappeared after a restart");
+    let maild = Maild::start_on(data, ARGS);
+    Smtp::connect(&maild).send_acked(&body(point, 1), 1);
+    drop(maild);
+
+    // Refused, then SIGKILL at once (no final flush): whatever the failed batch left on
+    // disk must have been taken back durably before the client got its refusal.
+    let tmp = data_dir();
+    let data = tmp.path();
+    let mut maild = start_with(data, &format!("{point}={spec}"));
+    match Smtp::connect(&maild).send(&refused) {
+        Outcome::Refused(reply) => assert!(reply.starts_with(code), "expected {code}, got {reply}"),
+        other => panic!("{point}={spec}: expected {code}, got {other:?}"),
+    }
+    maild.sigkill_now();
+    assert_eq!(check_store(data, &BTreeMap::new(), &[], std::slice::from_ref(&refused)), 0, "a refused message reappeared after kill -9");
     let maild = Maild::start_on(data, ARGS);
     Smtp::connect(&maild).send_acked(&body(point, 1), 1);
     drop(maild);

@@ -4,6 +4,7 @@
 //!   (collected after every mailbox let it go), and no record lies beyond the head;
 //! - every record decodes (rkyv validation) and carries its own number;
 //! - every mailbox entry resolves to a record, and reference counts match the entries;
+//! - every message up to the deliver mark was delivered (held, let go, or collected);
 //! - every user record decodes;
 //! - every range file up to the backup mark exists and holds exactly its 32 messages.
 
@@ -47,6 +48,7 @@ pub fn run(store: &Store, out: &mut dyn Output) -> Result<()> {
     // Mailboxes and reference counts.
     let mut entries_per_message: BTreeMap<u64, u32> = BTreeMap::new();
     let mut counted: BTreeMap<u64, u32> = BTreeMap::new();
+    let mut unreferenced: std::collections::BTreeSet<u64> = std::collections::BTreeSet::new();
     let mut entry_count = 0u64;
     for item in store.raw_entries(StoreTree::Mailboxes) {
         let (key, value) = item?;
@@ -72,6 +74,11 @@ pub fn run(store: &Store, out: &mut dyn Output) -> Result<()> {
                     }
                 }
             }
+            Some(&keys::UNREFERENCED) => {
+                if let Some(number) = keys::number(&key) {
+                    unreferenced.insert(number);
+                }
+            }
             Some(&keys::REFS) => {
                 let refs = <[u8; 4]>::try_from(value.as_ref()).map(u32::from_be_bytes).unwrap_or(0);
                 if let Some(number) = keys::number(&key) {
@@ -89,6 +96,14 @@ pub fn run(store: &Store, out: &mut dyn Output) -> Result<()> {
     let delivered = store.delivered_through()?;
     if delivered > head {
         faults.push(format!("deliver mark {delivered} is beyond the head {head}"));
+    }
+    // Every delivered message is accounted for: held (a reference count), let go by
+    // everyone (unreferenced, awaiting collection), or collected (a tombstone). A number
+    // with none of these was skipped by delivery.
+    for number in 1..=delivered.min(head) {
+        if !counted.contains_key(&number) && !unreferenced.contains(&number) && !store.is_tombstone(number)? {
+            faults.push(format!("message {number}: delivered per the mark, but in no mailbox or queue"));
+        }
     }
 
     // Users.
