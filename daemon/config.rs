@@ -136,7 +136,6 @@ impl Options {
         };
         let pick_list = |cli: Vec<String>, file: Vec<String>| if cli.is_empty() { file } else { cli };
         let mut domains = pick_list(self.domain, file.domain);
-        let pick_list = |cli: Vec<String>, file: Vec<String>| if cli.is_empty() { file } else { cli };
         if domains.is_empty() {
             domains.push("localhost".into());
         }

@@ -32,10 +32,7 @@ pub struct Users {
 }
 
 fn sled_error(e: sled::Error) -> UserError {
-    UserError::Store(match e {
-        sled::Error::Io(io) => StoreError::from_io(io),
-        other => StoreError::Corrupt(other.to_string()),
-    })
+    UserError::Store(StoreError::from_sled(e))
 }
 
 fn hash(password: &str) -> Result<String, UserError> {

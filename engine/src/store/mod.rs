@@ -41,7 +41,7 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    fn from_sled(error: sled::Error) -> StoreError {
+    pub(crate) fn from_sled(error: sled::Error) -> StoreError {
         match error {
             sled::Error::Io(io) => StoreError::from_io(io),
             other => StoreError::Corrupt(other.to_string()),
