@@ -1254,6 +1254,18 @@ struct RunConfig {
     quiet: bool,
 }
 
+/// Tells the runner a connection's thread is done, on return or on panic.
+struct DoneSignal {
+    id: usize,
+    tx: crossbeam_channel::Sender<usize>,
+}
+
+impl Drop for DoneSignal {
+    fn drop(&mut self) {
+        let _ = self.tx.send(self.id);
+    }
+}
+
 fn stress(run: RunConfig) -> Result<Summary> {
     let mut domains: Vec<String> = Vec::new();
     let mut distinct: Vec<String> = Vec::new();
@@ -1302,27 +1314,33 @@ fn stress(run: RunConfig) -> Result<Summary> {
             last_number: 0,
             sent: 0,
         };
-        let done = done_tx.clone();
+        let done = DoneSignal { id, tx: done_tx.clone() };
         let handle = std::thread::Builder::new().name(format!("stress-{id}")).spawn(move || {
+            let _done = done;
             worker.run();
-            let _ = done.send(id);
         })?;
         handles.push(handle);
     }
     drop(done_tx);
     // Bounded: whatever a connection does, the run ends by deadline + GRACE.
     let hard_stop = config.deadline + GRACE;
+    // A thread that reported done may not have exited yet, so "done" is what
+    // it said, not what `is_finished` sees at this instant.
+    let mut reported_done = vec![false; run.connections];
     let mut finished = 0;
     while finished < run.connections {
         match done_rx.recv_deadline(hard_stop) {
-            Ok(_) => finished += 1,
+            Ok(id) => {
+                reported_done[id] = true;
+                finished += 1;
+            }
             Err(_) => break,
         }
     }
     let seconds = started.elapsed().as_secs_f64();
     let mut unfinished = 0;
     for (id, handle) in handles.into_iter().enumerate() {
-        if handle.is_finished() {
+        if reported_done[id] || handle.is_finished() {
             if handle.join().is_err() {
                 unfinished += 1;
                 shared.mismatch(id, "(worker)", "to finish", "the connection's thread panicked");
