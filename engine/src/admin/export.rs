@@ -2,7 +2,7 @@
 //! Maildir. Each entry is laid out as in the backup range files; a message once.
 
 use std::fs::{self, File};
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use super::{AdminError, ExportFormat, Output, Result};
@@ -30,27 +30,13 @@ pub fn export(
     };
     let total = numbers.len() as u64;
     match (format, output) {
-        (ExportFormat::Mbox, None) => {
-            for (i, number) in numbers.iter().enumerate() {
-                if let Some(message) = store.message(*number)? {
-                    let mut entry = Vec::new();
-                    mbox::write_entry(&mut entry, message.record())?;
-                    out.stdout(&entry)?;
-                }
-                out.progress("export", i as u64 + 1, total);
-            }
-        }
+        (ExportFormat::Mbox, None) => write_mbox(store, &numbers, out, |out, entry| Ok(out.stdout(entry)?))?,
         (ExportFormat::Mbox, Some(path)) => {
             // Written aside and renamed, so PATH is never a half-written export.
             let path = Path::new(path);
             let tmp = path.with_file_name(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("export")));
             let mut file = BufWriter::new(File::create(&tmp)?);
-            for (i, number) in numbers.iter().enumerate() {
-                if let Some(message) = store.message(*number)? {
-                    mbox::write_entry(&mut file, message.record())?;
-                }
-                out.progress("export", i as u64 + 1, total);
-            }
+            write_mbox(store, &numbers, out, |_, entry| Ok(file.write_all(entry)?))?;
             file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
             fs::rename(&tmp, path)?;
         }
@@ -84,3 +70,22 @@ pub fn export(
     Ok(())
 }
 
+
+/// One mboxrd entry per stored message, handed to `emit`, with progress.
+fn write_mbox(
+    store: &Store,
+    numbers: &[u64],
+    out: &mut dyn Output,
+    mut emit: impl FnMut(&mut dyn Output, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut entry = Vec::new();
+    for (i, number) in numbers.iter().enumerate() {
+        if let Some(message) = store.message(*number)? {
+            entry.clear();
+            mbox::write_entry(&mut entry, message.record())?;
+            emit(out, &entry)?;
+        }
+        out.progress("export", i as u64 + 1, numbers.len() as u64);
+    }
+    Ok(())
+}
