@@ -76,6 +76,12 @@ pub struct Options {
     #[arg(long, value_name = "NAME")]
     #[serde(default)]
     pub discover_interface: Vec<String>,
+    /// PEM certificate chain; with --tls-key it enables STARTTLS (SMTP) and STLS (POP3).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The settings maild runs with, every default filled in.
@@ -98,6 +104,14 @@ pub struct Config {
     pub queue_lifetime: Duration,
     /// `--discover`: the interfaces mDNS may use; `None` when discovery is off.
     pub discover: Option<Vec<String>>,
+    /// `--tls-cert` and `--tls-key`; `None` when TLS is off.
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 fn duration(text: Option<String>, default: &str, what: &str) -> Result<Duration> {
@@ -158,6 +172,12 @@ impl Options {
             (true, true) => bail!("--discover needs --discover-interface NAME (repeatable): mDNS goes only to interfaces named there"),
             (false, false) => bail!("--discover-interface is only used with --discover"),
         };
+        let tls = match (self.tls_cert.or(file.tls_cert), self.tls_key.or(file.tls_key)) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => bail!("--tls-cert needs --tls-key FILE (the certificate's private key)"),
+            (None, Some(_)) => bail!("--tls-key needs --tls-cert FILE (the certificate chain)"),
+        };
         let max_message_size = self.max_message_size.or(file.max_message_size).unwrap_or(26_214_400);
         Ok(Config {
             data: self.data.or(file.data).unwrap_or_else(|| PathBuf::from("./maild-data")),
@@ -176,6 +196,7 @@ impl Options {
             retry_max: duration(self.retry_max.or(file.retry_max), "10m", "retry-max")?,
             queue_lifetime: duration(self.queue_lifetime.or(file.queue_lifetime), "5d", "queue-lifetime")?,
             discover,
+            tls,
         })
     }
 }
@@ -206,6 +227,16 @@ mod tests {
         assert_eq!(resolve(&[]).unwrap().discover, None);
         let config = resolve(&["--discover", "--discover-interface", "eth1", "--discover-interface", "10.0.0.1"]).unwrap();
         assert_eq!(config.discover, Some(vec!["eth1".to_string(), "10.0.0.1".to_string()]));
+    }
+
+    #[test]
+    fn tls_needs_both_a_certificate_and_a_key() {
+        let resolve = |args: &[&str]| Options::parse_from([&["maild"], args].concat()).resolve();
+        assert!(resolve(&["--tls-cert", "c.pem"]).unwrap_err().to_string().contains("--tls-key"));
+        assert!(resolve(&["--tls-key", "k.pem"]).unwrap_err().to_string().contains("--tls-cert"));
+        assert!(resolve(&[]).unwrap().tls.is_none());
+        let tls = resolve(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap().tls.unwrap();
+        assert_eq!((tls.cert, tls.key), (PathBuf::from("c.pem"), PathBuf::from("k.pem")));
     }
 
     #[test]

@@ -7,7 +7,10 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
 use crate::server::ShutdownSignal;
 
@@ -21,11 +24,58 @@ pub trait Session {
     fn is_closed(&self) -> bool;
 }
 
-/// A socket with an output buffer, so pipelined replies go out in one write.
+/// The client's byte stream: plain TCP, or TLS over it after STARTTLS/STLS.
+pub enum Transport {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ServerConnection, TcpStream>>),
+}
+
+impl Transport {
+    /// The socket below, for timeouts and shutdown.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(stream) => stream,
+            Transport::Tls(tls) => &tls.sock,
+        }
+    }
+}
+
+impl Read for Transport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(stream) => stream.read(buf),
+            // A TLS client that closes without close_notify has still closed.
+            Transport::Tls(tls) => match tls.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                other => other,
+            },
+        }
+    }
+}
+
+impl Write for Transport {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(stream) => stream.write(buf),
+            Transport::Tls(tls) => tls.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Transport::Plain(stream) => stream.flush(),
+            Transport::Tls(tls) => tls.flush(),
+        }
+    }
+}
+
+/// A connection with an output buffer, so pipelined replies go out in one write.
 pub struct Conn {
-    pub stream: TcpStream,
+    pub transport: Transport,
     out: Vec<u8>,
     close: bool,
+    /// The session's idle timeout, which also bounds a TLS handshake.
+    timeout: Duration,
 }
 
 impl Conn {
@@ -35,14 +85,32 @@ impl Conn {
 
     pub fn flush(&mut self) -> io::Result<()> {
         if !self.out.is_empty() {
-            self.stream.write_all(&self.out)?;
+            self.transport.write_all(&self.out)?;
             self.out.clear();
         }
-        Ok(())
+        self.transport.flush()
     }
 
     pub fn request_close(&mut self) {
         self.close = true;
+    }
+
+    /// Sends what is queued in the clear, then runs the TLS handshake as server; from
+    /// then on every byte goes through TLS. The handshake is bounded by the socket's
+    /// timeouts; an error ends the connection.
+    pub fn start_tls(&mut self, config: &Arc<ServerConfig>) -> io::Result<()> {
+        self.flush()?;
+        let Transport::Plain(stream) = &self.transport else {
+            return Err(io::Error::other("TLS is already active"));
+        };
+        let mut tcp = stream.try_clone()?;
+        tcp.set_read_timeout(Some(self.timeout))?;
+        let mut tls = ServerConnection::new(config.clone()).map_err(io::Error::other)?;
+        while tls.is_handshaking() {
+            tls.complete_io(&mut tcp)?;
+        }
+        self.transport = Transport::Tls(Box::new(StreamOwned::new(tls, tcp)));
+        Ok(())
     }
 }
 
@@ -66,7 +134,7 @@ pub fn drive<S: Session, H: Handler<S>>(
 ) -> io::Result<()> {
     let _ = stream.set_nodelay(true);
     stream.set_write_timeout(Some(timeout))?;
-    let mut conn = Conn { stream, out: Vec::new(), close: false };
+    let mut conn = Conn { transport: Transport::Plain(stream), out: Vec::new(), close: false, timeout };
     conn.queue(greeting);
     conn.flush()?;
     let mut buffer = vec![0u8; READ_BUFFER];
@@ -77,8 +145,8 @@ pub fn drive<S: Session, H: Handler<S>>(
         if now >= deadline {
             session.timed_out(&mut actions);
         } else {
-            conn.stream.set_read_timeout(Some(deadline - now))?;
-            match conn.stream.read(&mut buffer) {
+            conn.transport.tcp().set_read_timeout(Some(deadline - now))?;
+            match conn.transport.read(&mut buffer) {
                 Ok(0) if shutdown.grace_over() => session.shutting_down(&mut actions),
                 Ok(0) => break,
                 Ok(n) => {
@@ -104,6 +172,10 @@ pub fn drive<S: Session, H: Handler<S>>(
             break;
         }
     }
-    let _ = conn.stream.shutdown(Shutdown::Both);
+    if let Transport::Tls(tls) = &mut conn.transport {
+        tls.conn.send_close_notify();
+        let _ = tls.flush();
+    }
+    let _ = conn.transport.tcp().shutdown(Shutdown::Both);
     Ok(())
 }

@@ -12,6 +12,7 @@ mod discover;
 mod pop3;
 mod server;
 mod smtp;
+mod tls;
 
 use std::sync::Arc;
 
@@ -45,6 +46,7 @@ fn main() {
 
 fn run() -> Result<()> {
     let config = Options::parse().resolve()?;
+    let tls = config.tls.as_ref().map(tls::load).transpose()?;
     // Signals are caught before anything starts, so an early SIGTERM is still orderly.
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
 
@@ -71,7 +73,7 @@ fn run() -> Result<()> {
 
     let admin_context = AdminContext { store: store.clone(), peers: Some(peers.clone()), forward: Some(pipeline.forward_waker()) };
     let admin = admin::AdminSocket::start(admin_context, &config.data)?;
-    let (server, discovery) = start_listeners(&config, &store, directory, &pipeline, &peers)?;
+    let (server, discovery) = start_listeners(&config, &store, directory, &pipeline, &peers, tls)?;
 
     if let Some(signal) = signals.forever().next() {
         log::info!("signal {signal}: shutting down (grace {:?})", config.shutdown_grace);
@@ -97,7 +99,14 @@ fn create_private_dir(dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-fn start_listeners(config: &Config, store: &Store, directory: Arc<MailDirectory>, pipeline: &Pipeline, peers: &Arc<PeerTable>) -> Result<(Server, Option<Discovery>)> {
+fn start_listeners(
+    config: &Config,
+    store: &Store,
+    directory: Arc<MailDirectory>,
+    pipeline: &Pipeline,
+    peers: &Arc<PeerTable>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Result<(Server, Option<Discovery>)> {
     let smtp_listener = server::bind(config.smtp, "smtp")?;
     let pop3_listener = server::bind(config.pop3, "pop3")?;
     let (smtp_address, pop3_address) = (smtp_listener.local_addr()?, pop3_listener.local_addr()?);
@@ -110,10 +119,14 @@ fn start_listeners(config: &Config, store: &Store, directory: Arc<MailDirectory>
 
     let mut server = Server::new(config.max_connections, &config.hostname);
     let smtp = Arc::new(SmtpService {
-        config: Arc::new(SmtpConfig::new(&config.hostname, config.max_message_size)),
+        config: Arc::new(SmtpConfig {
+            tls_available: tls.is_some(),
+            ..SmtpConfig::new(&config.hostname, config.max_message_size)
+        }),
         directory,
         intake: pipeline.intake(),
         timeout: config.command_timeout,
+        tls: tls.clone(),
     });
     let busy = Reply::too_many_connections(server.hostname()).as_bytes().to_vec();
     server.listen("smtp", smtp_listener, busy, Arc::new(move |stream, peer, shutdown| smtp.serve(stream, peer, shutdown)))?;
@@ -123,6 +136,7 @@ fn start_listeners(config: &Config, store: &Store, directory: Arc<MailDirectory>
         store.clone(),
         Users::new(store.users_tree()),
         config.pop3_timeout,
+        tls,
     ));
     let busy = b"-ERR [SYS/TEMP] too many connections, try again later\r\n".to_vec();
     server.listen("pop3", pop3_listener, busy, Arc::new(move |stream, peer, shutdown| pop3.serve(stream, peer, shutdown)))?;

@@ -12,6 +12,7 @@ use engine::mbox::return_path;
 use engine::pop3::{write_message, LoginError, MaildropEntry, Pop3Action, Pop3Config, Pop3Session};
 use engine::users::Users;
 use engine::{Store, StoreError};
+use rustls::ServerConfig;
 
 use crate::conn::{self, Conn, Handler, Session};
 use crate::server::ShutdownSignal;
@@ -47,6 +48,8 @@ pub struct Pop3Service {
     pub store: Store,
     pub users: Users,
     pub timeout: Duration,
+    /// Set with --tls-cert/--tls-key: STLS is offered.
+    pub tls: Option<Arc<ServerConfig>>,
     /// Maildrops open in a session (RFC 1939 §8: exclusive access).
     locks: Mutex<HashSet<String>>,
     /// Recent failed logins per client address.
@@ -54,9 +57,16 @@ pub struct Pop3Service {
 }
 
 impl Pop3Service {
-    pub fn new(config: Pop3Config, store: Store, users: Users, timeout: Duration) -> Pop3Service {
+    pub fn new(
+        config: Pop3Config,
+        store: Store,
+        users: Users,
+        timeout: Duration,
+        tls: Option<Arc<ServerConfig>>,
+    ) -> Pop3Service {
         Pop3Service {
-            config: Arc::new(config),
+            config: Arc::new(Pop3Config { tls_available: tls.is_some(), ..config }),
+            tls,
             store,
             users,
             timeout,
@@ -146,7 +156,7 @@ impl Pop3Handler {
         let record = message.record();
         let return_path = return_path(&record.sender);
         let parts = [return_path.as_bytes(), record.trace.as_bytes(), record.body.as_slice()];
-        let mut out = BufWriter::with_capacity(64 * 1024, &conn.stream);
+        let mut out = BufWriter::with_capacity(64 * 1024, &mut conn.transport);
         write_message(&mut out, size, &parts, top_lines)?;
         out.flush()
     }
@@ -176,8 +186,10 @@ impl Handler<Pop3Session> for Pop3Handler {
                 };
                 session.commit_finished(ok, next);
             }
-            // TLS is not offered (tls_available is false), so the session never asks.
-            Pop3Action::StartTls => conn.request_close(),
+            Pop3Action::StartTls => match &self.service.tls {
+                Some(tls) => conn.start_tls(tls)?,
+                None => conn.request_close(),
+            },
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ use crossbeam_channel::Sender;
 use engine::directory::Directory;
 use engine::pipeline::Submission;
 use engine::smtp::{Action, CommitError, SmtpConfig, SmtpSession};
+use rustls::ServerConfig;
 
 use crate::conn::{self, Conn, Handler, Session};
 use crate::server::ShutdownSignal;
@@ -35,6 +36,7 @@ impl Session for SmtpSession {
 
 struct SmtpHandler {
     intake: Sender<Submission>,
+    tls: Option<Arc<ServerConfig>>,
 }
 
 impl Handler<SmtpSession> for SmtpHandler {
@@ -42,6 +44,10 @@ impl Handler<SmtpSession> for SmtpHandler {
         match action {
             Action::Send(reply) => conn.queue(reply.as_bytes()),
             Action::Close => conn.request_close(),
+            Action::StartTls => match &self.tls {
+                Some(tls) => conn.start_tls(tls)?,
+                None => conn.request_close(),
+            },
             Action::Commit(message) => {
                 // Replies queued before the commit go out now, not after the fsync.
                 conn.flush()?;
@@ -63,13 +69,15 @@ pub struct SmtpService {
     pub directory: Arc<dyn Directory>,
     pub intake: Sender<Submission>,
     pub timeout: Duration,
+    /// Set with --tls-cert/--tls-key: STARTTLS is offered.
+    pub tls: Option<Arc<ServerConfig>>,
 }
 
 impl SmtpService {
     pub fn serve(&self, stream: TcpStream, peer: SocketAddr, shutdown: &ShutdownSignal) {
         let session = SmtpSession::new(self.config.clone(), self.directory.clone(), peer.ip());
         let greeting = session.greeting();
-        let handler = SmtpHandler { intake: self.intake.clone() };
+        let handler = SmtpHandler { intake: self.intake.clone(), tls: self.tls.clone() };
         if let Err(error) = conn::drive(stream, greeting.as_bytes(), session, handler, self.timeout, shutdown) {
             log::debug!("smtp {peer}: {error}");
         }

@@ -16,7 +16,12 @@ fn printable(word: &str) -> String {
 /// `Received: from HELO ([IP]) by HOST (maild) with ESMTP id N for <rcpt>; DATE`,
 /// folded over three lines, CRLF-terminated.
 pub fn received_header(envelope: &Envelope, hostname: &str, number: u64, when: OffsetDateTime) -> String {
-    let protocol = if envelope.extended { "ESMTP" } else { "SMTP" };
+    // RFC 3848: ESMTPS names ESMTP over STARTTLS.
+    let protocol = match (envelope.extended, envelope.tls) {
+        (true, true) => "ESMTPS",
+        (true, false) => "ESMTP",
+        (false, _) => "SMTP",
+    };
     let ip = match envelope.client_ip {
         IpAddr::V4(ip) => ip.to_string(),
         IpAddr::V6(ip) => format!("IPv6:{ip}"),
@@ -60,6 +65,7 @@ mod tests {
         let envelope = crate::smtp::Envelope {
             helo: "client\u{7f}x".into(),
             extended: false,
+            tls: false,
             client_ip: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)),
             sender: "a@b".into(),
             recipients: vec!["TA@CS4410".into()],

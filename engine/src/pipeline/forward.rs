@@ -308,6 +308,7 @@ impl Scheduler {
         let envelope = Envelope {
             helo: self.config.hostname.clone(),
             extended: true,
+            tls: false,
             client_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             sender: String::new(),
             recipients: vec![sender.to_string()],

@@ -201,6 +201,7 @@ mod tests {
             envelope: Envelope {
                 helo: "h".into(),
                 extended: true,
+            tls: false,
                 client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 sender: "s@x.test".into(),
                 recipients: rcpts.iter().map(|r| r.to_string()).collect(),

@@ -24,7 +24,8 @@ pub enum Command {
     Expn,
     Help,
     Quit,
-    StartTls,
+    /// `has_argument`: RFC 3207 §4 STARTTLS takes none.
+    StartTls { has_argument: bool },
     Auth(String),
     Bdat,
     Unknown,
@@ -60,7 +61,7 @@ impl Command {
             "EXPN" => Command::Expn,
             "HELP" => Command::Help,
             "QUIT" => Command::Quit,
-            "STARTTLS" => Command::StartTls,
+            "STARTTLS" => Command::StartTls { has_argument: !rest.is_empty() },
             "AUTH" => Command::Auth(rest.to_string()),
             "BDAT" => Command::Bdat,
             _ => Command::Unknown,

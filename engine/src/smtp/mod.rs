@@ -38,11 +38,13 @@ pub struct SmtpConfig {
     pub max_recipients: usize,
     /// After this many 4xx/5xx replies the session is closed with 421.
     pub max_errors: u32,
+    /// Offer STARTTLS (RFC 3207): the daemon has a certificate.
+    pub tls_available: bool,
 }
 
 impl SmtpConfig {
     pub fn new(hostname: impl Into<String>, max_message_size: usize) -> SmtpConfig {
-        SmtpConfig { hostname: hostname.into(), max_message_size, max_recipients: 100, max_errors: 20 }
+        SmtpConfig { hostname: hostname.into(), max_message_size, max_recipients: 100, max_errors: 20, tls_available: false }
     }
 }
 
@@ -52,6 +54,8 @@ pub struct Envelope {
     pub helo: String,
     /// True if the client greeted with EHLO (the trace header says ESMTP then).
     pub extended: bool,
+    /// True if the message came over TLS (the trace header says ESMTPS then).
+    pub tls: bool,
     pub client_ip: IpAddr,
     /// The reverse path; empty for the null sender `<>`.
     pub sender: String,
@@ -85,6 +89,10 @@ pub enum Action {
     /// Make this message durable, then call [`SmtpSession::commit_finished`]. The session
     /// takes no more input until then.
     Commit(Message),
+    /// After sending what came before, run the TLS handshake as server; from then on
+    /// every byte is read and written through TLS. A failed handshake closes the
+    /// connection. Only emitted when [`SmtpConfig::tls_available`] is true.
+    StartTls,
     /// Close the connection after sending what came before.
     Close,
 }
@@ -111,6 +119,11 @@ pub struct SmtpSession {
     errors: u32,
     /// Set when a valid command or message data arrived; restarts the daemon's timer.
     activity: bool,
+    /// True after STARTTLS: not offered again, and the trace header says so.
+    tls_active: bool,
+    /// Set by STARTTLS: what the client sent behind it was sent in the clear and is
+    /// dropped unread (RFC 3207 §4.2; the CVE-2011-0411 command injection).
+    discard_input: bool,
 }
 
 impl SmtpSession {
@@ -124,6 +137,8 @@ impl SmtpSession {
             pending: Vec::new(),
             errors: 0,
             activity: false,
+            tls_active: false,
+            discard_input: false,
         }
     }
 
@@ -190,6 +205,12 @@ impl SmtpSession {
         loop {
             match &mut self.state {
                 State::Closed | State::Committing { .. } => break,
+                _ if self.discard_input => {
+                    self.discard_input = false;
+                    pos = self.pending.len();
+                    self.lines = LineReceiver::default();
+                    break;
+                }
                 State::Data { data, .. } => {
                     let input = &self.pending[pos..];
                     if input.is_empty() {
@@ -246,12 +267,16 @@ impl SmtpSession {
             self.reply(Reply::too_big(), actions);
             return;
         }
-        let envelope = Envelope { helo: helo.clone(), extended, client_ip: self.client_ip, sender, recipients };
+        let envelope =
+            Envelope { helo: helo.clone(), extended, tls: self.tls_active, client_ip: self.client_ip, sender, recipients };
         actions.push(Action::Commit(Message { envelope, body: data.into_body() }));
         self.state = State::Committing { helo, extended };
     }
 
     fn execute(&mut self, command: Command, actions: &mut Vec<Action>) {
+        if let Command::StartTls { has_argument } = command {
+            return self.start_tls(has_argument, actions);
+        }
         let state = std::mem::replace(&mut self.state, State::Closed);
         let (state, reply) = self.transition(state, command);
         self.state = state;
@@ -262,6 +287,28 @@ impl SmtpSession {
                 actions.push(Action::Close);
             }
         }
+    }
+
+    /// RFC 3207: STARTTLS outside a transaction; afterwards the session starts over, as
+    /// if just connected, and the client must greet again.
+    fn start_tls(&mut self, has_argument: bool, actions: &mut Vec<Action>) {
+        let reply = if !self.config.tls_available {
+            Reply::not_implemented()
+        } else if self.tls_active {
+            Reply::tls_already_active()
+        } else if has_argument {
+            Reply::tls_syntax()
+        } else if self.in_transaction() {
+            Reply::tls_in_transaction()
+        } else {
+            self.reply(Reply::ready_for_tls(), actions);
+            actions.push(Action::StartTls);
+            self.state = State::Fresh;
+            self.tls_active = true;
+            self.discard_input = true;
+            return;
+        };
+        self.reply(reply, actions);
     }
 
     fn greeted_name(state: &State) -> Option<(String, bool)> {
@@ -300,7 +347,7 @@ impl SmtpSession {
             (state, Command::Noop) => (state, Some(Reply::ok())),
             (state, Command::Vrfy) => (state, Some(Reply::vrfy())),
             (state, Command::Help) => (state, Some(Reply::help())),
-            (state, Command::Expn | Command::StartTls | Command::Auth(_) | Command::Bdat) => {
+            (state, Command::Expn | Command::StartTls { .. } | Command::Auth(_) | Command::Bdat) => {
                 (state, Some(Reply::not_implemented()))
             }
             (state, Command::Unknown) => (state, Some(Reply::not_recognized())),
@@ -347,12 +394,16 @@ impl SmtpSession {
     }
 
     fn extensions(&self) -> Vec<String> {
-        vec![
+        let mut extensions = vec![
             "PIPELINING".into(),
             format!("SIZE {}", self.config.max_message_size),
             "8BITMIME".into(),
             "ENHANCEDSTATUSCODES".into(),
-        ]
+        ];
+        if self.config.tls_available && !self.tls_active {
+            extensions.push("STARTTLS".into());
+        }
+        extensions
     }
 
     fn check_sender(&self, path: &str, params: &[(String, Option<String>)]) -> Result<(), Reply> {

@@ -159,6 +159,22 @@ impl Reply {
         Reply::line(502, "5.5.2 Error: command not recognized")
     }
 
+    pub fn ready_for_tls() -> Reply {
+        Reply::line(220, "2.0.0 Ready to start TLS")
+    }
+
+    pub fn tls_syntax() -> Reply {
+        Reply::line(501, "5.5.4 Syntax: STARTTLS")
+    }
+
+    pub fn tls_in_transaction() -> Reply {
+        Reply::line(503, "5.5.1 Error: MAIL transaction in progress")
+    }
+
+    pub fn tls_already_active() -> Reply {
+        Reply::line(503, "5.5.1 Error: TLS already active")
+    }
+
     pub fn not_implemented() -> Reply {
         Reply::line(502, "5.5.1 Error: command not implemented")
     }

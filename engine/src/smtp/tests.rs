@@ -40,6 +40,7 @@ fn run(dialogue: &Dialogue) -> Vec<Message> {
                 match action {
                     Action::Send(reply) => output.extend_from_slice(reply.as_bytes()),
                     Action::Close => *closed = true,
+                    Action::StartTls => panic!("STARTTLS is not offered in dialogues"),
                     Action::Commit(message) => {
                         committed.push(message);
                         session.commit_finished(Ok(committed.len() as u64), &mut next);
@@ -222,4 +223,65 @@ fn input_is_not_buffered_without_bound() {
         s.receive(&[b'z'; 1000], &mut actions);
         assert!(s.pending.len() <= receiver::MAX_COMMAND_LINE);
     }
+}
+
+fn tls_session() -> SmtpSession {
+    let directory = Arc::new(FakeDirectory { domains: vec!["d.test".into()], users: vec!["u@d.test".into()] });
+    let config = Arc::new(SmtpConfig { tls_available: true, ..SmtpConfig::new("mx.test", 1000) });
+    SmtpSession::new(config, directory, IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+#[test]
+fn starttls_is_offered_only_with_a_certificate_and_only_once() {
+    let mut plain = session(100);
+    let mut actions = Vec::new();
+    plain.receive(b"EHLO x\r\nSTARTTLS\r\n", &mut actions);
+    let r = replies(&actions);
+    assert!(!r[0].contains("STARTTLS"), "{r:?}");
+    assert!(r[1].starts_with("502 5.5.1"), "{r:?}");
+    assert!(!actions.iter().any(|a| matches!(a, Action::StartTls)));
+
+    let mut s = tls_session();
+    let mut actions = Vec::new();
+    s.receive(b"EHLO x\r\n", &mut actions);
+    assert!(replies(&actions)[0].contains("250 STARTTLS"), "{:?}", replies(&actions));
+    let mut actions = Vec::new();
+    s.receive(b"STARTTLS\r\n", &mut actions);
+    assert_eq!(replies(&actions), ["220 2.0.0 Ready to start TLS"]);
+    assert!(matches!(actions.last(), Some(Action::StartTls)));
+    // After the handshake: a new greeting is needed, and STARTTLS is gone.
+    let mut actions = Vec::new();
+    s.receive(b"MAIL FROM:<u@d.test>\r\nEHLO x\r\nSTARTTLS\r\n", &mut actions);
+    let r = replies(&actions);
+    assert!(r[0].starts_with("503 5.5.1 Error: send HELO/EHLO first"), "{r:?}");
+    assert!(!r[1].contains("STARTTLS"), "{r:?}");
+    assert!(r[2].starts_with("503 5.5.1"), "{r:?}");
+}
+
+#[test]
+fn starttls_drops_what_was_pipelined_behind_it() {
+    let mut s = tls_session();
+    let mut actions = Vec::new();
+    // CVE-2011-0411: commands injected in the clear behind STARTTLS must not run
+    // inside the TLS session.
+    s.receive(b"EHLO x\r\nSTARTTLS\r\nMAIL FROM:<evil@d.test>\r\nRCPT TO:<u@d.test>\r\nRSE", &mut actions);
+    assert_eq!(replies(&actions).len(), 2, "{:?}", replies(&actions));
+    let mut actions = Vec::new();
+    s.receive(b"EHLO y\r\nMAIL FROM:<u@d.test>\r\nRCPT TO:<u@d.test>\r\nDATA\r\nhi\r\n.\r\n", &mut actions);
+    let r = replies(&actions);
+    assert!(r[0].starts_with("250-mx.test"), "{r:?}");
+    let Some(Action::Commit(message)) = actions.last() else { panic!("no commit: {r:?}") };
+    assert_eq!(message.envelope.sender, "u@d.test");
+    assert!(message.envelope.tls && message.envelope.extended);
+}
+
+#[test]
+fn starttls_refuses_an_argument_and_an_open_transaction() {
+    let mut s = tls_session();
+    let mut actions = Vec::new();
+    s.receive(b"EHLO x\r\nSTARTTLS now\r\nMAIL FROM:<u@d.test>\r\nSTARTTLS\r\nRSET\r\nSTARTTLS\r\n", &mut actions);
+    let r = replies(&actions);
+    assert!(r[1].starts_with("501 5.5.4 Syntax: STARTTLS"), "{r:?}");
+    assert!(r[3].starts_with("503 5.5.1 Error: MAIL transaction in progress"), "{r:?}");
+    assert_eq!(r[5], "220 2.0.0 Ready to start TLS");
 }

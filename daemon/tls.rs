@@ -1,0 +1,34 @@
+//! The server's TLS settings for STARTTLS (SMTP, RFC 3207) and STLS (POP3, RFC 2595),
+//! read once at start-up from `--tls-cert` and `--tls-key`.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::ServerConfig;
+
+use crate::config::TlsFiles;
+
+/// Loads the certificate chain and its key; a missing file, bad PEM or a key that does
+/// not fit the certificate stops maild at start rather than at a client's STARTTLS.
+pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>> {
+    let cert_name = files.cert.display();
+    let chain = CertificateDer::pem_file_iter(&files.cert)
+        .with_context(|| format!("--tls-cert {cert_name}"))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("--tls-cert {cert_name}: not a PEM certificate chain"))?;
+    if chain.is_empty() {
+        bail!("--tls-cert {cert_name}: no CERTIFICATE block in the file");
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .with_context(|| format!("--tls-key {}: no PEM private key in the file", files.key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .with_context(|| format!("--tls-key {} does not fit --tls-cert {cert_name}", files.key.display()))?;
+    Ok(Arc::new(config))
+}

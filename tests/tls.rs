@@ -1,0 +1,149 @@
+//! STARTTLS (SMTP, RFC 3207) and STLS (POP3, RFC 2595) with `--tls-cert`/`--tls-key`,
+//! driven by Python's smtplib/poplib and curl, which check the certificate.
+//!
+//! tests/certs/ holds a self-signed certificate for mx.test, localhost and 127.0.0.1
+//! (valid until 2126) with its key, and an unrelated key.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use common::*;
+
+fn cert(name: &str) -> String {
+    repo_root().join("tests/certs").join(name).display().to_string()
+}
+
+fn tls_args() -> Vec<String> {
+    vec!["--domain".into(), "d.test".into(), "--tls-cert".into(), cert("cert.pem"), "--tls-key".into(), cert("key.pem")]
+}
+
+fn maild_with_tls() -> Maild {
+    let args = tls_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    maild_with_users(&["u@d.test"], &args)
+}
+
+#[test]
+fn smtplib_sends_over_starttls_and_poplib_reads_it_over_stls() {
+    let mut maild = maild_with_tls();
+    let cafile = cert("cert.pem");
+    let out = python("tls_client.py", &["smtp", &maild.smtp.port().to_string(), &cafile]);
+    assert_eq!(out.trim(), "number 1", "{out}");
+    let out = python("tls_client.py", &["pop3", &maild.pop3.port().to_string(), &cafile, "u@d.test", "pw-u@d.test"]);
+    let hex = out.trim().strip_prefix("retr ").unwrap_or_else(|| panic!("{out}"));
+    let message = String::from_utf8((0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()).unwrap();
+    assert!(message.starts_with("Return-Path: <s@d.test>\r\nReceived: from tlsclient ([127.0.0.1])"), "{message}");
+    // RFC 3848: the trace header says the message came over TLS.
+    assert!(message.contains("with ESMTPS id 1"), "{message}");
+    assert!(message.ends_with("Subject: over tls\r\n\r\nsecret body"), "{message}");
+    maild.stop();
+}
+
+#[test]
+fn commands_pipelined_behind_starttls_are_dropped() {
+    let maild = maild_with_tls();
+    let out = python("tls_client.py", &["inject", &maild.smtp.port().to_string(), &cert("cert.pem")]);
+    assert!(out.contains("ok"), "{out}");
+}
+
+#[test]
+fn a_failed_handshake_closes_only_that_connection() {
+    let maild = maild_with_tls();
+    let out = python("tls_client.py", &["garbage", &maild.smtp.port().to_string()]);
+    assert!(out.contains("ok"), "{out}");
+}
+
+#[test]
+fn sigterm_says_goodbye_inside_tls_and_exits_cleanly() {
+    let args = [tls_args(), vec!["--shutdown-grace".into(), "1".into()]].concat();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut maild = maild_with_users(&["u@d.test"], &args);
+    let script = repo_root().join("tests/py/tls_client.py");
+    let mut idler = Command::new("python3")
+        .arg(script)
+        .args(["idle", &maild.smtp.port().to_string(), &cert("cert.pem")])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(idler.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    maild.stop();
+    let goodbye = lines.next().unwrap().unwrap();
+    assert!(goodbye.starts_with("421 4.3.2 mx.test"), "{goodbye}");
+    assert!(idler.wait().unwrap().success());
+}
+
+#[test]
+fn curl_requires_tls_for_smtp_and_pop3() {
+    let maild = maild_with_tls();
+    let tmp = new_data_dir();
+    let body = tmp.path().join("body.eml");
+    std::fs::write(&body, "Subject: curl tls\r\n\r\nvia curl over tls\r\n").unwrap();
+    let cacert = cert("cert.pem");
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "60", "--ssl-reqd", "--cacert", &cacert])
+        .args(["--mail-from", "s@d.test", "--mail-rcpt", "u@d.test", "-T"])
+        .arg(&body)
+        .arg(format!("smtp://127.0.0.1:{}", maild.smtp.port()))
+        .output()
+        .expect("curl is needed (apt-get install curl)");
+    assert!(out.status.success(), "curl smtp: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "60", "--ssl-reqd", "--cacert", &cacert, "--user", "u@d.test:pw-u@d.test"])
+        .arg(format!("pop3://127.0.0.1:{}/1", maild.pop3.port()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "curl pop3: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("with ESMTPS id 1") && text.ends_with("Subject: curl tls\r\n\r\nvia curl over tls\r\n"), "{text}");
+}
+
+#[test]
+fn without_a_certificate_neither_starttls_nor_stls_is_offered() {
+    let maild = maild_with_users(&["u@d.test"], &["--domain", "d.test"]);
+    let mut smtp = maild.smtp_client();
+    smtp.reply();
+    let ehlo = smtp.expect("EHLO x", "250");
+    assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
+    smtp.expect("STARTTLS", "502 5.5.1");
+    smtp.expect("NOOP", "250");
+    let mut pop = Client::connect(maild.pop3);
+    pop.line();
+    pop.cmd("CAPA");
+    let mut capa = Vec::new();
+    while let Some(line) = pop.line() {
+        if line == "." {
+            break;
+        }
+        capa.push(line);
+    }
+    assert!(capa[0].starts_with("+OK") && !capa.iter().any(|l| l == "STLS"), "{capa:?}");
+    pop.cmd("STLS");
+    assert!(pop.line().unwrap().starts_with("-ERR"));
+}
+
+#[test]
+fn unusable_tls_files_stop_maild_at_start_with_the_reason() {
+    let missing = new_data_dir().path().join("nothing.pem").display().to_string();
+    let not_pem = repo_root().join("README.md").display().to_string();
+    let cases: [(&str, String, String); 4] = [
+        ("--tls-cert", missing.clone(), cert("key.pem")),
+        ("--tls-key", cert("cert.pem"), missing),
+        ("--tls-cert", not_pem, cert("key.pem")),
+        ("does not fit", cert("cert.pem"), cert("other-key.pem")),
+    ];
+    for (reason, cert_file, key_file) in cases {
+        let data = new_data_dir();
+        let out = Command::new(MAILD)
+            .args(["--data", &data.path().display().to_string(), "--smtp", "127.0.0.1:0", "--pop3", "127.0.0.1:0"])
+            .args(["--tls-cert", &cert_file, "--tls-key", &key_file])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{cert_file} + {key_file} started:\n{stderr}");
+        assert!(stderr.contains(reason), "{cert_file} + {key_file}: want {reason:?} in\n{stderr}");
+        assert!(!stderr.contains("ready"), "{stderr}");
+    }
+}
