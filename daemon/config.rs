@@ -37,6 +37,16 @@ pub struct Options {
     /// POP3 listener. [default: 127.0.0.1:1100]
     #[arg(long, value_name = "ADDR")]
     pub pop3: Option<String>,
+    /// Submission listener: SMTP with AUTH required; authenticated users may send to any
+    /// domain (relayed by MX lookup). [default: off]
+    #[arg(long, value_name = "ADDR")]
+    pub submission: Option<String>,
+    /// DNS server for MX lookups when relaying. [default: the system's /etc/resolv.conf]
+    #[arg(long, value_name = "IP:PORT")]
+    pub resolver: Option<String>,
+    /// Port of the MX hosts mail is relayed to (a lab may run them elsewhere). [default: 25]
+    #[arg(long, value_name = "PORT")]
+    pub mx_port: Option<u16>,
     /// Seconds an SMTP client has to send the next valid command. [default: 300]
     #[arg(long, value_name = "SECS")]
     pub command_timeout: Option<u64>,
@@ -92,6 +102,11 @@ pub struct Config {
     pub domains: Vec<String>,
     pub smtp: SocketAddr,
     pub pop3: SocketAddr,
+    /// `--submission`; `None` when off.
+    pub submission: Option<SocketAddr>,
+    /// `--resolver`; `None` means the system's configuration.
+    pub resolver: Option<SocketAddr>,
+    pub mx_port: u16,
     pub command_timeout: Duration,
     pub pop3_timeout: Duration,
     pub max_message_size: usize,
@@ -185,6 +200,9 @@ impl Options {
             domains,
             smtp: address(self.smtp.or(file.smtp).as_deref().unwrap_or("127.0.0.1:2525"), "smtp")?,
             pop3: address(self.pop3.or(file.pop3).as_deref().unwrap_or("127.0.0.1:1100"), "pop3")?,
+            submission: self.submission.or(file.submission).map(|a| address(&a, "submission")).transpose()?,
+            resolver: self.resolver.or(file.resolver).map(|a| address(&a, "resolver")).transpose()?,
+            mx_port: self.mx_port.or(file.mx_port).unwrap_or(25),
             command_timeout: Duration::from_secs(self.command_timeout.or(file.command_timeout).unwrap_or(300).max(1)),
             pop3_timeout: Duration::from_secs(self.pop3_timeout.or(file.pop3_timeout).unwrap_or(600).max(1)),
             max_message_size: usize::try_from(max_message_size).context("--max-message-size is too large")?,

@@ -9,6 +9,7 @@ mod admin;
 mod config;
 mod conn;
 mod discover;
+mod login;
 mod pop3;
 mod server;
 mod smtp;
@@ -21,6 +22,7 @@ use clap::Parser;
 use engine::admin::AdminContext;
 use engine::directory::MailDirectory;
 use engine::peers::PeerTable;
+use engine::pipeline::forward::RelayConfig;
 use engine::pipeline::{Pipeline, PipelineConfig};
 use engine::pop3::Pop3Config;
 use engine::smtp::{Reply, SmtpConfig};
@@ -31,6 +33,7 @@ use signal_hook::iterator::Signals;
 
 use config::{Config, Options};
 use discover::Discovery;
+use login::Logins;
 use server::Server;
 use pop3::Pop3Service;
 use smtp::SmtpService;
@@ -69,6 +72,11 @@ fn run() -> Result<()> {
     pipeline_config.forward.retry_min = config.retry_min;
     pipeline_config.forward.retry_max = config.retry_max;
     pipeline_config.forward.queue_lifetime = config.queue_lifetime;
+    // Only authenticated users reach remote domains, so relaying (and DNS) is on only
+    // where they can log in.
+    if config.submission.is_some() {
+        pipeline_config.forward.relay = Some(RelayConfig { resolver: config.resolver, mx_port: config.mx_port });
+    }
     let pipeline = Pipeline::start(store.clone(), directory.clone(), pipeline_config).context("starting the pipeline")?;
 
     let admin_context = AdminContext { store: store.clone(), peers: Some(peers.clone()), forward: Some(pipeline.forward_waker()) };
@@ -109,6 +117,7 @@ fn start_listeners(
 ) -> Result<(Server, Option<Discovery>)> {
     let smtp_listener = server::bind(config.smtp, "smtp")?;
     let pop3_listener = server::bind(config.pop3, "pop3")?;
+    let submission_listener = config.submission.map(|address| server::bind(address, "submission")).transpose()?;
     let (smtp_address, pop3_address) = (smtp_listener.local_addr()?, pop3_listener.local_addr()?);
     // Discovery announces the bound SMTP address (port 0 is resolved by now) and is up
     // before the readiness line; connections that come early wait in the listen backlog.
@@ -118,31 +127,41 @@ fn start_listeners(
     };
 
     let mut server = Server::new(config.max_connections, &config.hostname);
-    let smtp = Arc::new(SmtpService {
-        config: Arc::new(SmtpConfig {
-            tls_available: tls.is_some(),
-            ..SmtpConfig::new(&config.hostname, config.max_message_size)
-        }),
-        directory,
-        intake: pipeline.intake(),
-        timeout: config.command_timeout,
-        tls: tls.clone(),
-    });
+    let logins = Arc::new(Logins::new(Users::new(store.users_tree())));
+    let smtp_config = SmtpConfig { tls_available: tls.is_some(), ..SmtpConfig::new(&config.hostname, config.max_message_size) };
+    let smtp_service = |submission: bool| {
+        Arc::new(SmtpService {
+            config: Arc::new(SmtpConfig { submission, ..smtp_config.clone() }),
+            directory: directory.clone(),
+            intake: pipeline.intake(),
+            timeout: config.command_timeout,
+            tls: tls.clone(),
+            logins: logins.clone(),
+        })
+    };
     let busy = Reply::too_many_connections(server.hostname()).as_bytes().to_vec();
-    server.listen("smtp", smtp_listener, busy, Arc::new(move |stream, peer, shutdown| smtp.serve(stream, peer, shutdown)))?;
+    let smtp = smtp_service(false);
+    server.listen("smtp", smtp_listener, busy.clone(), Arc::new(move |stream, peer, shutdown| smtp.serve(stream, peer, shutdown)))?;
+    let mut submission_address = None;
+    if let Some(listener) = submission_listener {
+        submission_address = Some(listener.local_addr()?);
+        let submission = smtp_service(true);
+        server.listen("submission", listener, busy, Arc::new(move |stream, peer, shutdown| submission.serve(stream, peer, shutdown)))?;
+    }
 
     let pop3 = Arc::new(Pop3Service::new(
         Pop3Config { hostname: config.hostname.clone(), tls_available: false },
         store.clone(),
-        Users::new(store.users_tree()),
+        logins,
         config.pop3_timeout,
         tls,
     ));
     let busy = b"-ERR [SYS/TEMP] too many connections, try again later\r\n".to_vec();
     server.listen("pop3", pop3_listener, busy, Arc::new(move |stream, peer, shutdown| pop3.serve(stream, peer, shutdown)))?;
 
+    let submission = submission_address.map(|a| format!(" submission={a}")).unwrap_or_default();
     log::info!(
-        "maild ready: smtp={smtp_address} pop3={pop3_address} hostname={} domains={} data={}",
+        "maild ready: smtp={smtp_address} pop3={pop3_address}{submission} hostname={} domains={} data={}",
         config.hostname,
         config.domains.join(","),
         config.data.display()

@@ -2,19 +2,19 @@
 //! against the store: logins (argon2, maildrop lock), message retrieval, and the durable
 //! deletions of QUIT.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::{self, BufWriter, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use engine::mbox::return_path;
 use engine::pop3::{write_message, LoginError, MaildropEntry, Pop3Action, Pop3Config, Pop3Session};
-use engine::users::Users;
 use engine::{Store, StoreError};
 use rustls::ServerConfig;
 
 use crate::conn::{self, Conn, Handler, Session};
+use crate::login::Logins;
 use crate::server::ShutdownSignal;
 
 impl Session for Pop3Session {
@@ -36,31 +36,23 @@ impl Session for Pop3Session {
     }
 }
 
-/// RFC 1939 §8 suggests slowing failed logins; the first failure costs about a second,
-/// and repeated failures from one address cost more, up to this.
-const MAX_FAILURE_DELAY: Duration = Duration::from_secs(8);
-/// Failures older than this are forgotten.
-const FAILURE_MEMORY: Duration = Duration::from_secs(600);
-
 /// Shared by every POP3 worker.
 pub struct Pop3Service {
     pub config: Arc<Pop3Config>,
     pub store: Store,
-    pub users: Users,
+    pub logins: Arc<Logins>,
     pub timeout: Duration,
     /// Set with --tls-cert/--tls-key: STLS is offered.
     pub tls: Option<Arc<ServerConfig>>,
     /// Maildrops open in a session (RFC 1939 §8: exclusive access).
     locks: Mutex<HashSet<String>>,
-    /// Recent failed logins per client address.
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
 }
 
 impl Pop3Service {
     pub fn new(
         config: Pop3Config,
         store: Store,
-        users: Users,
+        logins: Arc<Logins>,
         timeout: Duration,
         tls: Option<Arc<ServerConfig>>,
     ) -> Pop3Service {
@@ -68,10 +60,9 @@ impl Pop3Service {
             config: Arc::new(Pop3Config { tls_available: tls.is_some(), ..config }),
             tls,
             store,
-            users,
+            logins,
             timeout,
             locks: Mutex::default(),
-            failures: Mutex::default(),
         }
     }
 
@@ -82,18 +73,6 @@ impl Pop3Service {
         if let Err(error) = conn::drive(stream, &greeting, session, handler, self.timeout, shutdown) {
             log::debug!("pop3 {peer}: {error}");
         }
-    }
-
-    /// The delay before answering a failed login, growing with recent failures.
-    fn failure_delay(&self, client: IpAddr) -> Duration {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        failures.retain(|_, (_, last)| now.duration_since(*last) < FAILURE_MEMORY);
-        let entry = failures.entry(client).or_insert((0, now));
-        entry.0 = entry.0.saturating_add(1);
-        entry.1 = now;
-        let extra = entry.0.saturating_sub(3).min(3);
-        Duration::from_secs(1 << extra).min(MAX_FAILURE_DELAY)
     }
 
     fn load_maildrop(&self, user: &str) -> Result<Vec<MaildropEntry>, StoreError> {
@@ -127,16 +106,13 @@ impl Drop for Pop3Handler {
 impl Pop3Handler {
     fn login(&mut self, user: &str, password: &str) -> Result<Vec<MaildropEntry>, LoginError> {
         let service = &self.service;
-        let Some(key) = service.users.authenticate(user, password) else {
-            // Only this client's own thread sleeps; nobody else waits for it.
-            std::thread::sleep(service.failure_delay(self.client));
+        let Some(key) = service.logins.check(self.client, user, password) else {
             return Err(LoginError::BadCredentials);
         };
         if !service.locks.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone()) {
             return Err(LoginError::Locked);
         }
         self.maildrop = Some(key.clone());
-        service.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.client);
         service.load_maildrop(&key).map_err(|error| {
             log::error!("loading the maildrop of {key}: {error}");
             LoginError::Unavailable

@@ -2,7 +2,7 @@
 //! complete messages to the pipeline, waiting for persist's answer before replying.
 
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use engine::smtp::{Action, CommitError, SmtpConfig, SmtpSession};
 use rustls::ServerConfig;
 
 use crate::conn::{self, Conn, Handler, Session};
+use crate::login::Logins;
 use crate::server::ShutdownSignal;
 
 impl Session for SmtpSession {
@@ -37,6 +38,8 @@ impl Session for SmtpSession {
 struct SmtpHandler {
     intake: Sender<Submission>,
     tls: Option<Arc<ServerConfig>>,
+    logins: Arc<Logins>,
+    client: IpAddr,
 }
 
 impl Handler<SmtpSession> for SmtpHandler {
@@ -48,6 +51,11 @@ impl Handler<SmtpSession> for SmtpHandler {
                 Some(tls) => conn.start_tls(tls)?,
                 None => conn.request_close(),
             },
+            Action::Authenticate(credentials) => {
+                conn.flush()?;
+                let user = self.logins.check(self.client, &credentials.user, &credentials.password);
+                session.auth_finished(user, next);
+            }
             Action::Commit(message) => {
                 // Replies queued before the commit go out now, not after the fsync.
                 conn.flush()?;
@@ -71,13 +79,20 @@ pub struct SmtpService {
     pub timeout: Duration,
     /// Set with --tls-cert/--tls-key: STARTTLS is offered.
     pub tls: Option<Arc<ServerConfig>>,
+    /// Password checks for AUTH (submission).
+    pub logins: Arc<Logins>,
 }
 
 impl SmtpService {
     pub fn serve(&self, stream: TcpStream, peer: SocketAddr, shutdown: &ShutdownSignal) {
         let session = SmtpSession::new(self.config.clone(), self.directory.clone(), peer.ip());
         let greeting = session.greeting();
-        let handler = SmtpHandler { intake: self.intake.clone(), tls: self.tls.clone() };
+        let handler = SmtpHandler {
+            intake: self.intake.clone(),
+            tls: self.tls.clone(),
+            logins: self.logins.clone(),
+            client: peer.ip(),
+        };
         if let Err(error) = conn::drive(stream, greeting.as_bytes(), session, handler, self.timeout, shutdown) {
             log::debug!("smtp {peer}: {error}");
         }

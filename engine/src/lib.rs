@@ -18,6 +18,7 @@ pub mod mbox;
 pub mod peers;
 pub mod pipeline;
 pub mod pop3;
+pub mod sasl;
 pub mod smtp;
 pub mod store;
 pub mod trace;

@@ -16,11 +16,13 @@ fn printable(word: &str) -> String {
 /// `Received: from HELO ([IP]) by HOST (maild) with ESMTP id N for <rcpt>; DATE`,
 /// folded over three lines, CRLF-terminated.
 pub fn received_header(envelope: &Envelope, hostname: &str, number: u64, when: OffsetDateTime) -> String {
-    // RFC 3848: ESMTPS names ESMTP over STARTTLS.
-    let protocol = match (envelope.extended, envelope.tls) {
-        (true, true) => "ESMTPS",
-        (true, false) => "ESMTP",
-        (false, _) => "SMTP",
+    // RFC 3848: S for STARTTLS, A for AUTH.
+    let protocol = match (envelope.extended, envelope.tls, envelope.authenticated) {
+        (false, _, _) => "SMTP",
+        (true, false, false) => "ESMTP",
+        (true, true, false) => "ESMTPS",
+        (true, false, true) => "ESMTPA",
+        (true, true, true) => "ESMTPSA",
     };
     let ip = match envelope.client_ip {
         IpAddr::V4(ip) => ip.to_string(),
@@ -66,6 +68,7 @@ mod tests {
             helo: "client\u{7f}x".into(),
             extended: false,
             tls: false,
+            authenticated: false,
             client_ip: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)),
             sender: "a@b".into(),
             recipients: vec!["TA@CS4410".into()],

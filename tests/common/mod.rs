@@ -101,6 +101,14 @@ impl Maild {
         Client::connect(self.smtp)
     }
 
+    /// The submission listener's address (`--submission`), from the readiness line.
+    pub fn submission(&self) -> SocketAddr {
+        let log = self.log();
+        let line = log.lines().find(|l| l.contains("maild ready:")).expect("readiness line");
+        let start = line.find("submission=").expect("--submission is on") + "submission=".len();
+        line[start..].split_whitespace().next().and_then(|a| a.parse().ok()).expect("submission address")
+    }
+
     /// Threads of the maild process, from /proc.
     pub fn threads(&self) -> usize {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();

@@ -1,16 +1,20 @@
-//! The forward stage: delivers queued messages to peer servers over SMTP.
+//! The forward stage: delivers queued messages to peer servers, and (with relaying on) to
+//! any other domain's MX hosts, over SMTP.
 //!
 //! The queue (records in the store, written by deliver atomically with its progress mark)
 //! is the stage's only state, so a restart of either side loses nothing. A scheduler thread
-//! picks the records that are due, groups them by the peer server their domain routes to,
-//! and hands each group to a worker that sends them over one connection (at most
-//! [`ForwardConfig::connections_per_peer`] at once per server). The scheduler alone applies
-//! outcomes to the queue:
+//! picks the records that are due, groups them by destination (the peer server their
+//! domain routes to, or the remote domain itself), and hands each group to a worker that
+//! sends them over one connection (at most [`ForwardConfig::connections_per_peer`] at once
+//! per destination). A worker for a remote domain looks up its MX hosts first (DNS is slow;
+//! the scheduler never waits for it) and takes the first that answers. The scheduler alone
+//! applies outcomes to the queue:
 //!
 //! - accepted by the peer (its 250): the record leaves the queue;
 //! - deferred (4xx, connection failure, no route): retried after `retry_min`, doubling up to
 //!   `retry_max`, with ±10 % jitter so retries from many messages do not march in step;
-//! - rejected (5xx), or deferred past `queue_lifetime`: a bounce (RFC 3464 DSN) goes to the
+//! - rejected (5xx), a domain that cannot receive mail (NXDOMAIN, null MX), or deferred
+//!   past `queue_lifetime`: a bounce (RFC 3464 DSN) goes to the
 //!   sender, never for a bounce (null sender); the record leaves the queue only once the
 //!   bounce itself is committed.
 //!
@@ -31,6 +35,7 @@ use time::OffsetDateTime;
 use super::{Signal, SignalWaiter, Submission};
 use crate::forward::client::{OutboundMessage, RecipientOutcome, SendError, SmtpConnection};
 use crate::forward::dsn::{self, FailedRecipient};
+use crate::forward::mx::{Latencies, MxResolver, RouteError};
 use crate::peers::PeerTable;
 use crate::smtp::{Envelope, Message};
 use crate::store::record::QueueRecord;
@@ -47,6 +52,17 @@ pub struct ForwardConfig {
     pub connections_per_peer: usize,
     /// Most messages sent over one connection before it is closed.
     pub messages_per_connection: usize,
+    /// Relay to domains that are neither local nor a peer's (`--submission`); `None`
+    /// leaves such records deferred with "no route".
+    pub relay: Option<RelayConfig>,
+}
+
+/// Where MX lookups go and which port MX hosts listen on.
+#[derive(Clone, Debug)]
+pub struct RelayConfig {
+    /// The nameserver; `None` for the system's configuration.
+    pub resolver: Option<SocketAddr>,
+    pub mx_port: u16,
 }
 
 impl ForwardConfig {
@@ -59,6 +75,7 @@ impl ForwardConfig {
             timeout: Duration::from_secs(60),
             connections_per_peer: 8,
             messages_per_connection: 100,
+            relay: None,
         }
     }
 }
@@ -80,7 +97,13 @@ impl Forward {
         woken: SignalWaiter,
     ) -> std::io::Result<Forward> {
         let stop = Arc::new(AtomicBool::new(false));
+        let mx = match &config.relay {
+            Some(relay) => Some(Arc::new(MxResolver::new(relay.resolver, DNS_TIMEOUT).map_err(std::io::Error::other)?)),
+            None => None,
+        };
         let scheduler = Scheduler {
+            mx,
+            latencies: Arc::new(Latencies::default()),
             store,
             peers,
             intake,
@@ -104,15 +127,31 @@ impl Forward {
     }
 }
 
+/// One DNS query's bound; hickory retries a query that gets no answer.
+const DNS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where a group of queue records goes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Destination {
+    /// The server of a peer that owns the domain.
+    Peer(SocketAddr),
+    /// Any other domain: its MX hosts, looked up by the worker.
+    Remote(String),
+}
+
 /// What a worker reports for one queue record.
 struct Attempt {
     key: IVec,
     record: QueueRecord,
-    server: SocketAddr,
+    /// The server that answered, if one did.
+    server: Option<SocketAddr>,
     outcome: Result<Vec<RecipientOutcome>, String>,
 }
 
 struct Scheduler {
+    /// Set when relaying is on.
+    mx: Option<Arc<MxResolver>>,
+    latencies: Arc<Latencies>,
     store: Store,
     peers: Arc<PeerTable>,
     intake: Sender<Submission>,
@@ -120,8 +159,8 @@ struct Scheduler {
     stop: Arc<AtomicBool>,
     /// Queue keys being attempted now.
     in_flight: HashSet<IVec>,
-    /// Open connections per peer server.
-    connections: HashMap<SocketAddr, usize>,
+    /// Open connections per destination.
+    connections: HashMap<Destination, usize>,
 }
 
 fn now_millis() -> u64 {
@@ -130,7 +169,7 @@ fn now_millis() -> u64 {
 
 impl Scheduler {
     fn run(mut self, woken: SignalWaiter) {
-        let (report, results) = unbounded::<(SocketAddr, Vec<Attempt>)>();
+        let (report, results) = unbounded::<(Destination, Vec<Attempt>)>();
         loop {
             let stopping = self.stop.load(Ordering::SeqCst);
             let next_due = if stopping { None } else { self.dispatch(&report) };
@@ -141,8 +180,8 @@ impl Scheduler {
             select! {
                 recv(woken.receiver()) -> _ => {}
                 recv(results) -> batch => {
-                    if let Ok((server, attempts)) = batch {
-                        self.finish(server, attempts);
+                    if let Ok((destination, attempts)) = batch {
+                        self.finish(destination, attempts);
                     }
                 }
                 default(wait.max(Duration::from_millis(5))) => {}
@@ -151,7 +190,7 @@ impl Scheduler {
     }
 
     /// Starts workers for due records; returns when the next record not started is due.
-    fn dispatch(&mut self, report: &Sender<(SocketAddr, Vec<Attempt>)>) -> Option<u64> {
+    fn dispatch(&mut self, report: &Sender<(Destination, Vec<Attempt>)>) -> Option<u64> {
         let queue = match self.store.queue() {
             Ok(queue) => queue,
             Err(error) => {
@@ -161,7 +200,7 @@ impl Scheduler {
         };
         let now = now_millis();
         let mut next_due: Option<u64> = None;
-        let mut groups: HashMap<SocketAddr, Vec<(IVec, QueueRecord)>> = HashMap::new();
+        let mut groups: HashMap<Destination, Vec<(IVec, QueueRecord)>> = HashMap::new();
         for (key, record) in queue {
             if self.in_flight.contains(&key) {
                 continue;
@@ -171,31 +210,38 @@ impl Scheduler {
                 continue;
             }
             match self.peers.lookup(&record.domain) {
-                Some(peer) => groups.entry(peer.address).or_default().push((key, record)),
+                Some(peer) => groups.entry(Destination::Peer(peer.address)).or_default().push((key, record)),
+                None if self.mx.is_some() => {
+                    groups.entry(Destination::Remote(record.domain.clone())).or_default().push((key, record))
+                }
                 None => {
                     let error = format!("no route to {}: not a peer domain", record.domain);
                     self.apply(key, record, Err(error), None);
                 }
             }
         }
-        for (server, mut records) in groups {
-            while !records.is_empty() && self.connections.get(&server).copied().unwrap_or(0) < self.config.connections_per_peer {
+        for (destination, mut records) in groups {
+            while !records.is_empty() && self.connections.get(&destination).copied().unwrap_or(0) < self.config.connections_per_peer {
                 let take = records.len().min(self.config.messages_per_connection);
                 let batch: Vec<(IVec, QueueRecord)> = records.drain(..take).collect();
                 for (key, _) in &batch {
                     self.in_flight.insert(key.clone());
                 }
-                *self.connections.entry(server).or_default() += 1;
-                let (store, config, report) = (self.store.clone(), self.config.clone(), report.clone());
-                let spawned = std::thread::Builder::new()
-                    .name("forward-conn".into())
-                    .spawn(move || {
-                        let attempts = send_batch(&store, &config, server, batch);
-                        let _ = report.send((server, attempts));
-                    });
+                *self.connections.entry(destination.clone()).or_default() += 1;
+                let worker = Worker {
+                    store: self.store.clone(),
+                    config: self.config.clone(),
+                    mx: self.mx.clone(),
+                    latencies: self.latencies.clone(),
+                };
+                let (report, target) = (report.clone(), destination.clone());
+                let spawned = std::thread::Builder::new().name("forward-conn".into()).spawn(move || {
+                    let attempts = worker.send_batch(&target, batch);
+                    let _ = report.send((target, attempts));
+                });
                 if let Err(error) = spawned {
                     log::error!("forward: cannot start a connection thread: {error}");
-                    *self.connections.entry(server).or_default() -= 1;
+                    *self.connections.entry(destination).or_default() -= 1;
                     return Some(now + 1000);
                 }
             }
@@ -207,16 +253,16 @@ impl Scheduler {
         next_due
     }
 
-    fn finish(&mut self, server: SocketAddr, attempts: Vec<Attempt>) {
-        if let Some(count) = self.connections.get_mut(&server) {
+    fn finish(&mut self, destination: Destination, attempts: Vec<Attempt>) {
+        if let Some(count) = self.connections.get_mut(&destination) {
             *count = count.saturating_sub(1);
             if *count == 0 {
-                self.connections.remove(&server);
+                self.connections.remove(&destination);
             }
         }
         for attempt in attempts {
             self.in_flight.remove(&attempt.key);
-            self.apply(attempt.key, attempt.record, attempt.outcome, Some(attempt.server));
+            self.apply(attempt.key, attempt.record, attempt.outcome, attempt.server);
         }
     }
 
@@ -309,6 +355,7 @@ impl Scheduler {
             helo: self.config.hostname.clone(),
             extended: true,
             tls: false,
+            authenticated: false,
             client_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             sender: String::new(),
             recipients: vec![sender.to_string()],
@@ -330,40 +377,96 @@ impl Scheduler {
     }
 }
 
-/// A worker: one connection to `server`, the records' messages sent over it in turn. A
-/// connection that breaks is opened again for the next message; if that fails, the rest
-/// of the batch is deferred with the reason.
-fn send_batch(store: &Store, config: &ForwardConfig, server: SocketAddr, batch: Vec<(IVec, QueueRecord)>) -> Vec<Attempt> {
-    let mut attempts = Vec::with_capacity(batch.len());
-    let mut connection: Option<SmtpConnection> = None;
-    let mut unreachable: Option<String> = None;
-    for (key, record) in batch {
-        if connection.is_none() && unreachable.is_none() {
-            match SmtpConnection::open(server, &config.hostname, config.timeout) {
-                Ok(opened) => connection = Some(opened),
-                Err(error) => unreachable = Some(format!("connecting to {server}: {error}")),
-            }
-        }
-        let outcome = match (&mut connection, store.message(record.number)) {
-            (None, _) => Err(unreachable.clone().unwrap_or_else(|| "no connection".into())),
-            (_, Err(error)) => Err(format!("reading message {}: {error}", record.number)),
-            (_, Ok(None)) => Err(format!("message {} is not in the store", record.number)),
-            (Some(conn), Ok(Some(message))) => {
-                let stored = message.record();
-                let parts = [stored.trace.as_bytes(), stored.body.as_slice()];
-                let outbound = OutboundMessage { sender: stored.sender.as_str(), recipients: &record.recipients, parts: &parts };
-                conn.send(&outbound).map_err(|e: SendError| format!("{server}: {e}"))
+/// What a connection thread needs.
+struct Worker {
+    store: Store,
+    config: Arc<ForwardConfig>,
+    mx: Option<Arc<MxResolver>>,
+    latencies: Arc<Latencies>,
+}
+
+impl Worker {
+    /// One connection to the destination, the records' messages sent over it in turn. A
+    /// connection that breaks is opened again for the next message; if that fails, the
+    /// rest of the batch is deferred with the reason.
+    fn send_batch(&self, destination: &Destination, batch: Vec<(IVec, QueueRecord)>) -> Vec<Attempt> {
+        let servers = match self.servers(destination) {
+            Ok(servers) => servers,
+            Err(failure) => {
+                let outcome = |record: &QueueRecord| match &failure {
+                    RouteError::Permanent(reply) => Ok(vec![RecipientOutcome::Rejected(reply.clone()); record.recipients.len()]),
+                    RouteError::Temporary(reason) => Err(reason.clone()),
+                };
+                return batch
+                    .into_iter()
+                    .map(|(key, record)| Attempt { outcome: outcome(&record), key, record, server: None })
+                    .collect();
             }
         };
-        if connection.as_ref().is_some_and(|c| outcome.is_err() || !c.is_usable()) {
-            connection = None;
+        let mut attempts = Vec::with_capacity(batch.len());
+        let mut connection: Option<(SmtpConnection, SocketAddr)> = None;
+        let mut unreachable: Option<String> = None;
+        for (key, record) in batch {
+            if connection.is_none() && unreachable.is_none() {
+                match self.open_first(&servers) {
+                    Ok(opened) => connection = Some(opened),
+                    Err(error) => unreachable = Some(error),
+                }
+            }
+            let server = connection.as_ref().map(|(_, server)| *server);
+            let outcome = match (&mut connection, self.store.message(record.number)) {
+                (None, _) => Err(unreachable.clone().unwrap_or_else(|| "no connection".into())),
+                (_, Err(error)) => Err(format!("reading message {}: {error}", record.number)),
+                (_, Ok(None)) => Err(format!("message {} is not in the store", record.number)),
+                (Some((conn, server)), Ok(Some(message))) => {
+                    let stored = message.record();
+                    let parts = [stored.trace.as_bytes(), stored.body.as_slice()];
+                    let outbound = OutboundMessage { sender: stored.sender.as_str(), recipients: &record.recipients, parts: &parts };
+                    conn.send(&outbound).map_err(|e: SendError| format!("{server}: {e}"))
+                }
+            };
+            if connection.as_ref().is_some_and(|(c, _)| outcome.is_err() || !c.is_usable()) {
+                connection = None;
+            }
+            attempts.push(Attempt { key, record, server, outcome });
         }
-        attempts.push(Attempt { key, record, server, outcome });
+        if let Some((connection, _)) = connection {
+            connection.quit();
+        }
+        attempts
     }
-    if let Some(connection) = connection {
-        connection.quit();
+
+    /// The servers to try, best first.
+    fn servers(&self, destination: &Destination) -> Result<Vec<SocketAddr>, RouteError> {
+        match (destination, &self.mx, &self.config.relay) {
+            (Destination::Peer(server), _, _) => Ok(vec![*server]),
+            (Destination::Remote(domain), Some(mx), Some(relay)) => {
+                let servers = mx.route(domain, relay.mx_port, &self.latencies)?;
+                log::debug!("forward: MX servers for {domain}: {servers:?}");
+                Ok(servers)
+            }
+            (Destination::Remote(domain), _, _) => Err(RouteError::Temporary(format!("no route to {domain}: relaying is off"))),
+        }
     }
-    attempts
+
+    /// Connects to the first server that answers, measuring each try for [`Latencies`].
+    fn open_first(&self, servers: &[SocketAddr]) -> Result<(SmtpConnection, SocketAddr), String> {
+        let mut errors = Vec::new();
+        for server in servers {
+            let started = std::time::Instant::now();
+            match SmtpConnection::open(*server, &self.config.hostname, self.config.timeout) {
+                Ok(connection) => {
+                    self.latencies.connected(server.ip(), started.elapsed());
+                    return Ok((connection, *server));
+                }
+                Err(error) => {
+                    self.latencies.failed(server.ip());
+                    errors.push(format!("connecting to {server}: {error}"));
+                }
+            }
+        }
+        Err(if errors.is_empty() { "no server to connect to".into() } else { errors.join("; ") })
+    }
 }
 
 /// The enhanced status code in a reply line such as `550 5.1.1 <a>: User unknown`.

@@ -4,15 +4,13 @@
 //! a single space between tokens, but runs of spaces are tolerated as Dovecot does. `PASS`
 //! is the exception: its argument is everything after `PASS `, spaces included (RFC 1939
 //! §7 allows this because PASS has exactly one argument). The `AUTH PLAIN` response is
-//! decoded here too (RFC 5034 §4, RFC 4616 §2), so the session only sees credentials.
+//! decoded here too (by [`crate::sasl`]), so the session only sees credentials.
 //!
 //! RFC 2449 §4 limits arguments to 40 characters; that limit is not enforced, since the
 //! full addresses used as user names (CONTRACT §6) can be longer.
 
-use std::fmt;
-
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
+pub use crate::sasl::{AuthFailure, Credentials};
+use crate::sasl::decode_initial_response;
 
 /// A message-number argument (RFC 1939 §5: "msg").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,34 +48,6 @@ pub enum Command {
     /// A known keyword with missing, extra or malformed arguments; holds its usage.
     Syntax(&'static str),
     Unknown,
-}
-
-/// A user name and password from `AUTH PLAIN`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub user: String,
-    pub password: String,
-}
-
-impl fmt::Debug for Credentials {
-    // The password must never reach a log through a `{:?}`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials").field("user", &self.user).field("password", &"<redacted>").finish()
-    }
-}
-
-/// Why an `AUTH PLAIN` response was refused before any password check.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AuthFailure {
-    /// The client answered `*` (RFC 5034 §4).
-    Cancelled,
-    /// Not base64.
-    BadBase64,
-    /// Not `authzid NUL authcid NUL passwd` with a non-empty UTF-8 authcid and password.
-    Malformed,
-    /// An authorization identity other than the authentication identity: maild has no
-    /// administrators who may act as another user.
-    AuthzidMismatch,
 }
 
 impl Command {
@@ -175,56 +145,12 @@ fn parse_count(arg: &str) -> Option<usize> {
     Some(arg.parse().unwrap_or(usize::MAX))
 }
 
-/// Decodes the initial response of `AUTH PLAIN <response>`.
-///
-/// RFC 5034 §4: an empty initial response is sent as a single `=`.
-pub fn decode_initial_response(arg: &str) -> Result<Credentials, AuthFailure> {
-    if arg == "=" {
-        return plain(&[]);
-    }
-    let decoded = BASE64.decode(arg).map_err(|_| AuthFailure::BadBase64)?;
-    plain(&decoded)
-}
-
-/// Decodes the client's line after the server's `+ ` continuation.
-///
-/// RFC 5034 §4: a line holding a single `*` cancels the exchange.
-pub fn decode_continuation(line: &[u8]) -> Result<Credentials, AuthFailure> {
-    if line == b"*" {
-        return Err(AuthFailure::Cancelled);
-    }
-    let decoded = BASE64.decode(line).map_err(|_| AuthFailure::BadBase64)?;
-    plain(&decoded)
-}
-
-/// RFC 4616 §2: `message = [authzid] UTF8NUL authcid UTF8NUL passwd`.
-fn plain(message: &[u8]) -> Result<Credentials, AuthFailure> {
-    let mut fields = message.split(|&b| b == 0);
-    let (Some(authzid), Some(authcid), Some(password), None) =
-        (fields.next(), fields.next(), fields.next(), fields.next())
-    else {
-        return Err(AuthFailure::Malformed);
-    };
-    let (Ok(authzid), Ok(authcid), Ok(password)) =
-        (std::str::from_utf8(authzid), std::str::from_utf8(authcid), std::str::from_utf8(password))
-    else {
-        return Err(AuthFailure::Malformed);
-    };
-    if authcid.is_empty() || password.is_empty() {
-        return Err(AuthFailure::Malformed);
-    }
-    // RFC 4616 §2: an empty authzid means "act as the authcid"; the same name given
-    // explicitly means the same. Names compare as USER does, without case folding: the
-    // daemon's directory decides what a name matches.
-    if !authzid.is_empty() && authzid != authcid {
-        return Err(AuthFailure::AuthzidMismatch);
-    }
-    Ok(Credentials { user: authcid.to_string(), password: password.to_string() })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sasl::decode_continuation;
+    use base64::engine::general_purpose::STANDARD as BASE64;
+    use base64::Engine as _;
 
     fn b64(raw: &[u8]) -> String {
         BASE64.encode(raw)

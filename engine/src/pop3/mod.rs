@@ -389,7 +389,7 @@ impl Pop3Session {
                     continue;
                 }
                 Line::Complete(line) if matches!(self.state, State::SaslResponse) => {
-                    Input::SaslResponse(command::decode_continuation(line))
+                    Input::SaslResponse(crate::sasl::decode_continuation(line))
                 }
                 Line::Complete(line) => Input::Command(Command::parse(line)),
             };

@@ -26,7 +26,9 @@ pub enum Command {
     Quit,
     /// `has_argument`: RFC 3207 §4 STARTTLS takes none.
     StartTls { has_argument: bool },
-    Auth(String),
+    /// `AUTH mechanism [initial-response]` (RFC 4954 §4).
+    Auth { mechanism: String, initial: Option<String> },
+    AuthSyntax,
     Bdat,
     Unknown,
 }
@@ -62,7 +64,15 @@ impl Command {
             "HELP" => Command::Help,
             "QUIT" => Command::Quit,
             "STARTTLS" => Command::StartTls { has_argument: !rest.is_empty() },
-            "AUTH" => Command::Auth(rest.to_string()),
+            "AUTH" => {
+                let mut words = rest.split([' ', '\t']).filter(|w| !w.is_empty());
+                match (words.next(), words.next(), words.next()) {
+                    (Some(mechanism), initial, None) => {
+                        Command::Auth { mechanism: mechanism.to_ascii_uppercase(), initial: initial.map(str::to_string) }
+                    }
+                    _ => Command::AuthSyntax,
+                }
+            }
             "BDAT" => Command::Bdat,
             _ => Command::Unknown,
         }

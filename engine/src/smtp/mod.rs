@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use crate::address::{Address, AddressError};
 use crate::directory::{Directory, Route};
+use crate::sasl::{self, AuthFailure, Credentials};
 use command::Command;
 use receiver::{DataProgress, DataReceiver, Line, LineReceiver};
 pub use reply::Reply;
@@ -38,13 +39,16 @@ pub struct SmtpConfig {
     pub max_recipients: usize,
     /// After this many 4xx/5xx replies the session is closed with 421.
     pub max_errors: u32,
-    /// Offer STARTTLS (RFC 3207): the daemon has a certificate.
+    /// Offer STARTTLS (RFC 3207): the daemon has a certificate. AUTH then waits for TLS.
     pub tls_available: bool,
+    /// The submission service: AUTH (RFC 4954) is offered and required before MAIL, and
+    /// an authenticated user may send to any domain, from their own address only.
+    pub submission: bool,
 }
 
 impl SmtpConfig {
     pub fn new(hostname: impl Into<String>, max_message_size: usize) -> SmtpConfig {
-        SmtpConfig { hostname: hostname.into(), max_message_size, max_recipients: 100, max_errors: 20, tls_available: false }
+        SmtpConfig { hostname: hostname.into(), max_message_size, max_recipients: 100, max_errors: 20, tls_available: false, submission: false }
     }
 }
 
@@ -56,6 +60,8 @@ pub struct Envelope {
     pub extended: bool,
     /// True if the message came over TLS (the trace header says ESMTPS then).
     pub tls: bool,
+    /// True if the client authenticated (ESMTPA, ESMTPSA).
+    pub authenticated: bool,
     pub client_ip: IpAddr,
     /// The reverse path; empty for the null sender `<>`.
     pub sender: String,
@@ -93,6 +99,9 @@ pub enum Action {
     /// every byte is read and written through TLS. A failed handshake closes the
     /// connection. Only emitted when [`SmtpConfig::tls_available`] is true.
     StartTls,
+    /// Check these credentials, then call [`SmtpSession::auth_finished`]. The session
+    /// takes no more input until then.
+    Authenticate(Credentials),
     /// Close the connection after sending what came before.
     Close,
 }
@@ -105,7 +114,18 @@ enum State {
     Mail { helo: String, extended: bool, sender: String, recipients: Vec<String> },
     Data { helo: String, extended: bool, sender: String, recipients: Vec<String>, data: DataReceiver },
     Committing { helo: String, extended: bool },
+    /// An AUTH exchange waiting for the client's next line.
+    Auth { helo: String, extended: bool, step: AuthStep },
+    /// Credentials are with the daemon.
+    Authenticating { helo: String, extended: bool },
     Closed,
+}
+
+#[derive(Debug)]
+enum AuthStep {
+    Plain,
+    LoginUser,
+    LoginPassword { user: String },
 }
 
 pub struct SmtpSession {
@@ -121,6 +141,8 @@ pub struct SmtpSession {
     activity: bool,
     /// True after STARTTLS: not offered again, and the trace header says so.
     tls_active: bool,
+    /// The user key after a successful AUTH.
+    authenticated: Option<String>,
     /// Set by STARTTLS: what the client sent behind it was sent in the clear and is
     /// dropped unread (RFC 3207 §4.2; the CVE-2011-0411 command injection).
     discard_input: bool,
@@ -138,6 +160,7 @@ impl SmtpSession {
             errors: 0,
             activity: false,
             tls_active: false,
+            authenticated: None,
             discard_input: false,
         }
     }
@@ -182,6 +205,24 @@ impl SmtpSession {
         self.process(actions);
     }
 
+    /// The daemon's answer to [`Action::Authenticate`]: the user's key, or `None` when
+    /// the credentials are wrong.
+    pub fn auth_finished(&mut self, user: Option<String>, actions: &mut Vec<Action>) {
+        let State::Authenticating { helo, extended } = std::mem::replace(&mut self.state, State::Closed) else {
+            return;
+        };
+        self.state = State::Greeted { helo, extended };
+        let reply = match user {
+            Some(user) => {
+                self.authenticated = Some(user);
+                Reply::auth_succeeded()
+            }
+            None => Reply::auth_failed(),
+        };
+        self.reply(reply, actions);
+        self.process(actions);
+    }
+
     /// No valid command (or data) within the command timeout.
     pub fn timed_out(&mut self, actions: &mut Vec<Action>) {
         self.close_with(Reply::timeout(&self.config.hostname), actions);
@@ -204,7 +245,7 @@ impl SmtpSession {
         let mut pos = 0;
         loop {
             match &mut self.state {
-                State::Closed | State::Committing { .. } => break,
+                State::Closed | State::Committing { .. } | State::Authenticating { .. } => break,
                 _ if self.discard_input => {
                     self.discard_input = false;
                     pos = self.pending.len();
@@ -225,6 +266,17 @@ impl SmtpSession {
                         }
                     }
                 }
+                State::Auth { .. } => match self.lines.next(&self.pending, &mut pos, receiver::MAX_COMMAND_LINE) {
+                    Line::NeedMore => break,
+                    Line::TooLong => {
+                        self.leave_auth();
+                        self.reply(Reply::line_too_long(), actions);
+                    }
+                    Line::Complete(line) => {
+                        let line = line.to_vec();
+                        self.auth_response(&line, actions);
+                    }
+                },
                 _ => match self.lines.next(&self.pending, &mut pos, receiver::MAX_COMMAND_LINE) {
                     Line::NeedMore => break,
                     Line::TooLong => self.reply(Reply::line_too_long(), actions),
@@ -267,15 +319,27 @@ impl SmtpSession {
             self.reply(Reply::too_big(), actions);
             return;
         }
-        let envelope =
-            Envelope { helo: helo.clone(), extended, tls: self.tls_active, client_ip: self.client_ip, sender, recipients };
+        let envelope = Envelope {
+            helo: helo.clone(),
+            extended,
+            tls: self.tls_active,
+            authenticated: self.authenticated.is_some(),
+            client_ip: self.client_ip,
+            sender,
+            recipients,
+        };
         actions.push(Action::Commit(Message { envelope, body: data.into_body() }));
         self.state = State::Committing { helo, extended };
     }
 
     fn execute(&mut self, command: Command, actions: &mut Vec<Action>) {
-        if let Command::StartTls { has_argument } = command {
-            return self.start_tls(has_argument, actions);
+        match command {
+            Command::StartTls { has_argument } => return self.start_tls(has_argument, actions),
+            Command::Auth { mechanism, initial } if self.config.submission => {
+                return self.start_auth(&mechanism, initial.as_deref(), actions);
+            }
+            Command::AuthSyntax if self.config.submission => return self.reply(Reply::auth_syntax(), actions),
+            _ => {}
         }
         let state = std::mem::replace(&mut self.state, State::Closed);
         let (state, reply) = self.transition(state, command);
@@ -299,7 +363,7 @@ impl SmtpSession {
         } else if has_argument {
             Reply::tls_syntax()
         } else if self.in_transaction() {
-            Reply::tls_in_transaction()
+            Reply::in_transaction()
         } else {
             self.reply(Reply::ready_for_tls(), actions);
             actions.push(Action::StartTls);
@@ -311,12 +375,100 @@ impl SmtpSession {
         self.reply(reply, actions);
     }
 
+    /// RFC 4954 §4: `AUTH PLAIN` and `AUTH LOGIN`, with or without an initial response.
+    fn start_auth(&mut self, mechanism: &str, initial: Option<&str>, actions: &mut Vec<Action>) {
+        let (helo, extended) = match &self.state {
+            State::Greeted { helo, extended } => (helo.clone(), *extended),
+            State::Fresh => return self.reply(Reply::need_helo(), actions),
+            _ => return self.reply(Reply::in_transaction(), actions),
+        };
+        if self.authenticated.is_some() {
+            return self.reply(Reply::auth_already_done(), actions);
+        }
+        if self.config.tls_available && !self.tls_active {
+            return self.reply(Reply::auth_needs_tls(), actions);
+        }
+        let step = match (mechanism, initial) {
+            ("PLAIN", None) => {
+                self.state = State::Auth { helo, extended, step: AuthStep::Plain };
+                return self.reply(Reply::auth_offered(), actions);
+            }
+            ("PLAIN", Some(initial)) => {
+                let credentials = sasl::decode_initial_response(initial);
+                self.state = State::Greeted { helo, extended };
+                return self.check_credentials(credentials, actions);
+            }
+            ("LOGIN", None) => AuthStep::LoginUser,
+            ("LOGIN", Some(user)) => match sasl::decode_login_field(user.as_bytes()) {
+                Ok(user) => AuthStep::LoginPassword { user },
+                Err(failure) => return self.auth_refused(failure, actions),
+            },
+            _ => return self.reply(Reply::auth_mechanism_unknown(), actions),
+        };
+        let prompt = if matches!(step, AuthStep::LoginUser) { "Username:" } else { "Password:" };
+        self.state = State::Auth { helo, extended, step };
+        self.reply(Reply::auth_challenge(prompt), actions);
+    }
+
+    /// The client's line in an AUTH exchange.
+    fn auth_response(&mut self, line: &[u8], actions: &mut Vec<Action>) {
+        let State::Auth { helo, extended, step } = std::mem::replace(&mut self.state, State::Closed) else {
+            return;
+        };
+        self.state = State::Greeted { helo: helo.clone(), extended };
+        match step {
+            AuthStep::Plain => self.check_credentials(sasl::decode_continuation(line), actions),
+            AuthStep::LoginUser => match sasl::decode_login_field(line) {
+                Ok(user) => {
+                    self.state = State::Auth { helo, extended, step: AuthStep::LoginPassword { user } };
+                    self.reply(Reply::auth_challenge("Password:"), actions);
+                }
+                Err(failure) => self.auth_refused(failure, actions),
+            },
+            AuthStep::LoginPassword { user } => {
+                let credentials = sasl::decode_login_field(line).map(|password| Credentials { user, password });
+                self.check_credentials(credentials, actions);
+            }
+        }
+    }
+
+    fn check_credentials(&mut self, credentials: Result<Credentials, AuthFailure>, actions: &mut Vec<Action>) {
+        match credentials {
+            Ok(credentials) => {
+                if let State::Greeted { helo, extended } = std::mem::replace(&mut self.state, State::Closed) {
+                    self.state = State::Authenticating { helo, extended };
+                }
+                self.activity = true;
+                actions.push(Action::Authenticate(credentials));
+            }
+            Err(failure) => self.auth_refused(failure, actions),
+        }
+    }
+
+    fn auth_refused(&mut self, failure: AuthFailure, actions: &mut Vec<Action>) {
+        let reply = match failure {
+            AuthFailure::Cancelled => Reply::auth_aborted(),
+            AuthFailure::BadBase64 => Reply::auth_undecodable(),
+            AuthFailure::Malformed | AuthFailure::AuthzidMismatch => Reply::auth_failed(),
+        };
+        self.reply(reply, actions);
+    }
+
+    /// Back to Greeted from the middle of an AUTH exchange.
+    fn leave_auth(&mut self) {
+        if let State::Auth { helo, extended, .. } = std::mem::replace(&mut self.state, State::Closed) {
+            self.state = State::Greeted { helo, extended };
+        }
+    }
+
     fn greeted_name(state: &State) -> Option<(String, bool)> {
         match state {
             State::Greeted { helo, extended }
             | State::Mail { helo, extended, .. }
             | State::Data { helo, extended, .. }
-            | State::Committing { helo, extended } => Some((helo.clone(), *extended)),
+            | State::Committing { helo, extended }
+            | State::Auth { helo, extended, .. }
+            | State::Authenticating { helo, extended } => Some((helo.clone(), *extended)),
             State::Fresh | State::Closed => None,
         }
     }
@@ -347,7 +499,7 @@ impl SmtpSession {
             (state, Command::Noop) => (state, Some(Reply::ok())),
             (state, Command::Vrfy) => (state, Some(Reply::vrfy())),
             (state, Command::Help) => (state, Some(Reply::help())),
-            (state, Command::Expn | Command::StartTls { .. } | Command::Auth(_) | Command::Bdat) => {
+            (state, Command::Expn | Command::StartTls { .. } | Command::Auth { .. } | Command::AuthSyntax | Command::Bdat) => {
                 (state, Some(Reply::not_implemented()))
             }
             (state, Command::Unknown) => (state, Some(Reply::not_recognized())),
@@ -357,6 +509,11 @@ impl SmtpSession {
                 (State::Fresh, Some(Reply::need_helo()))
             }
 
+            (State::Greeted { helo, extended }, Command::Mail { .. })
+                if config.submission && self.authenticated.is_none() =>
+            {
+                (State::Greeted { helo, extended }, Some(Reply::auth_required()))
+            }
             (State::Greeted { helo, extended }, Command::Mail { path, params }) => {
                 match self.check_sender(&path, &params) {
                     Ok(()) => {
@@ -403,6 +560,10 @@ impl SmtpSession {
         if self.config.tls_available && !self.tls_active {
             extensions.push("STARTTLS".into());
         }
+        // RFC 4954 §4: with a certificate, AUTH only once the password travels encrypted.
+        if self.config.submission && (self.tls_active || !self.config.tls_available) {
+            extensions.push("AUTH PLAIN LOGIN".into());
+        }
         extensions
     }
 
@@ -410,6 +571,12 @@ impl SmtpSession {
         // The null reverse-path `<>` is how bounces are sent (RFC 5321 §4.5.5).
         if !path.is_empty() && Address::parse(path, None).is_err() {
             return Err(Reply::bad_sender(path));
+        }
+        // A user sends as themselves (Postfix's reject_sender_login_mismatch).
+        if let (Some(user), Ok(address)) = (&self.authenticated, Address::parse(path, None)) {
+            if address.key() != *user {
+                return Err(Reply::sender_not_owned(path, user));
+            }
         }
         for (key, value) in params {
             match (key.as_str(), value.as_deref()) {
@@ -446,6 +613,13 @@ impl SmtpSession {
                 Reply::recipient_ok()
             }
             Route::UnknownUser => Reply::user_unknown(path),
+            Route::Remote if self.authenticated.is_some() => {
+                let text = address.to_string();
+                if !recipients.iter().any(|r| r.eq_ignore_ascii_case(&text)) {
+                    recipients.push(text);
+                }
+                Reply::recipient_ok()
+            }
             Route::Remote => Reply::relay_denied(path),
         }
     }

@@ -167,7 +167,56 @@ impl Reply {
         Reply::line(501, "5.5.4 Syntax: STARTTLS")
     }
 
-    pub fn tls_in_transaction() -> Reply {
+    pub fn auth_offered() -> Reply {
+        Reply::line(334, "")
+    }
+
+    /// A LOGIN challenge: base64 of `Username:` or `Password:`.
+    pub fn auth_challenge(prompt: &str) -> Reply {
+        Reply::line(334, crate::sasl::login_prompt(prompt))
+    }
+
+    pub fn auth_succeeded() -> Reply {
+        Reply::line(235, "2.7.0 Authentication successful")
+    }
+
+    pub fn auth_failed() -> Reply {
+        Reply::line(535, "5.7.8 Error: authentication failed")
+    }
+
+    pub fn auth_aborted() -> Reply {
+        Reply::line(501, "5.7.0 Authentication aborted")
+    }
+
+    pub fn auth_undecodable() -> Reply {
+        Reply::line(501, "5.5.2 Cannot decode response")
+    }
+
+    pub fn auth_syntax() -> Reply {
+        Reply::line(501, "5.5.4 Syntax: AUTH mechanism [initial-response]")
+    }
+
+    pub fn auth_mechanism_unknown() -> Reply {
+        Reply::line(504, "5.5.4 Unrecognized authentication type")
+    }
+
+    pub fn auth_already_done() -> Reply {
+        Reply::line(503, "5.5.1 Error: already authenticated")
+    }
+
+    pub fn auth_needs_tls() -> Reply {
+        Reply::line(538, "5.7.11 Encryption required for requested authentication mechanism")
+    }
+
+    pub fn auth_required() -> Reply {
+        Reply::line(530, "5.7.0 Authentication required")
+    }
+
+    pub fn sender_not_owned(address: &str, user: &str) -> Reply {
+        Reply::line(553, format_args!("5.7.1 <{address}>: Sender address rejected: not owned by user {user}"))
+    }
+
+    pub fn in_transaction() -> Reply {
         Reply::line(503, "5.5.1 Error: MAIL transaction in progress")
     }
 

@@ -41,6 +41,7 @@ fn run(dialogue: &Dialogue) -> Vec<Message> {
                     Action::Send(reply) => output.extend_from_slice(reply.as_bytes()),
                     Action::Close => *closed = true,
                     Action::StartTls => panic!("STARTTLS is not offered in dialogues"),
+                    Action::Authenticate(_) => panic!("AUTH is not offered in dialogues"),
                     Action::Commit(message) => {
                         committed.push(message);
                         session.commit_finished(Ok(committed.len() as u64), &mut next);
@@ -284,4 +285,112 @@ fn starttls_refuses_an_argument_and_an_open_transaction() {
     assert!(r[1].starts_with("501 5.5.4 Syntax: STARTTLS"), "{r:?}");
     assert!(r[3].starts_with("503 5.5.1 Error: MAIL transaction in progress"), "{r:?}");
     assert_eq!(r[5], "220 2.0.0 Ready to start TLS");
+}
+
+fn submission_session(tls_available: bool) -> SmtpSession {
+    let directory = Arc::new(FakeDirectory { domains: vec!["d.test".into()], users: vec!["u@d.test".into()] });
+    let config = Arc::new(SmtpConfig { submission: true, tls_available, ..SmtpConfig::new("mx.test", 1000) });
+    SmtpSession::new(config, directory, IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+fn b64(text: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+fn credentials(actions: &[Action]) -> Option<(String, String)> {
+    actions.iter().find_map(|a| match a {
+        Action::Authenticate(c) => Some((c.user.clone(), c.password.clone())),
+        _ => None,
+    })
+}
+
+#[test]
+fn submission_wants_auth_before_mail_and_then_relays_for_the_user_alone() {
+    let mut s = submission_session(false);
+    let mut actions = Vec::new();
+    s.receive(b"EHLO x\r\nMAIL FROM:<u@d.test>\r\n", &mut actions);
+    let r = replies(&actions);
+    assert!(r[0].contains("250 AUTH PLAIN LOGIN"), "{r:?}");
+    assert!(r[1].starts_with("530 5.7.0 Authentication required"), "{r:?}");
+
+    let mut actions = Vec::new();
+    let initial = b64(b"\0u@d.test\0secret pw");
+    // Everything pipelined behind AUTH waits for the password check.
+    s.receive(format!("AUTH PLAIN {initial}\r\nMAIL FROM:<other@d.test>\r\n").as_bytes(), &mut actions);
+    assert_eq!(credentials(&actions), Some(("u@d.test".into(), "secret pw".into())));
+    assert!(replies(&actions).is_empty(), "{:?}", replies(&actions));
+    let mut actions = Vec::new();
+    s.auth_finished(Some("u@d.test".into()), &mut actions);
+    s.receive(b"MAIL FROM:<U@D.TEST>\r\nRCPT TO:<far@elsewhere.example>\r\nRCPT TO:<u@d.test>\r\nDATA\r\nhi\r\n.\r\n", &mut actions);
+    let r = replies(&actions);
+    assert_eq!(r[0], "235 2.7.0 Authentication successful");
+    assert!(r[1].starts_with("553 5.7.1 <other@d.test>: Sender address rejected: not owned by user u@d.test"), "{r:?}");
+    assert!(r[2].starts_with("250 2.1.0"), "{r:?}");
+    assert!(r[3].starts_with("250 2.1.5") && r[4].starts_with("250 2.1.5"), "{r:?}");
+    let Some(Action::Commit(message)) = actions.last() else { panic!("no commit: {r:?}") };
+    assert_eq!(message.envelope.recipients, ["far@elsewhere.example", "u@d.test"]);
+    assert!(message.envelope.authenticated);
+    let mut actions = Vec::new();
+    s.commit_finished(Ok(1), &mut actions);
+    s.receive(b"AUTH PLAIN\r\n", &mut actions);
+    assert!(replies(&actions)[1].starts_with("503 5.5.1 Error: already authenticated"));
+}
+
+#[test]
+fn auth_login_asks_for_user_then_password_and_a_wrong_one_gets_535() {
+    let mut s = submission_session(false);
+    let mut actions = Vec::new();
+    s.receive(b"EHLO x\r\nAUTH LOGIN\r\n", &mut actions);
+    assert_eq!(replies(&actions)[1], "334 VXNlcm5hbWU6");
+    let mut actions = Vec::new();
+    s.receive(format!("{}\r\n{}\r\n", b64(b"u@d.test"), b64(b"wrong")).as_bytes(), &mut actions);
+    assert_eq!(replies(&actions), ["334 UGFzc3dvcmQ6"]);
+    assert_eq!(credentials(&actions), Some(("u@d.test".into(), "wrong".into())));
+    let mut actions = Vec::new();
+    s.auth_finished(None, &mut actions);
+    s.receive(b"MAIL FROM:<u@d.test>\r\n", &mut actions);
+    let r = replies(&actions);
+    assert_eq!(r[0], "535 5.7.8 Error: authentication failed");
+    assert!(r[1].starts_with("530"), "{r:?}");
+}
+
+#[test]
+fn auth_refusals_cancel_bad_base64_unknown_mechanism_and_wrong_state() {
+    let mut s = submission_session(false);
+    let mut actions = Vec::new();
+    s.receive(b"AUTH PLAIN\r\nEHLO x\r\nAUTH PLAIN\r\n*\r\nAUTH PLAIN !!!\r\nAUTH CRAM-MD5\r\nAUTH\r\n", &mut actions);
+    let r = replies(&actions);
+    assert!(r[0].starts_with("503 5.5.1 Error: send HELO/EHLO first"), "{r:?}");
+    assert_eq!(r[2], "334");
+    assert!(r[3].starts_with("501 5.7.0 Authentication aborted"), "{r:?}");
+    assert!(r[4].starts_with("501 5.5.2 Cannot decode response"), "{r:?}");
+    assert!(r[5].starts_with("504 5.5.4"), "{r:?}");
+    assert!(r[6].starts_with("501 5.5.4 Syntax: AUTH"), "{r:?}");
+    assert!(credentials(&actions).is_none());
+}
+
+#[test]
+fn with_a_certificate_auth_waits_for_tls() {
+    let mut s = submission_session(true);
+    let mut actions = Vec::new();
+    s.receive(format!("EHLO x\r\nAUTH PLAIN {}\r\n", b64(b"\0u@d.test\0pw")).as_bytes(), &mut actions);
+    let r = replies(&actions);
+    assert!(!r[0].contains("AUTH"), "{r:?}");
+    assert!(r[1].starts_with("538 5.7.11"), "{r:?}");
+    let mut actions = Vec::new();
+    s.receive(b"STARTTLS\r\n", &mut actions);
+    s.receive(b"EHLO x\r\n", &mut actions);
+    assert!(replies(&actions)[1].contains("250 AUTH PLAIN LOGIN"), "{:?}", replies(&actions));
+}
+
+#[test]
+fn the_plain_smtp_port_offers_no_auth_and_relays_for_nobody() {
+    let mut s = session(100);
+    let mut actions = Vec::new();
+    s.receive(format!("EHLO x\r\nAUTH PLAIN {}\r\nMAIL FROM:<u@d.test>\r\nRCPT TO:<far@elsewhere.example>\r\n", b64(b"\0u@d.test\0pw")).as_bytes(), &mut actions);
+    let r = replies(&actions);
+    assert!(!r[0].contains("AUTH"), "{r:?}");
+    assert!(r[1].starts_with("502 5.5.1"), "{r:?}");
+    assert!(r[3].starts_with("554 5.7.1 <far@elsewhere.example>: Relay access denied"), "{r:?}");
 }

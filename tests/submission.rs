@@ -1,0 +1,155 @@
+//! Submission (`--submission`): SMTP AUTH required, and relay for authenticated users to
+//! any domain by MX lookup, against a fake DNS server on loopback (`--resolver`) and real
+//! maild servers as the MX hosts (`--mx-port`). No query or message leaves 127.0.0.0/8.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use common::*;
+
+/// tests/py/dns_server.py serving a zone; it exits when this handle (its stdin) goes.
+struct Dns {
+    child: Child,
+    port: u16,
+    _zone: tempfile::TempDir,
+}
+
+impl Dns {
+    fn start(zone_json: &str) -> Dns {
+        let dir = new_data_dir();
+        let zone = dir.path().join("zone.json");
+        std::fs::write(&zone, zone_json).unwrap();
+        let mut child = Command::new("python3")
+            .arg(repo_root().join("tests/py/dns_server.py"))
+            .arg(&zone)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        let port = first.trim().strip_prefix("port ").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("dns_server.py said {first:?}"));
+        Dns { child, port, _zone: dir }
+    }
+}
+
+impl Drop for Dns {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn mailbox(maild: &Maild, user: &str) -> Vec<Vec<u8>> {
+    export_entries(&maild.data, &["--user", user])
+}
+
+fn queue_depth(maild: &Maild) -> u64 {
+    let stats = mailtool(&maild.data, &["stats"], None).stdout_text();
+    stats.lines().find_map(|l| l.strip_prefix("queue depth: ")).and_then(|n| n.trim().parse().ok()).unwrap_or(u64::MAX)
+}
+
+#[test]
+fn submission_needs_auth_then_delivers_and_the_smtp_port_still_relays_for_nobody() {
+    let maild = maild_with_users(&["u@d.test", "v@d.test"], &["--domain", "d.test", "--submission", "127.0.0.1:0"]);
+    let port = maild.submission().port().to_string();
+    let out = python("submission_client.py", &[&port, "u@d.test", "pw-u@d.test", "v@d.test"]);
+    assert_eq!(out.trim(), "number 1", "{out}");
+    let entries = mailbox(&maild, "v@d.test");
+    assert_eq!(entries.len(), 1);
+    let text = String::from_utf8_lossy(&entries[0]);
+    // RFC 3848: the trace header says the client authenticated.
+    assert!(text.contains("Return-Path: <u@d.test>") && text.contains("with ESMTPA id 1"), "{text}");
+
+    // Port 25's listener offers no AUTH and keeps refusing to relay.
+    let mut smtp = maild.smtp_client();
+    smtp.reply();
+    let ehlo = smtp.expect("EHLO x", "250");
+    assert!(!ehlo.contains("AUTH"), "{ehlo}");
+    smtp.expect("AUTH PLAIN AHVAZC50ZXN0AHB3LXVAZC50ZXN0", "502");
+    smtp.expect("MAIL FROM:<u@d.test>", "250");
+    smtp.expect("RCPT TO:<far@remote.test>", "554 5.7.1 <far@remote.test>: Relay access denied");
+}
+
+#[test]
+fn with_a_certificate_submission_wants_tls_before_auth() {
+    let cert = |name: &str| repo_root().join("tests/certs").join(name).display().to_string();
+    let (cert_file, key_file) = (cert("cert.pem"), cert("key.pem"));
+    let maild = maild_with_users(
+        &["u@d.test"],
+        &["--domain", "d.test", "--submission", "127.0.0.1:0", "--tls-cert", &cert_file, "--tls-key", &key_file],
+    );
+    let mut client = Client::connect(maild.submission());
+    client.reply();
+    let ehlo = client.expect("EHLO x", "250");
+    assert!(ehlo.contains("STARTTLS") && !ehlo.contains("AUTH"), "{ehlo}");
+    // AHVAZC50ZXN0AHB3LXVAZC50ZXN0 is "\0u@d.test\0pw-u@d.test": the right password, refused in the clear.
+    client.expect("AUTH PLAIN AHVAZC50ZXN0AHB3LXVAZC50ZXN0", "538 5.7.11");
+    client.expect("MAIL FROM:<u@d.test>", "530 5.7.0");
+}
+
+/// A maild for `domains` on `ip`:`port` with these users.
+fn mx_host(ip: &str, port: &str, domains: &[&str], users: &[&str]) -> Maild {
+    let tmp = new_data_dir();
+    add_users(tmp.path(), users);
+    let mut args = vec!["--smtp".to_string(), format!("{ip}:{port}")];
+    for domain in domains {
+        args.extend(["--domain".to_string(), domain.to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut maild = Maild::start_on(tmp.path(), &args);
+    maild.keep(tmp);
+    maild
+}
+
+#[test]
+fn relay_follows_mx_preference_falls_back_and_bounces_what_cannot_go() {
+    // MX hosts share one port on different loopback addresses, as real ones share 25.
+    let second = mx_host("127.0.0.3", "0", &["remote.test", "fallback.test"], &["bob@remote.test", "dora@fallback.test"]);
+    let mx_port = second.smtp.port().to_string();
+    let first = mx_host("127.0.0.5", &mx_port, &["remote.test"], &["bob@remote.test"]);
+    let plain = mx_host("127.0.0.4", &mx_port, &["plain.test"], &["carol@plain.test"]);
+
+    // remote.test: both MX hosts answer, the lower preference must get the mail.
+    // fallback.test: its preferred host (127.0.0.2) has nobody listening.
+    // plain.test: no MX, so its own A record is the implicit MX (RFC 5321 §5.1).
+    // nullmx.test refuses mail (RFC 7505); nowhere.test does not exist.
+    let dns = Dns::start(
+        r#"{"mx": {"remote.test": [[20, "second.remote.test"], [10, "first.remote.test"]],
+                   "fallback.test": [[10, "dead.fallback.test"], [20, "second.remote.test"]],
+                   "nullmx.test": [[0, "."]]},
+            "a": {"first.remote.test": ["127.0.0.5"], "second.remote.test": ["127.0.0.3"],
+                  "dead.fallback.test": ["127.0.0.2"], "plain.test": ["127.0.0.4"]},
+            "aaaa": {}}"#,
+    );
+    let resolver = format!("127.0.0.1:{}", dns.port);
+    let a = maild_with_users(
+        &["u@d.test"],
+        &["--domain", "d.test", "--submission", "127.0.0.1:0", "--resolver", &resolver, "--mx-port", &mx_port, "--retry-min", "1s"],
+    );
+    let port = a.submission().port().to_string();
+    let recipients = ["bob@remote.test", "dora@fallback.test", "carol@plain.test", "x@nullmx.test", "y@nowhere.test"];
+    let out = python("submission_client.py", &[&[port.as_str(), "u@d.test", "pw-u@d.test"][..], &recipients[..]].concat());
+    assert_eq!(out.trim(), "number 1", "{out}");
+
+    eventually("bob's copy at the preferred MX", || mailbox(&first, "bob@remote.test").len() == 1);
+    eventually("dora's copy at the fallback MX", || mailbox(&second, "dora@fallback.test").len() == 1);
+    eventually("carol's copy at the implicit MX", || mailbox(&plain, "carol@plain.test").len() == 1);
+    assert_eq!(mailbox(&second, "bob@remote.test").len(), 0, "the less preferred MX got bob's mail");
+    let bob = String::from_utf8_lossy(&mailbox(&first, "bob@remote.test")[0]).into_owned();
+    assert!(bob.contains("Return-Path: <u@d.test>") && bob.contains("Subject: submitted\r\n\r\nsent with AUTH\r\n"), "{bob}");
+    assert!(bob.contains("with ESMTPA id 1"), "A's trace header travels with it: {bob}");
+
+    eventually("two bounces to the sender", || mailbox(&a, "u@d.test").len() == 2);
+    let all: Vec<String> = mailbox(&a, "u@d.test").iter().map(|e| String::from_utf8_lossy(e).into_owned()).collect();
+    let all = all.join("\n");
+    assert!(all.contains("Status: 5.1.10") && all.contains("x@nullmx.test"), "{all}");
+    assert!(all.contains("Status: 5.1.2") && all.contains("y@nowhere.test"), "{all}");
+    for delivered in &recipients[..3] {
+        assert!(!all.contains(delivered), "{delivered} was delivered, yet bounced: {all}");
+    }
+    eventually("A's queue to empty", || queue_depth(&a) == 0);
+    drop(dns);
+}
