@@ -74,6 +74,9 @@ fn run() -> Result<()> {
     pipeline_config.forward.queue_lifetime = config.queue_lifetime;
     // Only authenticated users reach remote domains, so relaying (and DNS) is on only
     // where they can log in.
+    if config.submission.is_some() && config.tls.is_none() {
+        log::warn!("--submission without --tls-cert/--tls-key: AUTH passwords travel in the clear");
+    }
     if config.submission.is_some() {
         pipeline_config.forward.relay = Some(RelayConfig { resolver: config.resolver, mx_port: config.mx_port });
     }

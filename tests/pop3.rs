@@ -139,7 +139,7 @@ fn deletions_apply_only_at_quit_and_are_durable() {
     let again = Maild::start_on(&data, &["--domain", "d.test"]);
     let mut pop = Pop3::login(&again, "u@d.test");
     assert_eq!(pop.lines("UIDL"), vec!["1 1", "2 3"]);
-    assert_eq!(pop.multi("RETR 2").ends_with(b"three\r\n"), true);
+    assert!(pop.multi("RETR 2").ends_with(b"three\r\n"));
     drop(maild);
 }
 

@@ -9,6 +9,9 @@ use std::process::{Child, Command, Stdio};
 
 use common::*;
 
+/// A resolver address where nothing answers (the discard port), for tests that relay nothing.
+const NO_DNS: &str = "127.0.0.1:9";
+
 /// tests/py/dns_server.py serving a zone; it exits when this handle (its stdin) goes.
 struct Dns {
     child: Child,
@@ -53,7 +56,8 @@ fn queue_depth(maild: &Maild) -> u64 {
 
 #[test]
 fn submission_needs_auth_then_delivers_and_the_smtp_port_still_relays_for_nobody() {
-    let maild = maild_with_users(&["u@d.test", "v@d.test"], &["--domain", "d.test", "--submission", "127.0.0.1:0"]);
+    // No remote recipient is accepted here; the unused resolver is pinned to loopback anyway.
+    let maild = maild_with_users(&["u@d.test", "v@d.test"], &["--domain", "d.test", "--submission", "127.0.0.1:0", "--resolver", NO_DNS]);
     let port = maild.submission().port().to_string();
     let out = python("submission_client.py", &[&port, "u@d.test", "pw-u@d.test", "v@d.test"]);
     assert_eq!(out.trim(), "number 1", "{out}");
@@ -79,7 +83,7 @@ fn with_a_certificate_submission_wants_tls_before_auth() {
     let (cert_file, key_file) = (cert("cert.pem"), cert("key.pem"));
     let maild = maild_with_users(
         &["u@d.test"],
-        &["--domain", "d.test", "--submission", "127.0.0.1:0", "--tls-cert", &cert_file, "--tls-key", &key_file],
+        &["--domain", "d.test", "--submission", "127.0.0.1:0", "--resolver", NO_DNS, "--tls-cert", &cert_file, "--tls-key", &key_file],
     );
     let mut client = Client::connect(maild.submission());
     client.reply();
@@ -115,14 +119,16 @@ fn relay_follows_mx_preference_falls_back_and_bounces_what_cannot_go() {
     // remote.test: both MX hosts answer, the lower preference must get the mail.
     // fallback.test: its preferred host (127.0.0.2) has nobody listening.
     // plain.test: no MX, so its own A record is the implicit MX (RFC 5321 §5.1).
-    // nullmx.test refuses mail (RFC 7505); nowhere.test does not exist.
+    // nullmx.test refuses mail (RFC 7505); nowhere.test does not exist; broken.test's
+    // nameserver fails (SERVFAIL), which is a reason to wait, not to bounce.
     let dns = Dns::start(
         r#"{"mx": {"remote.test": [[20, "second.remote.test"], [10, "first.remote.test"]],
                    "fallback.test": [[10, "dead.fallback.test"], [20, "second.remote.test"]],
                    "nullmx.test": [[0, "."]]},
             "a": {"first.remote.test": ["127.0.0.5"], "second.remote.test": ["127.0.0.3"],
                   "dead.fallback.test": ["127.0.0.2"], "plain.test": ["127.0.0.4"]},
-            "aaaa": {}}"#,
+            "aaaa": {},
+            "servfail": ["broken.test"]}"#,
     );
     let resolver = format!("127.0.0.1:{}", dns.port);
     let a = maild_with_users(
@@ -130,7 +136,7 @@ fn relay_follows_mx_preference_falls_back_and_bounces_what_cannot_go() {
         &["--domain", "d.test", "--submission", "127.0.0.1:0", "--resolver", &resolver, "--mx-port", &mx_port, "--retry-min", "1s"],
     );
     let port = a.submission().port().to_string();
-    let recipients = ["bob@remote.test", "dora@fallback.test", "carol@plain.test", "x@nullmx.test", "y@nowhere.test"];
+    let recipients = ["bob@remote.test", "dora@fallback.test", "carol@plain.test", "x@nullmx.test", "y@nowhere.test", "z@broken.test"];
     let out = python("submission_client.py", &[&[port.as_str(), "u@d.test", "pw-u@d.test"][..], &recipients[..]].concat());
     assert_eq!(out.trim(), "number 1", "{out}");
 
@@ -147,9 +153,12 @@ fn relay_follows_mx_preference_falls_back_and_bounces_what_cannot_go() {
     let all = all.join("\n");
     assert!(all.contains("Status: 5.1.10") && all.contains("x@nullmx.test"), "{all}");
     assert!(all.contains("Status: 5.1.2") && all.contains("y@nowhere.test"), "{all}");
-    for delivered in &recipients[..3] {
-        assert!(!all.contains(delivered), "{delivered} was delivered, yet bounced: {all}");
+    for not_bounced in [&recipients[..3], &recipients[5..]].concat() {
+        assert!(!all.contains(not_bounced), "{not_bounced} bounced: {all}");
     }
-    eventually("A's queue to empty", || queue_depth(&a) == 0);
+    // Only broken.test stays queued, deferred with the DNS failure as its reason.
+    eventually("A's queue to hold broken.test alone", || queue_depth(&a) == 1);
+    let queue = mailtool(&a.data, &["queue"], None).stdout_text();
+    assert!(queue.contains("recipients=<z@broken.test>") && queue.contains("MX lookup for broken.test failed"), "{queue}");
     drop(dns);
 }

@@ -18,7 +18,7 @@ pub fn return_path(sender: &str) -> String {
 pub fn write_entry(out: &mut impl Write, record: &ArchivedMessageRecord) -> io::Result<()> {
     let sender = record.sender.as_str();
     let from = if sender.is_empty() { "MAILER-DAEMON" } else { sender };
-    write!(out, "From {from} {}\n", mbox_date(record.received_at.to_native()))?;
+    writeln!(out, "From {from} {}", mbox_date(record.received_at.to_native()))?;
     if !write_delivered(out, record, true)? {
         out.write_all(b"\n")?;
     }

@@ -96,7 +96,7 @@ impl<W: Write> Output for FrameOutput<W> {
     }
 
     fn progress(&mut self, label: &str, done: u64, total: u64) {
-        let percent = if total == 0 { 100 } else { done.saturating_mul(100) / total };
+        let percent = done.saturating_mul(100).checked_div(total).unwrap_or(100);
         let step = (label.to_string(), percent);
         if self.last_percent.as_ref() != Some(&step) || done == total {
             self.last_percent = Some(step);

@@ -123,9 +123,8 @@ pub fn execute(context: &AdminContext, request: Request, out: &mut dyn Output) -
 }
 
 fn millis_text(millis: u64) -> String {
-    i128::try_from(millis)
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
         .ok()
-        .and_then(|m| OffsetDateTime::from_unix_timestamp_nanos(m * 1_000_000).ok())
         .and_then(|t| t.format(&Rfc3339).ok())
         .unwrap_or_else(|| millis.to_string())
 }
