@@ -394,3 +394,96 @@ fn the_plain_smtp_port_offers_no_auth_and_relays_for_nobody() {
     assert!(r[1].starts_with("502 5.5.1"), "{r:?}");
     assert!(r[3].starts_with("554 5.7.1 <far@elsewhere.example>: Relay access denied"), "{r:?}");
 }
+
+mod hostile {
+    //! Whatever bytes arrive, in whatever pieces, the session neither panics nor buffers
+    //! without bound, every reply is one well-formed line or a proper multi-line reply,
+    //! and nothing follows a close.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn piece() -> impl Strategy<Value = Vec<u8>> {
+        let plain = b64(b"\0u@d.test\0pw");
+        prop_oneof![
+            Just(b"EHLO x\r\n".to_vec()),
+            Just(b"HELO x\r\n".to_vec()),
+            Just(b"STARTTLS\r\n".to_vec()),
+            Just(format!("AUTH PLAIN {plain}\r\n").into_bytes()),
+            Just(b"AUTH PLAIN\r\n".to_vec()),
+            Just(b"AUTH LOGIN\r\n".to_vec()),
+            Just(format!("{}\r\n", b64(b"u@d.test")).into_bytes()),
+            Just(b"*\r\n".to_vec()),
+            Just(b"MAIL FROM:<u@d.test>\r\n".to_vec()),
+            Just(b"MAIL FROM:<>\r\n".to_vec()),
+            Just(b"RCPT TO:<u@d.test>\r\n".to_vec()),
+            Just(b"RCPT TO:<far@elsewhere.example>\r\n".to_vec()),
+            Just(b"DATA\r\n".to_vec()),
+            Just(b"body\r\n.\r\n".to_vec()),
+            Just(b"\n.\n".to_vec()),
+            Just(b"RSET\r\n".to_vec()),
+            Just(b"QUIT\r\n".to_vec()),
+            Just(vec![b'A'; 700]),
+            proptest::collection::vec(any::<u8>(), 0..64),
+        ]
+    }
+
+    fn check_reply(reply: &Reply) -> Result<(), TestCaseError> {
+        let wire = std::str::from_utf8(reply.as_bytes()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert!(wire.ends_with("\r\n"), "{wire:?}");
+        let lines: Vec<&str> = wire.trim_end_matches("\r\n").split("\r\n").collect();
+        for (i, line) in lines.iter().enumerate() {
+            let last = i + 1 == lines.len();
+            prop_assert!(line.len() >= 3 && line.as_bytes()[..3].iter().all(u8::is_ascii_digit), "{wire:?}");
+            prop_assert_eq!(line.as_bytes().get(3).copied().unwrap_or(b' '), if last { b' ' } else { b'-' }, "{:?}", wire);
+            prop_assert!(!line.contains('\r') && !line.contains('\n'), "{wire:?}");
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, failure_persistence: None, ..ProptestConfig::default() })]
+        #[test]
+        fn any_input_in_any_pieces(
+            pieces in proptest::collection::vec(piece(), 0..40),
+            cuts in proptest::collection::vec(1usize..50, 1..20),
+            tls in any::<bool>(),
+            accept_password in any::<bool>(),
+        ) {
+            let mut s = submission_session(tls);
+            let input: Vec<u8> = pieces.concat();
+            let mut offset = 0;
+            let mut closed = false;
+            let mut number = 0;
+            for cut in cuts.iter().cycle() {
+                if offset >= input.len() {
+                    break;
+                }
+                let end = (offset + cut).min(input.len());
+                let mut actions = Vec::new();
+                s.receive(&input[offset..end], &mut actions);
+                offset = end;
+                while !actions.is_empty() {
+                    let mut next = Vec::new();
+                    for action in actions {
+                        prop_assert!(!closed, "an action after Close: {action:?}");
+                        match action {
+                            Action::Send(reply) => check_reply(&reply)?,
+                            Action::Close => closed = true,
+                            Action::StartTls => {}
+                            Action::Authenticate(_) => {
+                                s.auth_finished(accept_password.then(|| "u@d.test".to_string()), &mut next)
+                            }
+                            Action::Commit(message) => {
+                                prop_assert!(!message.envelope.recipients.is_empty());
+                                number += 1;
+                                s.commit_finished(Ok(number), &mut next);
+                            }
+                        }
+                    }
+                    actions = next;
+                }
+                prop_assert!(s.pending.len() <= receiver::MAX_COMMAND_LINE + 50, "pending {}", s.pending.len());
+            }
+        }
+    }
+}
