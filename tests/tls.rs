@@ -147,3 +147,43 @@ fn unusable_tls_files_stop_maild_at_start_with_the_reason() {
         assert!(!stderr.contains("ready"), "{stderr}");
     }
 }
+
+#[test]
+fn bench_starttls_sends_every_message_inside_tls() {
+    let args = tls_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut maild = maild_with_users(&["bench@d.test"], &args);
+    let smtp = maild.smtp.to_string();
+    let bench = |extra: &[&str]| {
+        Command::new(MAILTOOL)
+            .args(["bench", "smtp", "--smtp", &smtp, "--connections", "2", "--messages", "40", "--size", "2000"])
+            .args(["--rcpt", "bench@d.test", "--from", "bench@d.test"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = bench(&["--starttls"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("messages: 40\n"), "{stdout}");
+    maild.stop();
+    let entries = export_entries(&maild.data, &[]);
+    assert_eq!(entries.len(), 40);
+    for entry in &entries {
+        let text = String::from_utf8_lossy(entry);
+        assert!(text.contains("(maild) with ESMTPS id"), "{text}");
+    }
+}
+
+#[test]
+fn bench_starttls_against_a_server_without_tls_fails_with_the_reason() {
+    let maild = maild_with_users(&["bench@d.test"], &["--domain", "d.test"]);
+    let out = Command::new(MAILTOOL)
+        .args(["bench", "smtp", "--smtp", &maild.smtp.to_string(), "--connections", "1", "--messages", "1", "--starttls"])
+        .args(["--rcpt", "bench@d.test", "--from", "bench@d.test"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("STARTTLS") && stderr.contains("502"), "{stderr}");
+}

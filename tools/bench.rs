@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
+use rustls::pki_types::ServerName;
+
 use crate::client::{data_payload, SmtpClient};
 
 #[derive(Subcommand)]
@@ -50,6 +52,10 @@ pub struct SmtpArgs {
     rcpt: String,
     #[arg(long, default_value = "bench@localhost")]
     from: String,
+    /// STARTTLS on every connection. The server's certificate is not checked: this
+    /// measures what encryption costs and protects nothing.
+    #[arg(long)]
+    starttls: bool,
 }
 
 pub fn run(command: BenchCommand) -> Result<()> {
@@ -75,16 +81,24 @@ fn smtp(args: SmtpArgs) -> Result<()> {
         bail!("--connections and --messages must be at least 1");
     }
     let payload = Arc::new(data_payload(&message(args.size)));
+    let tls = if args.starttls { Some(crate::tls::unverified_client().context("TLS set-up")?) } else { None };
+    let host = args.smtp.rsplit_once(':').map_or(args.smtp.as_str(), |(host, _)| host).trim_matches(['[', ']']);
+    let server_name = ServerName::try_from(host.to_string()).with_context(|| format!("{host:?} as a TLS server name"))?;
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..args.connections)
         .map(|_| {
             let (args, payload, next) = (args.clone(), payload.clone(), next.clone());
+            let (tls, server_name) = (tls.clone(), server_name.clone());
             std::thread::spawn(move || -> Result<Vec<Duration>> {
                 let mut client = SmtpClient::connect(&args.smtp, Duration::from_secs(60))
                     .with_context(|| format!("connecting to {}", args.smtp))?;
                 client.reply()?;
                 client.expect("EHLO bench", 250)?;
+                if let Some(tls) = tls {
+                    client.starttls(tls, server_name).context("STARTTLS")?;
+                    client.expect("EHLO bench", 250).context("EHLO inside TLS")?;
+                }
                 let envelope = format!("MAIL FROM:<{}>\r\nRCPT TO:<{}>\r\nDATA\r\n", args.from, args.rcpt);
                 let mut latencies = Vec::new();
                 while next.fetch_add(1, Ordering::Relaxed) < args.messages {

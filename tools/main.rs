@@ -9,6 +9,7 @@ mod client;
 mod fetch;
 mod send;
 mod stress;
+mod tls;
 
 use std::path::PathBuf;
 
