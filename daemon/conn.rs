@@ -97,9 +97,14 @@ impl Conn {
 
     /// Sends what is queued in the clear, then runs the TLS handshake as server; from
     /// then on every byte goes through TLS. The handshake is bounded by the socket's
-    /// timeouts; an error ends the connection.
-    pub fn start_tls(&mut self, config: &Arc<ServerConfig>) -> io::Result<()> {
+    /// timeouts; an error ends the connection, and so does having no certificate (a
+    /// session only asks for TLS when it was offered).
+    pub fn start_tls(&mut self, config: Option<&Arc<ServerConfig>>) -> io::Result<()> {
         self.flush()?;
+        let Some(config) = config else {
+            self.request_close();
+            return Ok(());
+        };
         let Transport::Plain(stream) = &self.transport else {
             return Err(io::Error::other("TLS is already active"));
         };

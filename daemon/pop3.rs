@@ -162,10 +162,7 @@ impl Handler<Pop3Session> for Pop3Handler {
                 };
                 session.commit_finished(ok, next);
             }
-            Pop3Action::StartTls => match &self.service.tls {
-                Some(tls) => conn.start_tls(tls)?,
-                None => conn.request_close(),
-            },
+            Pop3Action::StartTls => conn.start_tls(self.service.tls.as_ref())?,
         }
         Ok(())
     }

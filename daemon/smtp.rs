@@ -47,10 +47,7 @@ impl Handler<SmtpSession> for SmtpHandler {
         match action {
             Action::Send(reply) => conn.queue(reply.as_bytes()),
             Action::Close => conn.request_close(),
-            Action::StartTls => match &self.tls {
-                Some(tls) => conn.start_tls(tls)?,
-                None => conn.request_close(),
-            },
+            Action::StartTls => conn.start_tls(self.tls.as_ref())?,
             Action::Authenticate(credentials) => {
                 conn.flush()?;
                 let user = self.logins.check(self.client, &credentials.user, &credentials.password);

@@ -604,24 +604,17 @@ impl SmtpSession {
             return Reply::too_many_recipients();
         }
         match self.directory.route(&address) {
-            Route::Local | Route::Peer => {
-                let text = address.to_string();
-                // The same recipient twice is one delivery (one Delivered-To, one copy).
-                if !recipients.iter().any(|r| r.eq_ignore_ascii_case(&text)) {
-                    recipients.push(text);
-                }
-                Reply::recipient_ok()
-            }
-            Route::UnknownUser => Reply::user_unknown(path),
-            Route::Remote if self.authenticated.is_some() => {
-                let text = address.to_string();
-                if !recipients.iter().any(|r| r.eq_ignore_ascii_case(&text)) {
-                    recipients.push(text);
-                }
-                Reply::recipient_ok()
-            }
-            Route::Remote => Reply::relay_denied(path),
+            Route::UnknownUser => return Reply::user_unknown(path),
+            // Only an authenticated user is relayed for; never an open relay.
+            Route::Remote if self.authenticated.is_none() => return Reply::relay_denied(path),
+            Route::Local | Route::Peer | Route::Remote => {}
         }
+        let text = address.to_string();
+        // The same recipient twice is one delivery (one Delivered-To, one copy).
+        if !recipients.iter().any(|r| r.eq_ignore_ascii_case(&text)) {
+            recipients.push(text);
+        }
+        Reply::recipient_ok()
     }
 }
 
