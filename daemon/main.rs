@@ -153,7 +153,7 @@ fn start_listeners(
     }
 
     let pop3 = Arc::new(Pop3Service::new(
-        Pop3Config { hostname: config.hostname.clone(), tls_available: false },
+        Pop3Config { hostname: config.hostname.clone(), tls_available: tls.is_some() },
         store.clone(),
         logins,
         config.pop3_timeout,

@@ -57,6 +57,7 @@ impl Pop3Service {
         tls: Option<Arc<ServerConfig>>,
     ) -> Pop3Service {
         Pop3Service {
+            // STLS is offered exactly when there is a certificate to start it with.
             config: Arc::new(Pop3Config { tls_available: tls.is_some(), ..config }),
             tls,
             store,
