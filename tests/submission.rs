@@ -96,9 +96,14 @@ fn with_a_certificate_submission_wants_tls_before_auth() {
 
 /// A maild for `domains` on `ip`:`port` with these users.
 fn mx_host(ip: &str, port: &str, domains: &[&str], users: &[&str]) -> Maild {
+    mx_host_with(ip, port, domains, users, &[])
+}
+
+fn mx_host_with(ip: &str, port: &str, domains: &[&str], users: &[&str], extra: &[&str]) -> Maild {
     let tmp = new_data_dir();
     add_users(tmp.path(), users);
-    let mut args = vec!["--smtp".to_string(), format!("{ip}:{port}")];
+    let mut args: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+    args.extend(["--smtp".to_string(), format!("{ip}:{port}")]);
     for domain in domains {
         args.extend(["--domain".to_string(), domain.to_string()]);
     }
@@ -113,7 +118,30 @@ fn relay_follows_mx_preference_falls_back_and_bounces_what_cannot_go() {
     // MX hosts share one port on different loopback addresses, as real ones share 25.
     let second = mx_host("127.0.0.3", "0", &["remote.test", "fallback.test"], &["bob@remote.test", "dora@fallback.test"]);
     let mx_port = second.smtp.port().to_string();
-    let first = mx_host("127.0.0.5", &mx_port, &["remote.test"], &["bob@remote.test"]);
+    // The preferred remote.test host has a certificate: the relay must use STARTTLS.
+    let certs = repo_root().join("tests/certs");
+    let (cert, key) = (certs.join("cert.pem").display().to_string(), certs.join("key.pem").display().to_string());
+    let first = mx_host_with(
+        "127.0.0.5",
+        &mx_port,
+        &["remote.test"],
+        &["bob@remote.test"],
+        &["--tls-cert", &cert, "--tls-key", &key],
+    );
+    // brokentls.test's MX offers STARTTLS and hangs up after its 220: the relay must
+    // connect again and send in plain text.
+    let broken_dir = new_data_dir();
+    let broken_out = broken_dir.path().join("received");
+    let mut broken = Command::new("python3")
+        .arg(repo_root().join("tests/py/broken_tls_mx.py"))
+        .args(["127.0.0.6", &mx_port, &broken_out.display().to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut ready = String::new();
+    BufReader::new(broken.stdout.take().unwrap()).read_line(&mut ready).unwrap();
+    assert_eq!(ready.trim(), "ready");
     let plain = mx_host("127.0.0.4", &mx_port, &["plain.test"], &["carol@plain.test"]);
 
     // remote.test: both MX hosts answer, the lower preference must get the mail.
@@ -124,9 +152,10 @@ fn relay_follows_mx_preference_falls_back_and_bounces_what_cannot_go() {
     let dns = Dns::start(
         r#"{"mx": {"remote.test": [[20, "second.remote.test"], [10, "first.remote.test"]],
                    "fallback.test": [[10, "dead.fallback.test"], [20, "second.remote.test"]],
-                   "nullmx.test": [[0, "."]]},
+                   "nullmx.test": [[0, "."]], "brokentls.test": [[10, "mx.brokentls.test"]]},
             "a": {"first.remote.test": ["127.0.0.5"], "second.remote.test": ["127.0.0.3"],
-                  "dead.fallback.test": ["127.0.0.2"], "plain.test": ["127.0.0.4"]},
+                  "dead.fallback.test": ["127.0.0.2"], "plain.test": ["127.0.0.4"],
+                  "mx.brokentls.test": ["127.0.0.6"]},
             "aaaa": {},
             "servfail": ["broken.test"]}"#,
     );
@@ -136,7 +165,8 @@ fn relay_follows_mx_preference_falls_back_and_bounces_what_cannot_go() {
         &["--domain", "d.test", "--submission", "127.0.0.1:0", "--resolver", &resolver, "--mx-port", &mx_port, "--retry-min", "1s"],
     );
     let port = a.submission().port().to_string();
-    let recipients = ["bob@remote.test", "dora@fallback.test", "carol@plain.test", "x@nullmx.test", "y@nowhere.test", "z@broken.test"];
+    let recipients =
+        ["bob@remote.test", "dora@fallback.test", "carol@plain.test", "eve@brokentls.test", "x@nullmx.test", "y@nowhere.test", "z@broken.test"];
     let out = python("submission_client.py", &[&[port.as_str(), "u@d.test", "pw-u@d.test"][..], &recipients[..]].concat());
     assert_eq!(out.trim(), "number 1", "{out}");
 
@@ -147,13 +177,22 @@ fn relay_follows_mx_preference_falls_back_and_bounces_what_cannot_go() {
     let bob = String::from_utf8_lossy(&mailbox(&first, "bob@remote.test")[0]).into_owned();
     assert!(bob.contains("Return-Path: <u@d.test>") && bob.contains("Subject: submitted\r\n\r\nsent with AUTH\r\n"), "{bob}");
     assert!(bob.contains("with ESMTPA id 1"), "A's trace header travels with it: {bob}");
+    // The MX host's own trace header says the relay came over TLS; the host without a
+    // certificate got plain SMTP.
+    assert!(bob.contains("by mx.test (maild) with ESMTPS id 1"), "{bob}");
+    let dora = String::from_utf8_lossy(&mailbox(&second, "dora@fallback.test")[0]).into_owned();
+    assert!(dora.contains("by mx.test (maild) with ESMTP id 1"), "{dora}");
+    eventually("eve's copy, sent again in plain text", || std::fs::read(&broken_out).is_ok_and(|r| contains(&r, b"=== end")));
+    let eve = String::from_utf8_lossy(&std::fs::read(&broken_out).unwrap()).into_owned();
+    assert!(eve.starts_with("RCPT TO:<eve@brokentls.test>\n") && eve.contains("sent with AUTH\r\n.\r\n=== end"), "{eve}");
+    let _ = broken.kill();
 
     eventually("two bounces to the sender", || mailbox(&a, "u@d.test").len() == 2);
     let all: Vec<String> = mailbox(&a, "u@d.test").iter().map(|e| String::from_utf8_lossy(e).into_owned()).collect();
     let all = all.join("\n");
     assert!(all.contains("Status: 5.1.10") && all.contains("x@nullmx.test"), "{all}");
     assert!(all.contains("Status: 5.1.2") && all.contains("y@nowhere.test"), "{all}");
-    for not_bounced in [&recipients[..3], &recipients[5..]].concat() {
+    for not_bounced in [&recipients[..4], &recipients[6..]].concat() {
         assert!(!all.contains(not_bounced), "{not_bounced} bounced: {all}");
     }
     // Only broken.test stays queued, deferred with the DNS failure as its reason.

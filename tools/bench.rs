@@ -81,7 +81,7 @@ fn smtp(args: SmtpArgs) -> Result<()> {
         bail!("--connections and --messages must be at least 1");
     }
     let payload = Arc::new(data_payload(&message(args.size)));
-    let tls = if args.starttls { Some(crate::tls::unverified_client().context("TLS set-up")?) } else { None };
+    let tls = if args.starttls { Some(engine::forward::tls::unverified_client().context("TLS set-up")?) } else { None };
     let host = args.smtp.rsplit_once(':').map_or(args.smtp.as_str(), |(host, _)| host).trim_matches(['[', ']']);
     let server_name = ServerName::try_from(host.to_string()).with_context(|| format!("{host:?} as a TLS server name"))?;
     let next = Arc::new(AtomicU64::new(0));

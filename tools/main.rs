@@ -9,7 +9,6 @@ mod client;
 mod fetch;
 mod send;
 mod stress;
-mod tls;
 
 use std::path::PathBuf;
 

@@ -17,6 +17,11 @@
 //! With PIPELINING (RFC 2920) MAIL, every RCPT and DATA leave in one write and the
 //! replies are read back in order; without it each command waits for its reply.
 //!
+//! [`SmtpConnection::open_opportunistic`] (used towards MX hosts) also says STARTTLS when
+//! the server offers it (RFC 3207) and greets again inside TLS; a server that refuses it
+//! is used in plain text, and one whose handshake fails is reconnected to in plain text,
+//! as Postfix does at its "may" level.
+//!
 //! Two kinds of failure: a reply about the message or a recipient is an outcome
 //! (`Deferred` for 4xx, `Rejected` for 5xx), and the connection stays usable; a failure of
 //! the connection itself (421, EOF, timeout, a malformed reply) is a [`SendError`], after
@@ -29,9 +34,13 @@
 //! ([`Extensions`]) and dot-stuffing ([`DotStuffer`]). The socket code only sequences them.
 
 use std::fmt::Write as _;
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 /// The longest reply line accepted, terminator included. RFC 5321 §4.5.3.1.5 allows 512
 /// octets, but real servers send longer texts (URLs, enhanced explanations), so we take
@@ -84,10 +93,68 @@ pub enum SendError {
     Protocol(String),
 }
 
+/// The connection's bytes, shared by the reply reader and the command writer (which take
+/// turns on one thread): plain TCP, or TLS once STARTTLS succeeded.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+#[derive(Clone)]
+struct SharedStream(Arc<Mutex<Stream>>);
+
+impl SharedStream {
+    /// `Some` when the stream is TLS.
+    fn with_tls<T>(&self, inspect: impl FnOnce(&ClientConnection) -> T) -> Option<T> {
+        match &*self.0.lock().unwrap_or_else(PoisonError::into_inner) {
+            Stream::Plain(_) => None,
+            Stream::Tls(tls) => Some(inspect(&tls.conn)),
+        }
+    }
+
+    /// Tells a TLS peer the session ends (close_notify), so it need not take the close
+    /// for a truncation.
+    fn close_tls(&self) {
+        if let Stream::Tls(tls) = &mut *self.0.lock().unwrap_or_else(PoisonError::into_inner) {
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    }
+
+    fn with<T>(&self, io: impl FnOnce(&mut dyn ReadWrite) -> T) -> T {
+        let mut stream = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match &mut *stream {
+            Stream::Plain(tcp) => io(tcp),
+            Stream::Tls(tls) => io(tls.as_mut()),
+        }
+    }
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+impl Read for SharedStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.with(|stream| stream.read(buf))
+    }
+}
+
+impl Write for SharedStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.with(|stream| stream.write(buf))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.with(|stream| stream.flush())
+    }
+}
+
 /// One open SMTP session with a peer.
 pub struct SmtpConnection {
-    reader: BufReader<TcpStream>,
-    writer: BufWriter<TcpStream>,
+    reader: BufReader<SharedStream>,
+    writer: BufWriter<SharedStream>,
+    /// The socket under both, for the TLS handshake and for shutdown.
+    socket: TcpStream,
     /// Applied to connect, to every socket read and write, and (see [`read_reply`]) to
     /// the time a whole reply may take.
     timeout: Duration,
@@ -102,6 +169,42 @@ impl SmtpConnection {
     /// greeting, sends EHLO `helo` (falls back to HELO on 5xx), remembers
     /// PIPELINING/SIZE/8BITMIME.
     pub fn open(address: SocketAddr, helo: &str, timeout: Duration) -> Result<SmtpConnection, SendError> {
+        let mut connection = SmtpConnection::connect(address, helo, timeout)?;
+        connection.greet(helo)?;
+        Ok(connection)
+    }
+
+    /// Like [`SmtpConnection::open`], and then STARTTLS with `tls` if the server offers
+    /// it. A refusal (e.g. `454`) keeps the session in plain text; a failed handshake, or a
+    /// session that breaks inside TLS before it is ready, is given up and the server
+    /// connected to again without TLS.
+    pub fn open_opportunistic(
+        address: SocketAddr,
+        helo: &str,
+        timeout: Duration,
+        tls: &Arc<ClientConfig>,
+    ) -> Result<SmtpConnection, SendError> {
+        let mut connection = SmtpConnection::open(address, helo, timeout)?;
+        if !connection.extensions.starttls {
+            return Ok(connection);
+        }
+        match connection.start_tls(address, helo, tls) {
+            Ok(()) => Ok(connection),
+            Err(error) => {
+                log::info!("STARTTLS with {address} failed ({error}); connecting again without TLS");
+                connection.broken = Some(format!("STARTTLS failed: {error}"));
+                connection.quit();
+                SmtpConnection::open(address, helo, timeout)
+            }
+        }
+    }
+
+    /// Whether the session runs inside TLS.
+    pub fn is_encrypted(&self) -> bool {
+        self.reader.get_ref().with_tls(|_| ()).is_some()
+    }
+
+    fn connect(address: SocketAddr, helo: &str, timeout: Duration) -> Result<SmtpConnection, SendError> {
         // The name goes into a command line: no room for spaces or line ends.
         if helo.is_empty() || !helo.chars().all(|c| c.is_ascii_graphic()) {
             return Err(SendError::Protocol(format!("invalid HELO name {helo:?}")));
@@ -112,16 +215,41 @@ impl SmtpConnection {
         // We batch writes ourselves (one flush per pipelined group); Nagle would only
         // delay the last segment of each.
         stream.set_nodelay(true)?;
-        let writer = BufWriter::with_capacity(WRITE_BUFFER, stream.try_clone()?);
-        let mut connection = SmtpConnection {
-            reader: BufReader::new(stream),
-            writer,
+        let socket = stream.try_clone()?;
+        let shared = SharedStream(Arc::new(Mutex::new(Stream::Plain(stream))));
+        Ok(SmtpConnection {
+            reader: BufReader::new(shared.clone()),
+            writer: BufWriter::with_capacity(WRITE_BUFFER, shared),
+            socket,
             timeout,
             extensions: Extensions::default(),
             broken: None,
-        };
-        connection.greet(helo)?;
-        Ok(connection)
+        })
+    }
+
+    /// STARTTLS, the handshake, and EHLO again (RFC 3207 §4.2: what the server said
+    /// before TLS is forgotten). A reply other than 220 leaves the session as it was.
+    fn start_tls(&mut self, address: SocketAddr, helo: &str, tls: &Arc<ClientConfig>) -> Result<(), SendError> {
+        self.command("STARTTLS")?;
+        let reply = self.read_reply()?;
+        if reply.code != 220 {
+            log::info!("{address} offered STARTTLS but answered {}; staying in plain text", reply.summary());
+            return Ok(());
+        }
+        // Bytes after the 220 came in the clear and cannot belong to the TLS session.
+        if !self.reader.buffer().is_empty() {
+            return Err(SendError::Protocol("data after the 220 to STARTTLS".into()));
+        }
+        let mut tcp = self.socket.try_clone()?;
+        let name = ServerName::IpAddress(address.ip().into());
+        let mut session = ClientConnection::new(tls.clone(), name).map_err(|e| SendError::Protocol(format!("TLS: {e}")))?;
+        while session.is_handshaking() {
+            session.complete_io(&mut tcp).map_err(|e| SendError::Protocol(format!("TLS handshake: {e}")))?;
+        }
+        let shared = self.reader.get_ref().clone();
+        *shared.0.lock().unwrap_or_else(PoisonError::into_inner) = Stream::Tls(Box::new(StreamOwned::new(session, tcp)));
+        self.extensions = Extensions::default();
+        self.ehlo(helo)
     }
 
     fn greet(&mut self, helo: &str) -> Result<(), SendError> {
@@ -130,6 +258,10 @@ impl SmtpConnection {
         if greeting.code != 220 {
             return Err(SendError::Protocol(format!("greeting: {}", greeting.summary())));
         }
+        self.ehlo(helo)
+    }
+
+    fn ehlo(&mut self, helo: &str) -> Result<(), SendError> {
         self.command(&format!("EHLO {helo}"))?;
         let ehlo = self.read_reply()?;
         match Class::of(ehlo.code) {
@@ -394,7 +526,8 @@ impl SmtpConnection {
                 let _ = self.read_reply();
             }
         }
-        let _ = self.reader.get_ref().shutdown(Shutdown::Both);
+        self.reader.get_ref().close_tls();
+        let _ = self.socket.shutdown(Shutdown::Both);
     }
 
     /// Adds a command line to the write buffer.
@@ -645,6 +778,8 @@ struct Extensions {
     size_limit: Option<u64>,
     /// RFC 6152.
     eight_bit_mime: bool,
+    /// RFC 3207.
+    starttls: bool,
 }
 
 impl Extensions {
@@ -657,6 +792,8 @@ impl Extensions {
                 extensions.pipelining = true;
             } else if keyword.eq_ignore_ascii_case("8BITMIME") {
                 extensions.eight_bit_mime = true;
+            } else if keyword.eq_ignore_ascii_case("STARTTLS") {
+                extensions.starttls = true;
             } else if keyword.eq_ignore_ascii_case("SIZE") {
                 extensions.size_advertised = true;
                 extensions.size_limit = words.next().and_then(|n| n.parse::<u64>().ok()).filter(|&n| n > 0);
@@ -788,8 +925,9 @@ mod tests {
             (&[], Extensions::default()),
             (
                 &["PIPELINING", "SIZE 1000", "8BITMIME", "ENHANCEDSTATUSCODES"],
-                Extensions { pipelining: true, size_advertised: true, size_limit: Some(1000), eight_bit_mime: true },
+                Extensions { pipelining: true, size_advertised: true, size_limit: Some(1000), eight_bit_mime: true, starttls: false },
             ),
+            (&["STARTTLS", "starttls"], Extensions { starttls: true, ..Default::default() }),
             (&["pipelining", "size"], Extensions { pipelining: true, size_advertised: true, ..Default::default() }),
             (&["SIZE 0"], Extensions { size_advertised: true, ..Default::default() }),
             (&["SIZE lots"], Extensions { size_advertised: true, ..Default::default() }),

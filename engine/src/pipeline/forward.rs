@@ -36,6 +36,7 @@ use super::{Signal, SignalWaiter, Submission};
 use crate::forward::client::{OutboundMessage, RecipientOutcome, SendError, SmtpConnection};
 use crate::forward::dsn::{self, FailedRecipient};
 use crate::forward::mx::{Latencies, MxResolver, RouteError};
+use crate::forward::tls;
 use crate::peers::PeerTable;
 use crate::smtp::{Envelope, Message};
 use crate::store::record::QueueRecord;
@@ -97,12 +98,16 @@ impl Forward {
         woken: SignalWaiter,
     ) -> std::io::Result<Forward> {
         let stop = Arc::new(AtomicBool::new(false));
-        let mx = match &config.relay {
-            Some(relay) => Some(Arc::new(MxResolver::new(relay.resolver, DNS_TIMEOUT).map_err(std::io::Error::other)?)),
-            None => None,
+        let (mx, tls) = match &config.relay {
+            Some(relay) => (
+                Some(Arc::new(MxResolver::new(relay.resolver, DNS_TIMEOUT).map_err(std::io::Error::other)?)),
+                Some(tls::unverified_client().map_err(std::io::Error::other)?),
+            ),
+            None => (None, None),
         };
         let scheduler = Scheduler {
             mx,
+            tls,
             latencies: Arc::new(Latencies::default()),
             store,
             peers,
@@ -151,6 +156,8 @@ struct Attempt {
 struct Scheduler {
     /// Set when relaying is on.
     mx: Option<Arc<MxResolver>>,
+    /// Opportunistic STARTTLS towards MX hosts; set when relaying is on.
+    tls: Option<Arc<rustls::ClientConfig>>,
     latencies: Arc<Latencies>,
     store: Store,
     peers: Arc<PeerTable>,
@@ -232,6 +239,7 @@ impl Scheduler {
                     store: self.store.clone(),
                     config: self.config.clone(),
                     mx: self.mx.clone(),
+                    tls: self.tls.clone(),
                     latencies: self.latencies.clone(),
                 };
                 let (report, target) = (report.clone(), destination.clone());
@@ -382,6 +390,7 @@ struct Worker {
     store: Store,
     config: Arc<ForwardConfig>,
     mx: Option<Arc<MxResolver>>,
+    tls: Option<Arc<rustls::ClientConfig>>,
     latencies: Arc<Latencies>,
 }
 
@@ -408,7 +417,12 @@ impl Worker {
         let mut unreachable: Option<String> = None;
         for (key, record) in batch {
             if connection.is_none() && unreachable.is_none() {
-                match self.open_first(&servers) {
+                // Peers get plain SMTP (CONTRACT §8); MX hosts get STARTTLS when they offer it.
+                let tls = match destination {
+                    Destination::Remote(_) => self.tls.as_ref(),
+                    Destination::Peer(_) => None,
+                };
+                match self.open_first(&servers, tls) {
                     Ok(opened) => connection = Some(opened),
                     Err(error) => unreachable = Some(error),
                 }
@@ -450,11 +464,20 @@ impl Worker {
     }
 
     /// Connects to the first server that answers, measuring each try for [`Latencies`].
-    fn open_first(&self, servers: &[SocketAddr]) -> Result<(SmtpConnection, SocketAddr), String> {
+    fn open_first(
+        &self,
+        servers: &[SocketAddr],
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> Result<(SmtpConnection, SocketAddr), String> {
+        let (helo, timeout) = (&self.config.hostname, self.config.timeout);
         let mut errors = Vec::new();
         for server in servers {
             let started = std::time::Instant::now();
-            match SmtpConnection::open(*server, &self.config.hostname, self.config.timeout) {
+            let opened = match tls {
+                Some(tls) => SmtpConnection::open_opportunistic(*server, helo, timeout, tls),
+                None => SmtpConnection::open(*server, helo, timeout),
+            };
+            match opened {
                 Ok(connection) => {
                     self.latencies.connected(server.ip(), started.elapsed());
                     return Ok((connection, *server));

@@ -1,6 +1,9 @@
-//! TLS for the load generator: `bench smtp --starttls` measures what encryption costs, so
-//! it takes whatever certificate the server shows. Nothing that carries real mail or a
-//! password uses this.
+//! The client side of opportunistic TLS (RFC 3207 §4.1, Postfix's "may" level): when an
+//! MX host offers STARTTLS, the relay encrypts, but takes whatever certificate it shows,
+//! since MX hosts rarely have one a client could check and refusing would only push the
+//! mail back to plain text. It protects against passive eavesdropping, not against an
+//! active attacker; peers and MX hosts that do not offer STARTTLS get plain SMTP. The
+//! load generator (`mailtool bench smtp --starttls`) uses the same configuration.
 
 use std::sync::Arc;
 
