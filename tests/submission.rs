@@ -12,9 +12,19 @@ use common::*;
 /// A resolver address where nothing answers (the discard port), for tests that relay nothing.
 const NO_DNS: &str = "127.0.0.1:9";
 
-/// tests/py/dns_server.py serving a zone; it exits when this handle (its stdin) goes.
+/// A helper process (a Python fake server) that is killed and reaped with its handle.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// tests/py/dns_server.py serving a zone.
 struct Dns {
-    child: Child,
+    _server: Reaped,
     port: u16,
     _zone: tempfile::TempDir,
 }
@@ -34,14 +44,7 @@ impl Dns {
         let mut first = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
         let port = first.trim().strip_prefix("port ").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("dns_server.py said {first:?}"));
-        Dns { child, port, _zone: dir }
-    }
-}
-
-impl Drop for Dns {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        Dns { _server: Reaped(child), port, _zone: dir }
     }
 }
 
@@ -141,6 +144,7 @@ fn relay_follows_mx_preference_falls_back_and_bounces_what_cannot_go() {
         .expect("python3");
     let mut ready = String::new();
     BufReader::new(broken.stdout.take().unwrap()).read_line(&mut ready).unwrap();
+    let _broken = Reaped(broken);
     assert_eq!(ready.trim(), "ready");
     let plain = mx_host("127.0.0.4", &mx_port, &["plain.test"], &["carol@plain.test"]);
 
@@ -185,7 +189,6 @@ fn relay_follows_mx_preference_falls_back_and_bounces_what_cannot_go() {
     eventually("eve's copy, sent again in plain text", || std::fs::read(&broken_out).is_ok_and(|r| contains(&r, b"=== end")));
     let eve = String::from_utf8_lossy(&std::fs::read(&broken_out).unwrap()).into_owned();
     assert!(eve.starts_with("RCPT TO:<eve@brokentls.test>\n") && eve.contains("sent with AUTH\r\n.\r\n=== end"), "{eve}");
-    let _ = broken.kill();
 
     eventually("two bounces to the sender", || mailbox(&a, "u@d.test").len() == 2);
     let all: Vec<String> = mailbox(&a, "u@d.test").iter().map(|e| String::from_utf8_lossy(e).into_owned()).collect();
