@@ -10,7 +10,8 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::{ServerConfig, ServerConnection, StreamOwned};
+use engine::transport::{ServerTransport, Transport};
+use rustls::{ServerConfig, ServerConnection};
 
 use crate::server::ShutdownSignal;
 
@@ -24,54 +25,9 @@ pub trait Session {
     fn is_closed(&self) -> bool;
 }
 
-/// The client's byte stream: plain TCP, or TLS over it after STARTTLS/STLS.
-pub enum Transport {
-    Plain(TcpStream),
-    Tls(Box<StreamOwned<ServerConnection, TcpStream>>),
-}
-
-impl Transport {
-    /// The socket below, for timeouts and shutdown.
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            Transport::Plain(stream) => stream,
-            Transport::Tls(tls) => &tls.sock,
-        }
-    }
-}
-
-impl Read for Transport {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Transport::Plain(stream) => stream.read(buf),
-            // A TLS client that closes without close_notify has still closed.
-            Transport::Tls(tls) => match tls.read(buf) {
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
-                other => other,
-            },
-        }
-    }
-}
-
-impl Write for Transport {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Transport::Plain(stream) => stream.write(buf),
-            Transport::Tls(tls) => tls.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Transport::Plain(stream) => stream.flush(),
-            Transport::Tls(tls) => tls.flush(),
-        }
-    }
-}
-
 /// A connection with an output buffer, so pipelined replies go out in one write.
 pub struct Conn {
-    pub transport: Transport,
+    pub transport: ServerTransport,
     out: Vec<u8>,
     close: bool,
     /// The session's idle timeout, which also bounds a TLS handshake.
@@ -105,17 +61,9 @@ impl Conn {
             self.request_close();
             return Ok(());
         };
-        let Transport::Plain(stream) = &self.transport else {
-            return Err(io::Error::other("TLS is already active"));
-        };
-        let mut tcp = stream.try_clone()?;
-        tcp.set_read_timeout(Some(self.timeout))?;
-        let mut tls = ServerConnection::new(config.clone()).map_err(io::Error::other)?;
-        while tls.is_handshaking() {
-            tls.complete_io(&mut tcp)?;
-        }
-        self.transport = Transport::Tls(Box::new(StreamOwned::new(tls, tcp)));
-        Ok(())
+        self.transport.tcp().set_read_timeout(Some(self.timeout))?;
+        let session = ServerConnection::new(config.clone()).map_err(io::Error::other)?;
+        self.transport.upgrade(session)
     }
 }
 
@@ -177,10 +125,7 @@ pub fn drive<S: Session, H: Handler<S>>(
             break;
         }
     }
-    if let Transport::Tls(tls) = &mut conn.transport {
-        tls.conn.send_close_notify();
-        let _ = tls.flush();
-    }
+    conn.transport.close_tls();
     let _ = conn.transport.tcp().shutdown(Shutdown::Both);
     Ok(())
 }

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use engine::transport::{ClientTransport, Transport};
+use rustls::{ClientConfig, ClientConnection};
 
 /// RFC 5321 §4.5.3.1.5 limits a reply line to 512 octets; we allow generous slack so a
 /// long line is reported as a bad reply instead of filling memory.
@@ -18,40 +19,7 @@ const MAX_REPLY_LINE: usize = 64 * 1024;
 
 pub struct SmtpClient {
     /// Replies are read through the buffer; commands are written to the stream below it.
-    reader: BufReader<Stream>,
-    /// The socket, for shutdown.
-    socket: TcpStream,
-}
-
-/// Plain TCP, or TLS after STARTTLS.
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(stream) => stream.read(buf),
-            Stream::Tls(tls) => tls.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(stream) => stream.write(buf),
-            Stream::Tls(tls) => tls.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(stream) => stream.flush(),
-            Stream::Tls(tls) => tls.flush(),
-        }
-    }
+    reader: BufReader<ClientTransport>,
 }
 
 /// One reply: its code, the text of its last line, and all its lines (without CRLF).
@@ -80,8 +48,7 @@ impl SmtpClient {
                     stream.set_nodelay(true)?;
                     stream.set_read_timeout(Some(timeout))?;
                     stream.set_write_timeout(Some(timeout))?;
-                    let socket = stream.try_clone()?;
-                    return Ok(SmtpClient { reader: BufReader::new(Stream::Plain(stream)), socket });
+                    return Ok(SmtpClient { reader: BufReader::new(Transport::Plain(stream)) });
                 }
                 Err(error) => last_error = error,
             }
@@ -103,10 +70,8 @@ impl SmtpClient {
         if !self.reader.buffer().is_empty() {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "server sent data after its 220 to STARTTLS"));
         }
-        let connection = ClientConnection::new(config, name).map_err(io::Error::other)?;
-        let socket = self.socket.try_clone()?;
-        self.reader = BufReader::new(Stream::Tls(Box::new(StreamOwned::new(connection, socket))));
-        Ok(())
+        let session = ClientConnection::new(config, name).map_err(io::Error::other)?;
+        self.reader.get_mut().upgrade(session)
     }
 
     /// Reads one (possibly multi-line) reply (RFC 5321 §4.2.1: `250-` continues, `250 `
@@ -160,7 +125,7 @@ impl SmtpClient {
 
     /// Closes both directions at once (used after a desynchronised dialogue).
     pub fn abort(&mut self) {
-        let _ = self.socket.shutdown(Shutdown::Both);
+        let _ = self.reader.get_ref().tcp().shutdown(Shutdown::Both);
     }
 }
 

@@ -22,6 +22,7 @@ pub mod sasl;
 pub mod smtp;
 pub mod store;
 pub mod trace;
+pub mod transport;
 pub mod users;
 
 pub use address::Address;

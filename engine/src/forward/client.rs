@@ -36,11 +36,13 @@
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use rustls::{ClientConfig, ClientConnection};
+
+use crate::transport::{ClientTransport, Transport};
 
 /// The longest reply line accepted, terminator included. RFC 5321 §4.5.3.1.5 allows 512
 /// octets, but real servers send longer texts (URLs, enhanced explanations), so we take
@@ -95,57 +97,28 @@ pub enum SendError {
 
 /// The connection's bytes, shared by the reply reader and the command writer (which take
 /// turns on one thread): plain TCP, or TLS once STARTTLS succeeded.
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
-}
-
 #[derive(Clone)]
-struct SharedStream(Arc<Mutex<Stream>>);
+struct SharedStream(Arc<Mutex<ClientTransport>>);
 
 impl SharedStream {
-    /// `Some` when the stream is TLS.
-    fn with_tls<T>(&self, inspect: impl FnOnce(&ClientConnection) -> T) -> Option<T> {
-        match &*self.0.lock().unwrap_or_else(PoisonError::into_inner) {
-            Stream::Plain(_) => None,
-            Stream::Tls(tls) => Some(inspect(&tls.conn)),
-        }
-    }
-
-    /// Tells a TLS peer the session ends (close_notify), so it need not take the close
-    /// for a truncation.
-    fn close_tls(&self) {
-        if let Stream::Tls(tls) = &mut *self.0.lock().unwrap_or_else(PoisonError::into_inner) {
-            tls.conn.send_close_notify();
-            let _ = tls.flush();
-        }
-    }
-
-    fn with<T>(&self, io: impl FnOnce(&mut dyn ReadWrite) -> T) -> T {
-        let mut stream = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        match &mut *stream {
-            Stream::Plain(tcp) => io(tcp),
-            Stream::Tls(tls) => io(tls.as_mut()),
-        }
+    fn lock(&self) -> MutexGuard<'_, ClientTransport> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
-
-trait ReadWrite: Read + Write {}
-impl<T: Read + Write> ReadWrite for T {}
 
 impl Read for SharedStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.with(|stream| stream.read(buf))
+        self.lock().read(buf)
     }
 }
 
 impl Write for SharedStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.with(|stream| stream.write(buf))
+        self.lock().write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.with(|stream| stream.flush())
+        self.lock().flush()
     }
 }
 
@@ -153,8 +126,6 @@ impl Write for SharedStream {
 pub struct SmtpConnection {
     reader: BufReader<SharedStream>,
     writer: BufWriter<SharedStream>,
-    /// The socket under both, for the TLS handshake and for shutdown.
-    socket: TcpStream,
     /// Applied to connect, to every socket read and write, and (see [`read_reply`]) to
     /// the time a whole reply may take.
     timeout: Duration,
@@ -201,7 +172,7 @@ impl SmtpConnection {
 
     /// Whether the session runs inside TLS.
     pub fn is_encrypted(&self) -> bool {
-        self.reader.get_ref().with_tls(|_| ()).is_some()
+        self.reader.get_ref().lock().is_tls()
     }
 
     fn connect(address: SocketAddr, helo: &str, timeout: Duration) -> Result<SmtpConnection, SendError> {
@@ -215,12 +186,10 @@ impl SmtpConnection {
         // We batch writes ourselves (one flush per pipelined group); Nagle would only
         // delay the last segment of each.
         stream.set_nodelay(true)?;
-        let socket = stream.try_clone()?;
-        let shared = SharedStream(Arc::new(Mutex::new(Stream::Plain(stream))));
+        let shared = SharedStream(Arc::new(Mutex::new(Transport::Plain(stream))));
         Ok(SmtpConnection {
             reader: BufReader::new(shared.clone()),
             writer: BufWriter::with_capacity(WRITE_BUFFER, shared),
-            socket,
             timeout,
             extensions: Extensions::default(),
             broken: None,
@@ -240,14 +209,9 @@ impl SmtpConnection {
         if !self.reader.buffer().is_empty() {
             return Err(SendError::Protocol("data after the 220 to STARTTLS".into()));
         }
-        let mut tcp = self.socket.try_clone()?;
         let name = ServerName::IpAddress(address.ip().into());
-        let mut session = ClientConnection::new(tls.clone(), name).map_err(|e| SendError::Protocol(format!("TLS: {e}")))?;
-        while session.is_handshaking() {
-            session.complete_io(&mut tcp).map_err(|e| SendError::Protocol(format!("TLS handshake: {e}")))?;
-        }
-        let shared = self.reader.get_ref().clone();
-        *shared.0.lock().unwrap_or_else(PoisonError::into_inner) = Stream::Tls(Box::new(StreamOwned::new(session, tcp)));
+        let session = ClientConnection::new(tls.clone(), name).map_err(|e| SendError::Protocol(format!("TLS: {e}")))?;
+        self.reader.get_ref().lock().upgrade(session).map_err(|e| SendError::Protocol(format!("TLS handshake: {e}")))?;
         self.extensions = Extensions::default();
         self.ehlo(helo)
     }
@@ -526,8 +490,9 @@ impl SmtpConnection {
                 let _ = self.read_reply();
             }
         }
-        self.reader.get_ref().close_tls();
-        let _ = self.socket.shutdown(Shutdown::Both);
+        let mut transport = self.reader.get_ref().lock();
+        transport.close_tls();
+        let _ = transport.tcp().shutdown(Shutdown::Both);
     }
 
     /// Adds a command line to the write buffer.
