@@ -98,17 +98,9 @@ impl Forward {
         woken: SignalWaiter,
     ) -> std::io::Result<Forward> {
         let stop = Arc::new(AtomicBool::new(false));
-        let (mx, tls) = match &config.relay {
-            Some(relay) => (
-                Some(Arc::new(MxResolver::new(relay.resolver, DNS_TIMEOUT).map_err(std::io::Error::other)?)),
-                Some(tls::unverified_client().map_err(std::io::Error::other)?),
-            ),
-            None => (None, None),
-        };
+        let relay = config.relay.as_ref().map(Relay::start).transpose()?.map(Arc::new);
         let scheduler = Scheduler {
-            mx,
-            tls,
-            latencies: Arc::new(Latencies::default()),
+            relay,
             store,
             peers,
             intake,
@@ -153,12 +145,30 @@ struct Attempt {
     outcome: Result<Vec<RecipientOutcome>, String>,
 }
 
+/// What relaying to remote domains needs, built once at start.
+struct Relay {
+    mx: MxResolver,
+    mx_port: u16,
+    /// Opportunistic STARTTLS towards MX hosts.
+    tls: Arc<rustls::ClientConfig>,
+    /// Connect times to MX hosts, which order those of equal preference.
+    latencies: Latencies,
+}
+
+impl Relay {
+    fn start(config: &RelayConfig) -> std::io::Result<Relay> {
+        Ok(Relay {
+            mx: MxResolver::new(config.resolver, DNS_TIMEOUT).map_err(std::io::Error::other)?,
+            mx_port: config.mx_port,
+            tls: tls::unverified_client().map_err(std::io::Error::other)?,
+            latencies: Latencies::default(),
+        })
+    }
+}
+
 struct Scheduler {
     /// Set when relaying is on.
-    mx: Option<Arc<MxResolver>>,
-    /// Opportunistic STARTTLS towards MX hosts; set when relaying is on.
-    tls: Option<Arc<rustls::ClientConfig>>,
-    latencies: Arc<Latencies>,
+    relay: Option<Arc<Relay>>,
     store: Store,
     peers: Arc<PeerTable>,
     intake: Sender<Submission>,
@@ -218,7 +228,7 @@ impl Scheduler {
             }
             match self.peers.lookup(&record.domain) {
                 Some(peer) => groups.entry(Destination::Peer(peer.address)).or_default().push((key, record)),
-                None if self.mx.is_some() => {
+                None if self.relay.is_some() => {
                     groups.entry(Destination::Remote(record.domain.clone())).or_default().push((key, record))
                 }
                 None => {
@@ -238,9 +248,7 @@ impl Scheduler {
                 let worker = Worker {
                     store: self.store.clone(),
                     config: self.config.clone(),
-                    mx: self.mx.clone(),
-                    tls: self.tls.clone(),
-                    latencies: self.latencies.clone(),
+                    relay: self.relay.clone(),
                 };
                 let (report, target) = (report.clone(), destination.clone());
                 let spawned = std::thread::Builder::new().name("forward-conn".into()).spawn(move || {
@@ -389,9 +397,7 @@ impl Scheduler {
 struct Worker {
     store: Store,
     config: Arc<ForwardConfig>,
-    mx: Option<Arc<MxResolver>>,
-    tls: Option<Arc<rustls::ClientConfig>>,
-    latencies: Arc<Latencies>,
+    relay: Option<Arc<Relay>>,
 }
 
 impl Worker {
@@ -399,8 +405,8 @@ impl Worker {
     /// connection that breaks is opened again for the next message; if that fails, the
     /// rest of the batch is deferred with the reason.
     fn send_batch(&self, destination: &Destination, batch: Vec<(IVec, QueueRecord)>) -> Vec<Attempt> {
-        let servers = match self.servers(destination) {
-            Ok(servers) => servers,
+        let (servers, relay) = match self.servers(destination) {
+            Ok(route) => route,
             Err(failure) => {
                 let outcome = |record: &QueueRecord| match &failure {
                     RouteError::Permanent(reply) => Ok(vec![RecipientOutcome::Rejected(reply.clone()); record.recipients.len()]),
@@ -417,12 +423,7 @@ impl Worker {
         let mut unreachable: Option<String> = None;
         for (key, record) in batch {
             if connection.is_none() && unreachable.is_none() {
-                // Peers get plain SMTP (CONTRACT §8); MX hosts get STARTTLS when they offer it.
-                let tls = match destination {
-                    Destination::Remote(_) => self.tls.as_ref(),
-                    Destination::Peer(_) => None,
-                };
-                match self.open_first(&servers, tls) {
+                match self.open_first(&servers, relay) {
                     Ok(opened) => connection = Some(opened),
                     Err(error) => unreachable = Some(error),
                 }
@@ -450,40 +451,42 @@ impl Worker {
         attempts
     }
 
-    /// The servers to try, best first.
-    fn servers(&self, destination: &Destination) -> Result<Vec<SocketAddr>, RouteError> {
-        match (destination, &self.mx, &self.config.relay) {
-            (Destination::Peer(server), _, _) => Ok(vec![*server]),
-            (Destination::Remote(domain), Some(mx), Some(relay)) => {
-                let servers = mx.route(domain, relay.mx_port, &self.latencies)?;
+    /// The servers to try, best first, and the relay when they are MX hosts. Peers get
+    /// plain SMTP (CONTRACT §8); MX hosts get STARTTLS when they offer it.
+    fn servers(&self, destination: &Destination) -> Result<(Vec<SocketAddr>, Option<&Relay>), RouteError> {
+        match (destination, self.relay.as_deref()) {
+            (Destination::Peer(server), _) => Ok((vec![*server], None)),
+            (Destination::Remote(domain), Some(relay)) => {
+                let servers = relay.mx.route(domain, relay.mx_port, &relay.latencies)?;
                 log::debug!("forward: MX servers for {domain}: {servers:?}");
-                Ok(servers)
+                Ok((servers, Some(relay)))
             }
-            (Destination::Remote(domain), _, _) => Err(RouteError::Temporary(format!("no route to {domain}: relaying is off"))),
+            (Destination::Remote(domain), None) => Err(RouteError::Temporary(format!("no route to {domain}: relaying is off"))),
         }
     }
 
-    /// Connects to the first server that answers, measuring each try for [`Latencies`].
-    fn open_first(
-        &self,
-        servers: &[SocketAddr],
-        tls: Option<&Arc<rustls::ClientConfig>>,
-    ) -> Result<(SmtpConnection, SocketAddr), String> {
+    /// Connects to the first server that answers; MX hosts' connect times go to the
+    /// relay's [`Latencies`].
+    fn open_first(&self, servers: &[SocketAddr], relay: Option<&Relay>) -> Result<(SmtpConnection, SocketAddr), String> {
         let (helo, timeout) = (&self.config.hostname, self.config.timeout);
         let mut errors = Vec::new();
         for server in servers {
             let started = std::time::Instant::now();
-            let opened = match tls {
-                Some(tls) => SmtpConnection::open_opportunistic(*server, helo, timeout, tls),
+            let opened = match relay {
+                Some(relay) => SmtpConnection::open_opportunistic(*server, helo, timeout, &relay.tls),
                 None => SmtpConnection::open(*server, helo, timeout),
             };
             match opened {
                 Ok(connection) => {
-                    self.latencies.connected(server.ip(), started.elapsed());
+                    if let Some(relay) = relay {
+                        relay.latencies.connected(server.ip(), started.elapsed());
+                    }
                     return Ok((connection, *server));
                 }
                 Err(error) => {
-                    self.latencies.failed(server.ip());
+                    if let Some(relay) = relay {
+                        relay.latencies.failed(server.ip());
+                    }
                     errors.push(format!("connecting to {server}: {error}"));
                 }
             }
