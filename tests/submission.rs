@@ -22,6 +22,21 @@ impl Drop for Reaped {
     }
 }
 
+/// Starts tests/py/SCRIPT (a fake server that exits when its stdin closes) and returns it
+/// with the first line it prints once it is ready.
+fn start_helper(script: &str, args: &[&str]) -> (Reaped, String) {
+    let mut child = Command::new("python3")
+        .arg(repo_root().join("tests/py").join(script))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    (Reaped(child), first)
+}
+
 /// tests/py/dns_server.py serving a zone.
 struct Dns {
     _server: Reaped,
@@ -34,17 +49,9 @@ impl Dns {
         let dir = new_data_dir();
         let zone = dir.path().join("zone.json");
         std::fs::write(&zone, zone_json).unwrap();
-        let mut child = Command::new("python3")
-            .arg(repo_root().join("tests/py/dns_server.py"))
-            .arg(&zone)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3");
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        let (server, first) = start_helper("dns_server.py", &[&zone.display().to_string()]);
         let port = first.trim().strip_prefix("port ").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("dns_server.py said {first:?}"));
-        Dns { _server: Reaped(child), port, _zone: dir }
+        Dns { _server: server, port, _zone: dir }
     }
 }
 
@@ -82,8 +89,7 @@ fn submission_needs_auth_then_delivers_and_the_smtp_port_still_relays_for_nobody
 
 #[test]
 fn with_a_certificate_submission_wants_tls_before_auth() {
-    let cert = |name: &str| repo_root().join("tests/certs").join(name).display().to_string();
-    let (cert_file, key_file) = (cert("cert.pem"), cert("key.pem"));
+    let (cert_file, key_file) = (test_cert("cert.pem"), test_cert("key.pem"));
     let maild = maild_with_users(
         &["u@d.test"],
         &["--domain", "d.test", "--submission", "127.0.0.1:0", "--resolver", NO_DNS, "--tls-cert", &cert_file, "--tls-key", &key_file],
@@ -122,8 +128,7 @@ fn relay_follows_mx_preference_falls_back_and_bounces_what_cannot_go() {
     let second = mx_host("127.0.0.3", "0", &["remote.test", "fallback.test"], &["bob@remote.test", "dora@fallback.test"]);
     let mx_port = second.smtp.port().to_string();
     // The preferred remote.test host has a certificate: the relay must use STARTTLS.
-    let certs = repo_root().join("tests/certs");
-    let (cert, key) = (certs.join("cert.pem").display().to_string(), certs.join("key.pem").display().to_string());
+    let (cert, key) = (test_cert("cert.pem"), test_cert("key.pem"));
     let first = mx_host_with(
         "127.0.0.5",
         &mx_port,
@@ -135,16 +140,7 @@ fn relay_follows_mx_preference_falls_back_and_bounces_what_cannot_go() {
     // connect again and send in plain text.
     let broken_dir = new_data_dir();
     let broken_out = broken_dir.path().join("received");
-    let mut broken = Command::new("python3")
-        .arg(repo_root().join("tests/py/broken_tls_mx.py"))
-        .args(["127.0.0.6", &mx_port, &broken_out.display().to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut ready = String::new();
-    BufReader::new(broken.stdout.take().unwrap()).read_line(&mut ready).unwrap();
-    let _broken = Reaped(broken);
+    let (_broken, ready) = start_helper("broken_tls_mx.py", &["127.0.0.6", &mx_port, &broken_out.display().to_string()]);
     assert_eq!(ready.trim(), "ready");
     let plain = mx_host("127.0.0.4", &mx_port, &["plain.test"], &["carol@plain.test"]);
 

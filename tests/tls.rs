@@ -1,8 +1,6 @@
 //! STARTTLS (SMTP, RFC 3207) and STLS (POP3, RFC 2595) with `--tls-cert`/`--tls-key`,
 //! driven by Python's smtplib/poplib and curl, which check the certificate.
-//!
-//! tests/certs/ holds a self-signed certificate for mx.test, localhost and 127.0.0.1
-//! (valid until 2126) with its key, and an unrelated key.
+//! The certificate is tests/certs/ (see [`common::test_cert`]).
 
 mod common;
 
@@ -11,12 +9,8 @@ use std::process::{Command, Stdio};
 
 use common::*;
 
-fn cert(name: &str) -> String {
-    repo_root().join("tests/certs").join(name).display().to_string()
-}
-
 fn tls_args() -> Vec<String> {
-    vec!["--domain".into(), "d.test".into(), "--tls-cert".into(), cert("cert.pem"), "--tls-key".into(), cert("key.pem")]
+    vec!["--domain".into(), "d.test".into(), "--tls-cert".into(), test_cert("cert.pem"), "--tls-key".into(), test_cert("key.pem")]
 }
 
 fn maild_with_tls() -> Maild {
@@ -28,7 +22,7 @@ fn maild_with_tls() -> Maild {
 #[test]
 fn smtplib_sends_over_starttls_and_poplib_reads_it_over_stls() {
     let mut maild = maild_with_tls();
-    let cafile = cert("cert.pem");
+    let cafile = test_cert("cert.pem");
     let out = python("tls_client.py", &["smtp", &maild.smtp.port().to_string(), &cafile]);
     assert_eq!(out.trim(), "number 1", "{out}");
     let out = python("tls_client.py", &["pop3", &maild.pop3.port().to_string(), &cafile, "u@d.test", "pw-u@d.test"]);
@@ -44,7 +38,7 @@ fn smtplib_sends_over_starttls_and_poplib_reads_it_over_stls() {
 #[test]
 fn commands_pipelined_behind_starttls_are_dropped() {
     let maild = maild_with_tls();
-    let out = python("tls_client.py", &["inject", &maild.smtp.port().to_string(), &cert("cert.pem")]);
+    let out = python("tls_client.py", &["inject", &maild.smtp.port().to_string(), &test_cert("cert.pem")]);
     assert!(out.contains("ok"), "{out}");
 }
 
@@ -63,7 +57,7 @@ fn sigterm_says_goodbye_inside_tls_and_exits_cleanly() {
     let script = repo_root().join("tests/py/tls_client.py");
     let mut idler = Command::new("python3")
         .arg(script)
-        .args(["idle", &maild.smtp.port().to_string(), &cert("cert.pem")])
+        .args(["idle", &maild.smtp.port().to_string(), &test_cert("cert.pem")])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -81,7 +75,7 @@ fn curl_requires_tls_for_smtp_and_pop3() {
     let tmp = new_data_dir();
     let body = tmp.path().join("body.eml");
     std::fs::write(&body, "Subject: curl tls\r\n\r\nvia curl over tls\r\n").unwrap();
-    let cacert = cert("cert.pem");
+    let cacert = test_cert("cert.pem");
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "60", "--ssl-reqd", "--cacert", &cacert])
         .args(["--mail-from", "s@d.test", "--mail-rcpt", "u@d.test", "-T"])
@@ -129,10 +123,10 @@ fn unusable_tls_files_stop_maild_at_start_with_the_reason() {
     let missing = new_data_dir().path().join("nothing.pem").display().to_string();
     let not_pem = repo_root().join("README.md").display().to_string();
     let cases: [(&str, String, String); 4] = [
-        ("--tls-cert", missing.clone(), cert("key.pem")),
-        ("--tls-key", cert("cert.pem"), missing),
-        ("--tls-cert", not_pem, cert("key.pem")),
-        ("does not fit", cert("cert.pem"), cert("other-key.pem")),
+        ("--tls-cert", missing.clone(), test_cert("key.pem")),
+        ("--tls-key", test_cert("cert.pem"), missing),
+        ("--tls-cert", not_pem, test_cert("key.pem")),
+        ("does not fit", test_cert("cert.pem"), test_cert("other-key.pem")),
     ];
     for (reason, cert_file, key_file) in cases {
         let data = new_data_dir();

@@ -343,6 +343,13 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// A file of tests/certs/: a self-signed certificate for mx.test, localhost and
+/// 127.0.0.1 (`cert.pem`, valid until 2126), its key (`key.pem`), an unrelated key
+/// (`other-key.pem`).
+pub fn test_cert(name: &str) -> String {
+    repo_root().join("tests/certs").join(name).display().to_string()
+}
+
 /// Runs a Python script from tests/py with arguments; asserts it succeeds.
 pub fn python(script: &str, args: &[&str]) -> String {
     let path = repo_root().join("tests/py").join(script);
