@@ -119,6 +119,7 @@ fn lan_or_skip(count: usize, test: &str) -> Option<Lan> {
 struct Server {
     child: Option<Child>,
     log: Arc<Mutex<String>>,
+    log_reader: Option<std::thread::JoinHandle<()>>,
     data: tempfile::TempDir,
     name: String,
 }
@@ -145,8 +146,8 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn ip netns exec maild");
-        let log = common::capture_stderr(&mut child);
-        let mut server = Server { child: Some(child), log, data, name: domain };
+        let (log, log_reader) = common::capture_stderr(&mut child);
+        let mut server = Server { child: Some(child), log, log_reader: Some(log_reader), data, name: domain };
         let started = Instant::now();
         while !server.log().contains("maild ready: smtp=") {
             if let Ok(Some(status)) = server.child.as_mut().unwrap().try_wait() {
@@ -171,6 +172,9 @@ impl Server {
         let started = Instant::now();
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
+                if let Some(reader) = self.log_reader.take() {
+                    common::wait_for_eof(reader);
+                }
                 break status;
             }
             assert!(started.elapsed() < PATIENCE, "{} did not exit:\n{}", self.name, self.log());

@@ -10,6 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub const MAILD: &str = env!("CARGO_BIN_EXE_maild");
@@ -29,6 +30,8 @@ pub struct Maild {
     pub smtp: SocketAddr,
     pub pop3: SocketAddr,
     pub log: Arc<Mutex<String>>,
+    /// Reads stderr into `log`; ends at EOF, once the process has exited.
+    log_reader: Option<JoinHandle<()>>,
     pub args: Vec<String>,
 }
 
@@ -77,6 +80,10 @@ impl Maild {
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 self.child = None;
+                // The last lines (a failpoint's, a panic's) may still be in the pipe.
+                if let Some(reader) = self.log_reader.take() {
+                    wait_for_eof(reader);
+                }
                 return status;
             }
             assert!(started.elapsed() < PATIENCE, "maild did not exit:\n{}", self.log());
@@ -126,10 +133,12 @@ impl Drop for Maild {
 }
 
 /// Collects a child's stderr (piped) into a shared string, line by line, as it runs.
-pub fn capture_stderr(child: &mut Child) -> Arc<Mutex<String>> {
+/// The thread ends at EOF: pass it to [`wait_for_eof`] after the child exits, so the log
+/// holds everything the child wrote.
+pub fn capture_stderr(child: &mut Child) -> (Arc<Mutex<String>>, JoinHandle<()>) {
     let log = Arc::new(Mutex::new(String::new()));
     let (stderr, sink) = (child.stderr.take().expect("stderr must be piped"), log.clone());
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             let mut log = sink.lock().unwrap();
@@ -137,7 +146,19 @@ pub fn capture_stderr(child: &mut Child) -> Arc<Mutex<String>> {
             log.push('\n');
         }
     });
-    log
+    (log, reader)
+}
+
+/// Waits (bounded) for a [`capture_stderr`] thread to reach EOF. A process that has exited
+/// closed its end of the pipe, so this is quick unless something it spawned still holds it.
+pub fn wait_for_eof(reader: JoinHandle<()>) {
+    let started = Instant::now();
+    while !reader.is_finished() && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if reader.is_finished() {
+        let _ = reader.join();
+    }
 }
 
 /// Finds `smtp=IP:PORT pop3=IP:PORT` in the log.
@@ -388,19 +409,20 @@ impl Maild {
             command.env(key, value);
         }
         let mut child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn maild");
-        let log = capture_stderr(&mut child);
+        let (log, log_reader) = capture_stderr(&mut child);
         let started = Instant::now();
         let (smtp, pop3) = loop {
             if let Some(found) = readiness(&log.lock().unwrap()) {
                 break found;
             }
             if let Ok(Some(status)) = child.try_wait() {
+                wait_for_eof(log_reader);
                 panic!("maild exited with {status} before it was ready:\n{}", log.lock().unwrap());
             }
             assert!(started.elapsed() < PATIENCE, "maild not ready:\n{}", log.lock().unwrap());
             std::thread::sleep(Duration::from_millis(20));
         };
-        Maild { child: Some(child), data: data.to_path_buf(), _tmp: None, smtp, pop3, log, args: all }
+        Maild { child: Some(child), data: data.to_path_buf(), _tmp: None, smtp, pop3, log, log_reader: Some(log_reader), args: all }
     }
 }
 
