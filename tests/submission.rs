@@ -103,6 +103,49 @@ fn with_a_certificate_submission_wants_tls_before_auth() {
     client.expect("MAIL FROM:<u@d.test>", "530 5.7.0");
 }
 
+#[test]
+fn mailtool_send_logs_in_over_checked_tls() {
+    let (cert_file, key_file) = (test_cert("cert.pem"), test_cert("key.pem"));
+    let maild = maild_with_users(
+        &["u@d.test", "v@d.test"],
+        &["--domain", "d.test", "--submission", "127.0.0.1:0", "--resolver", NO_DNS, "--tls-cert", &cert_file, "--tls-key", &key_file],
+    );
+    let submission = maild.submission().to_string();
+    let secrets = new_data_dir();
+    let (right, wrong) = (secrets.path().join("right"), secrets.path().join("wrong"));
+    std::fs::write(&right, "pw-u@d.test\n").unwrap();
+    std::fs::write(&wrong, "not-the-password\n").unwrap();
+    let (right, wrong, ca) = (right.display().to_string(), wrong.display().to_string(), test_cert("ca.pem"));
+    let send = |extra: &[&str]| {
+        let mut args = vec!["send", "--smtp", &submission, "--from", "u@d.test", "--to", "v@d.test", "--subject", "via submission"];
+        args.extend_from_slice(extra);
+        mailtool(&maild.data, &args, Some(b"sent by mailtool\n"))
+    };
+
+    let out = send(&["--starttls", "--tls-ca", &ca, "--user", "u@d.test", "--password-file", &right]);
+    assert!(out.status.success(), "{}{}", out.stdout_text(), out.stderr);
+    assert!(out.stdout_text().contains("delivered message 1"), "{}", out.stdout_text());
+    let entries = mailbox(&maild, "v@d.test");
+    assert_eq!(entries.len(), 1);
+    let text = String::from_utf8_lossy(&entries[0]);
+    assert!(text.contains("with ESMTPSA id 1") && text.contains("sent by mailtool"), "{text}");
+
+    // Each refusal is an error that says why, and the password never appears in it.
+    let cases: [(&[&str], &str); 4] = [
+        (&["--user", "u@d.test", "--password-file", &right], "--starttls"),
+        (&["--starttls", "--tls-ca", &ca, "--user", "u@d.test", "--password-file", &wrong], "535"),
+        (&["--starttls", "--tls-ca", &test_cert("other-ca.pem"), "--user", "u@d.test", "--password-file", &right], "STARTTLS"),
+        (&["--starttls", "--tls-ca", &ca], "530"),
+    ];
+    for (extra, why) in cases {
+        let out = send(extra);
+        assert!(!out.status.success(), "{extra:?} should fail: {}", out.stdout_text());
+        assert!(out.stderr.contains(why), "{extra:?}: {}", out.stderr);
+        assert!(!out.stderr.contains("pw-u@d.test") && !out.stderr.contains("AHVAZC50ZXN0"), "{}", out.stderr);
+    }
+    assert_eq!(mailbox(&maild, "v@d.test").len(), 1, "only the first send delivered");
+}
+
 /// A maild for `domains` on `ip`:`port` with these users.
 fn mx_host(ip: &str, port: &str, domains: &[&str], users: &[&str]) -> Maild {
     mx_host_with(ip, port, domains, users, &[])

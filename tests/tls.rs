@@ -22,7 +22,7 @@ fn maild_with_tls() -> Maild {
 #[test]
 fn smtplib_sends_over_starttls_and_poplib_reads_it_over_stls() {
     let mut maild = maild_with_tls();
-    let cafile = test_cert("cert.pem");
+    let cafile = test_cert("ca.pem");
     let out = python("tls_client.py", &["smtp", &maild.smtp.port().to_string(), &cafile]);
     assert_eq!(out.trim(), "number 1", "{out}");
     let out = python("tls_client.py", &["pop3", &maild.pop3.port().to_string(), &cafile, "u@d.test", "pw-u@d.test"]);
@@ -38,7 +38,7 @@ fn smtplib_sends_over_starttls_and_poplib_reads_it_over_stls() {
 #[test]
 fn commands_pipelined_behind_starttls_are_dropped() {
     let maild = maild_with_tls();
-    let out = python("tls_client.py", &["inject", &maild.smtp.port().to_string(), &test_cert("cert.pem")]);
+    let out = python("tls_client.py", &["inject", &maild.smtp.port().to_string(), &test_cert("ca.pem")]);
     assert!(out.contains("ok"), "{out}");
 }
 
@@ -57,7 +57,7 @@ fn sigterm_says_goodbye_inside_tls_and_exits_cleanly() {
     let script = repo_root().join("tests/py/tls_client.py");
     let mut idler = Command::new("python3")
         .arg(script)
-        .args(["idle", &maild.smtp.port().to_string(), &test_cert("cert.pem")])
+        .args(["idle", &maild.smtp.port().to_string(), &test_cert("ca.pem")])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -75,7 +75,7 @@ fn curl_requires_tls_for_smtp_and_pop3() {
     let tmp = new_data_dir();
     let body = tmp.path().join("body.eml");
     std::fs::write(&body, "Subject: curl tls\r\n\r\nvia curl over tls\r\n").unwrap();
-    let cacert = test_cert("cert.pem");
+    let cacert = test_cert("ca.pem");
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "60", "--ssl-reqd", "--cacert", &cacert])
         .args(["--mail-from", "s@d.test", "--mail-rcpt", "u@d.test", "-T"])

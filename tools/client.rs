@@ -123,6 +123,11 @@ impl SmtpClient {
         }
     }
 
+    /// True once STARTTLS succeeded.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.reader.get_ref(), Transport::Tls(_))
+    }
+
     /// Closes both directions at once (used after a desynchronised dialogue).
     pub fn abort(&mut self) {
         let _ = self.reader.get_ref().tcp().shutdown(Shutdown::Both);

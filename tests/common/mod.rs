@@ -364,9 +364,11 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// A file of tests/certs/: a self-signed certificate for mx.test, localhost and
-/// 127.0.0.1 (`cert.pem`, valid until 2126), its key (`key.pem`), an unrelated key
-/// (`other-key.pem`).
+/// A file of tests/certs/: a test CA (`ca.pem`; its key was thrown away), the server
+/// certificate it signed for mx.test, localhost and 127.0.0.1 (`cert.pem`, valid until
+/// 2126), that certificate's key (`key.pem`), an unrelated key (`other-key.pem`) and an
+/// unrelated CA (`other-ca.pem`).
+/// Clients check the server against `ca.pem`.
 pub fn test_cert(name: &str) -> String {
     repo_root().join("tests/certs").join(name).display().to_string()
 }
