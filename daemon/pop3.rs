@@ -68,7 +68,7 @@ impl Pop3Service {
     }
 
     pub fn serve(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, shutdown: &ShutdownSignal) {
-        let session = Pop3Session::new(self.config.clone());
+        let session = Pop3Session::new(self.config.clone(), peer.ip().to_canonical().is_loopback());
         let greeting = session.greeting();
         let handler = Pop3Handler { service: self.clone(), client: peer.ip(), maildrop: None };
         if let Err(error) = conn::drive(stream, &greeting, session, handler, self.timeout, shutdown) {

@@ -181,3 +181,62 @@ fn bench_starttls_against_a_server_without_tls_fails_with_the_reason() {
     assert!(!out.status.success());
     assert!(stderr.contains("STARTTLS") && stderr.contains("502"), "{stderr}");
 }
+
+/// A network namespace whose only address besides 127.0.0.1 is 10.77.1.1. A client inside that connects to 10.77.1.1 is, to maild, a client on another
+/// host (its address is not loopback), and no packet leaves the namespace. Deleted on drop.
+struct OtherHost(String);
+
+impl OtherHost {
+    const ADDRESS: &'static str = "10.77.1.1";
+
+    /// None (the test skips, loudly) without root or `ip`.
+    fn new(test: &str) -> Option<OtherHost> {
+        let name = format!("mtls{}-{}", std::process::id(), test.len());
+        let ip = |args: &[&str]| Command::new("ip").args(args).status().is_ok_and(|s| s.success());
+        if !ip(&["netns", "add", &name]) {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: needs root and `ip netns`");
+            return None;
+        }
+        let host = OtherHost(name);
+        let n = host.0.as_str();
+        for args in [
+            &["-n", n, "link", "set", "lo", "up"][..],
+            &["-n", n, "addr", "add", &format!("{}/32", OtherHost::ADDRESS), "dev", "lo"],
+        ] {
+            assert!(ip(args), "ip {}", args.join(" "));
+        }
+        Some(host)
+    }
+}
+
+impl Drop for OtherHost {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn with_tls_on_a_client_on_another_host_must_use_stls_before_its_password() {
+    let Some(host) = OtherHost::new("with_tls_on_a_client_on_another_host_must_use_stls_before_its_password") else { return };
+    let data = new_data_dir();
+    add_users(data.path(), &["u@d.test"]);
+    let listen = format!("{}:0", OtherHost::ADDRESS);
+    let mut args = tls_args();
+    args.extend(["--smtp".into(), listen.clone(), "--pop3".into(), listen]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut maild = Maild::start_in_netns(&host.0, data.path(), &args);
+    let script = repo_root().join("tests/py/tls_client.py");
+    let port = maild.pop3.port().to_string();
+    #[rustfmt::skip]
+    let out = Command::new("ip")
+        .args(["netns", "exec", &host.0, "python3"]).arg(&script)
+        .args(["pop3-remote", OtherHost::ADDRESS, &port, &test_cert("ca.pem"), "u@d.test", "pw-u@d.test"])
+        .output()
+        .expect("ip netns exec python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}\n{}", String::from_utf8_lossy(&out.stderr), maild.log());
+    assert_eq!(stdout.trim(), "stat 0");
+    maild.stop();
+    drop(host);
+}

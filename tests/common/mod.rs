@@ -394,6 +394,19 @@ impl Maild {
     /// (e.g. `MAILD_FAILPOINTS`). A maild that dies before it is ready is a test failure,
     /// as with `start_on`.
     pub fn start_on_with_env(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Maild {
+        Maild::launch(Command::new(MAILD), data, args, env)
+    }
+
+    /// Like [`Maild::start_on`], inside network namespace `ns` (`ip netns exec` execs
+    /// maild, so the child's pid is maild's and signals reach it).
+    pub fn start_in_netns(ns: &str, data: &Path, args: &[&str]) -> Maild {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", ns, MAILD]);
+        Maild::launch(command, data, args, &[])
+    }
+
+    /// Runs `command` (maild, or a wrapper that execs it) with `--data` and test defaults.
+    fn launch(mut command: Command, data: &Path, args: &[&str], env: &[(&str, &str)]) -> Maild {
         let mut all: Vec<String> = vec!["--data".into(), data.display().to_string()];
         if !args.contains(&"--hostname") {
             all.extend(["--hostname".into(), "mx.test".into()]);
@@ -405,7 +418,6 @@ impl Maild {
             all.extend(["--pop3".into(), "127.0.0.1:0".into()]);
         }
         all.extend(args.iter().map(|s| s.to_string()));
-        let mut command = Command::new(MAILD);
         command.args(&all).env("RUST_LOG", "info");
         for (key, value) in env {
             command.env(key, value);

@@ -6,6 +6,9 @@ usage: tls_client.py smtp PORT CAFILE        send one message over STARTTLS; pri
        tls_client.py idle PORT CAFILE        idle inside TLS; prints "ready", then maild's next reply
        tls_client.py pop3 PORT CAFILE USER PASSWORD
                                              STLS, log in, print message 1 as "retr HEX"
+       tls_client.py pop3-remote HOST PORT CAFILE USER PASSWORD
+                                             from another host: no password before STLS;
+                                             prints "stat N"
 
 The certificate is checked against CAFILE, as a real client would (for 127.0.0.1, or mx.test
 where a raw socket is wrapped).
@@ -124,6 +127,28 @@ def pop3(port, cafile, user, password):
     client.quit()
 
 
+def pop3_remote(host, port, cafile, user, password):
+    client = poplib.POP3(host, port, timeout=60)
+    capabilities = client.capa()
+    assert "STLS" in capabilities, capabilities
+    assert "USER" not in capabilities and "SASL" not in capabilities, capabilities
+    for attempt in (lambda: client.user(user), lambda: client.pass_(password)):
+        try:
+            attempt()
+            raise SystemExit("a password command was taken before STLS")
+        except poplib.error_proto as error:
+            assert str(error).startswith("b'-ERR [AUTH]"), error
+    # The certificate names mx.test, not the namespace's address: check it against that.
+    client.host = "mx.test"
+    client.stls(context=context(cafile))
+    capabilities = client.capa()
+    assert "USER" in capabilities and "SASL" in capabilities, capabilities
+    client.user(user)
+    client.pass_(password)
+    print("stat", client.stat()[0])
+    client.quit()
+
+
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
     if command == "smtp":
@@ -134,6 +159,8 @@ if __name__ == "__main__":
         idle(int(args[0]), args[1])
     elif command == "garbage":
         garbage(int(args[0]))
+    elif command == "pop3-remote":
+        pop3_remote(args[0], int(args[1]), args[2], args[3], args[4])
     elif command == "pop3":
         pop3(int(args[0]), args[1], args[2], args[3])
     else:

@@ -239,12 +239,15 @@ pub struct Pop3Session {
     overflowed: bool,
     /// True after STLS: no second STLS (RFC 2595 §4).
     tls_active: bool,
+    /// The client is on this host, where no one can listen in on the connection.
+    local_client: bool,
     /// Set when a command got `+OK` or `+ `; restarts the daemon's idle timer.
     activity: bool,
 }
 
 impl Pop3Session {
-    pub fn new(config: Arc<Pop3Config>) -> Pop3Session {
+    /// `local_client`: the client connected from this host (loopback).
+    pub fn new(config: Arc<Pop3Config>, local_client: bool) -> Pop3Session {
         Pop3Session {
             config,
             state: State::Authorization { user: None },
@@ -252,8 +255,17 @@ impl Pop3Session {
             pending: Vec::new(),
             overflowed: false,
             tls_active: false,
+            local_client,
             activity: false,
         }
+    }
+
+    /// Whether a password may be sent now. With a certificate to offer, a client on
+    /// another host must use STLS first, so its password never crosses the network in the
+    /// clear (RFC 2595 §2.2; Dovecot's `disable_plaintext_auth`, which also trusts
+    /// connections from the same host).
+    fn plaintext_login_allowed(&self) -> bool {
+        !self.config.tls_available || self.tls_active || self.local_client
     }
 
     pub fn greeting(&self) -> Vec<u8> {
@@ -427,7 +439,7 @@ impl Pop3Session {
             (state, Input::Command(Command::Capa)) => {
                 let stls =
                     self.config.tls_available && !self.tls_active && matches!(state, State::Authorization { .. });
-                self.reply(Reply::capabilities(stls), actions);
+                self.reply(Reply::capabilities(stls, self.plaintext_login_allowed()), actions);
                 state
             }
             (state, Input::Command(Command::Syntax(usage))) => {
@@ -444,6 +456,13 @@ impl Pop3Session {
                 self.reply(Reply::bye(), actions);
                 actions.push(Pop3Action::Close);
                 State::Closed
+            }
+            (
+                state @ State::Authorization { .. },
+                Input::Command(Command::User(_) | Command::Pass(_) | Command::AuthPlain(_)),
+            ) if !self.plaintext_login_allowed() => {
+                self.reply(Reply::plaintext_disallowed(), actions);
+                state
             }
             (State::Authorization { .. }, Input::Command(Command::User(name))) => {
                 // A second USER replaces the first, as in Dovecot; RFC 1939 §7 only
@@ -584,7 +603,7 @@ impl Pop3Session {
             | Command::AuthOther
             | Command::Stls => Reply::wrong_state(),
             // Answered in `execute` for every state; listed so the match stays exhaustive.
-            Command::Capa => Reply::capabilities(false),
+            Command::Capa => Reply::capabilities(false, true),
             Command::Syntax(usage) => Reply::syntax(usage),
             Command::Unknown => Reply::unknown_command(),
         };

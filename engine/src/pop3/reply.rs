@@ -66,11 +66,13 @@ impl Reply {
         Reply::positive(format_args!("{hostname} POP3 maild ready"))
     }
 
-    /// RFC 2449 §5. `stls` is true while STLS can be used (RFC 2595 §4).
-    pub fn capabilities(stls: bool) -> Reply {
+    /// RFC 2449 §5. `stls` is true while STLS can be used (RFC 2595 §4); `login` while a
+    /// password may be sent, so USER and SASL PLAIN are listed only then.
+    pub fn capabilities(stls: bool, login: bool) -> Reply {
         let mut lines: Vec<String> =
             ["TOP", "UIDL", "USER", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", "SASL PLAIN", "IMPLEMENTATION maild"]
                 .iter()
+                .filter(|&&capability| login || !matches!(capability, "USER" | "SASL PLAIN"))
                 .map(|s| s.to_string())
                 .collect();
         if stls {
@@ -83,6 +85,11 @@ impl Reply {
     /// refuse an unknown mailbox, which would let anyone list the mailboxes.
     pub fn user_accepted() -> Reply {
         Reply::positive("send PASS")
+    }
+
+    /// RFC 3206 §4 [AUTH]: the client must start TLS before it may send a password.
+    pub fn plaintext_disallowed() -> Reply {
+        Reply::negative("[AUTH] plaintext authentication disallowed on non-secure connections; use STLS first")
     }
 
     pub fn need_user() -> Reply {
@@ -262,9 +269,14 @@ mod tests {
             (Reply::logged_in("a@d", 1, 5), "+OK a@d's maildrop has 1 messages (5 octets)\r\n"),
             (Reply::locked(), "-ERR [IN-USE] maildrop locked\r\n"),
             (
-                Reply::capabilities(false),
+                Reply::capabilities(false, true),
                 "+OK Capability list follows\r\nTOP\r\nUIDL\r\nUSER\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n\
                  PIPELINING\r\nSASL PLAIN\r\nIMPLEMENTATION maild\r\n.\r\n",
+            ),
+            (
+                Reply::capabilities(true, false),
+                "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n\
+                 PIPELINING\r\nIMPLEMENTATION maild\r\nSTLS\r\n.\r\n",
             ),
         ];
         for (reply, wire) in table {
@@ -276,7 +288,7 @@ mod tests {
     fn only_ok_and_continuation_are_positive() {
         assert!(Reply::ok().is_positive());
         assert!(Reply::continuation().is_positive());
-        assert!(Reply::capabilities(true).is_positive());
+        assert!(Reply::capabilities(true, true).is_positive());
         assert!(!Reply::no_such_message().is_positive());
         assert!(!Reply::bad_credentials().is_positive());
     }

@@ -43,9 +43,14 @@ struct Harness {
 }
 
 impl Harness {
+    /// A client on another host (not loopback).
     fn new(tls_available: bool) -> Harness {
+        Harness::with_client(tls_available, false)
+    }
+
+    fn with_client(tls_available: bool, local_client: bool) -> Harness {
         let config = Arc::new(Pop3Config { hostname: "pop.d.test".into(), tls_available });
-        let session = Pop3Session::new(config);
+        let session = Pop3Session::new(config, local_client);
         let output = session.greeting();
         Harness {
             session,
@@ -618,16 +623,14 @@ fn stls_is_advertised_and_accepted_only_when_tls_is_available() {
              S: +OK Capability list follows
              S: TOP
              S: UIDL
-             S: USER
              S: RESP-CODES
              S: AUTH-RESP-CODE
              S: PIPELINING
-             S: SASL PLAIN
              S: IMPLEMENTATION maild
              S: STLS
              S: .
              C> USER alice@d.test\\r\\nSTLS\\r\\nPASS {PASSWORD}\\r\\n
-             S: +OK send PASS
+             S: -ERR [AUTH] plaintext authentication disallowed on non-secure connections; use STLS first
              S: +OK begin TLS negotiation
              C: STLS
              S: -ERR already using TLS
@@ -648,6 +651,45 @@ fn stls_is_advertised_and_accepted_only_when_tls_is_available() {
     );
     assert!(h.tls_started);
     assert!(h.logins.is_empty(), "the PASS sent before the handshake must be dropped, and USER forgotten");
+}
+
+#[test]
+fn with_tls_available_a_remote_client_sends_no_password_before_stls() {
+    let refused = "S: -ERR [AUTH] plaintext authentication disallowed on non-secure connections; use STLS first";
+    let h = run_with(
+        Harness::new(true),
+        &format!(
+            "S: +OK
+             C: USER alice@d.test
+             {refused}
+             C: PASS {PASSWORD}
+             {refused}
+             C: AUTH PLAIN
+             {refused}
+             C: AUTH PLAIN AGFsaWNlQGQudGVzdABzZWNyZXQ=
+             {refused}
+             C: STLS
+             S: +OK begin TLS negotiation
+             C: USER alice@d.test
+             S: +OK send PASS
+             C: PASS {PASSWORD}
+             S: +OK"
+        ),
+    );
+    assert_eq!(h.logins.len(), 1, "only the login inside TLS reaches the password check");
+
+    // A client on this host (loopback) may log in without TLS, as in Dovecot.
+    let h = run_with(
+        Harness::with_client(true, true),
+        &format!(
+            "S: +OK
+             C: USER alice@d.test
+             S: +OK send PASS
+             C: PASS {PASSWORD}
+             S: +OK"
+        ),
+    );
+    assert_eq!(h.logins.len(), 1);
 }
 
 #[test]
