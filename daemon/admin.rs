@@ -85,11 +85,18 @@ impl AdminSocket {
     }
 }
 
+/// How long a command waits for the deliver stage to catch up before it reads anyway.
+const SETTLE: Duration = Duration::from_secs(10);
+
 fn serve(stream: UnixStream, context: &AdminContext) -> Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let Frame::Request(bytes) = read_frame(&mut reader)? else { bail!("expected a request frame") };
     let request: Request = decode_request(&bytes)?;
     log::info!("admin: {}", describe(&request));
+    // Mail acknowledged before the command is in the mailboxes it reads.
+    if let Ok(head) = context.store.head() {
+        let _ = context.store.wait_delivered(head, SETTLE);
+    }
     let mut output = FrameOutput::new(BufWriter::new(stream));
     let result = execute(context, request, &mut output);
     let last = match result {

@@ -89,6 +89,9 @@ impl Pop3Service {
     }
 }
 
+/// How long a login waits for the deliver stage to catch up before it opens the maildrop.
+const SETTLE: Duration = Duration::from_secs(5);
+
 struct Pop3Handler {
     service: Arc<Pop3Service>,
     client: IpAddr,
@@ -98,13 +101,17 @@ struct Pop3Handler {
 
 impl Drop for Pop3Handler {
     fn drop(&mut self) {
-        if let Some(user) = self.maildrop.take() {
-            self.service.locks.lock().unwrap_or_else(|e| e.into_inner()).remove(&user);
-        }
+        self.release_maildrop();
     }
 }
 
 impl Pop3Handler {
+    fn release_maildrop(&mut self) {
+        if let Some(user) = self.maildrop.take() {
+            self.service.locks.lock().unwrap_or_else(|e| e.into_inner()).remove(&user);
+        }
+    }
+
     fn login(&mut self, user: &str, password: &str) -> Result<Vec<MaildropEntry>, LoginError> {
         let service = &self.service;
         let Some(key) = service.logins.check(self.client, user, password) else {
@@ -114,6 +121,11 @@ impl Pop3Handler {
             return Err(LoginError::Locked);
         }
         self.maildrop = Some(key.clone());
+        // Mail acknowledged before this login is in the maildrop it opens, although
+        // delivery runs after the 250 (RFC 1939 §8: the maildrop is fixed at login).
+        if let Ok(head) = service.store.head() {
+            let _ = service.store.wait_delivered(head, SETTLE);
+        }
         service.load_maildrop(&key).map_err(|error| {
             log::error!("loading the maildrop of {key}: {error}");
             LoginError::Unavailable
@@ -143,7 +155,12 @@ impl Handler<Pop3Session> for Pop3Handler {
     fn perform(&mut self, session: &mut Pop3Session, action: Pop3Action, conn: &mut Conn, next: &mut Vec<Pop3Action>) -> io::Result<()> {
         match action {
             Pop3Action::Send(bytes) => conn.queue(&bytes),
-            Pop3Action::Close => conn.request_close(),
+            Pop3Action::Close => {
+                // Unlock before the last reply leaves: a client that read +OK to QUIT can
+                // log in again at once (RFC 1939 §6 releases the lock in UPDATE).
+                self.release_maildrop();
+                conn.request_close()
+            }
             Pop3Action::Login { user, password } => {
                 conn.flush()?;
                 let outcome = self.login(&user, &password);

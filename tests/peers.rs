@@ -6,13 +6,20 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
 
-/// A port nobody listens on now, for a server that starts later.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// An address nobody listens on now, for a server that starts later. Each call gets a
+/// loopback address of its own (127.0.0.100 and up), where nothing else binds: so no
+/// other server of this test binary, which binds 127.0.0.1 and runs alongside, can take
+/// the port meanwhile.
+fn free_address() -> String {
+    static NEXT: AtomicU8 = AtomicU8::new(100);
+    let host = format!("127.0.0.{}", NEXT.fetch_add(1, Ordering::SeqCst));
+    let port = TcpListener::bind(format!("{host}:0")).unwrap().local_addr().unwrap().port();
+    format!("{host}:{port}")
 }
 
 fn peer_arg(domain: &str, maild: &Maild) -> String {
@@ -89,8 +96,7 @@ fn mail_for_a_peer_is_forwarded_and_read_there_over_pop3() {
 
 #[test]
 fn a_peer_that_is_down_gets_every_message_once_when_it_comes_back() {
-    let port = free_port();
-    let b_address = format!("127.0.0.1:{port}");
+    let b_address = free_address();
     let a = maild_with_users(
         &["alice@a.test"],
         &["--domain", "a.test", "--peer", &format!("b.test={b_address}"), "--retry-min", "1s", "--retry-max", "2s"],
@@ -122,8 +128,7 @@ fn a_peer_that_is_down_gets_every_message_once_when_it_comes_back() {
 
 #[test]
 fn a_restart_of_the_sender_while_entries_wait_loses_nothing() {
-    let port = free_port();
-    let b_address = format!("127.0.0.1:{port}");
+    let b_address = free_address();
     let mut a = maild_with_users(&["alice@a.test"], &["--domain", "a.test", "--peer", &format!("b.test={b_address}"), "--retry-min", "1s"]);
     for i in 1..=3 {
         send(&a, "alice@a.test", &["bob@b.test"], format!("Subject: r{i}\r\n\r\nrestart {i}\r\n").as_bytes());
@@ -143,8 +148,7 @@ fn a_restart_of_the_sender_while_entries_wait_loses_nothing() {
 
 #[test]
 fn queue_flush_retries_at_once() {
-    let port = free_port();
-    let b_address = format!("127.0.0.1:{port}");
+    let b_address = free_address();
     let a = maild_with_users(&["alice@a.test"], &["--domain", "a.test", "--peer", &format!("b.test={b_address}"), "--retry-min", "1h"]);
     send(&a, "alice@a.test", &["bob@b.test"], b"Subject: flush\r\n\r\nflush me\r\n");
     eventually("a failed first attempt", || mailtool(&a.data, &["queue"], None).stdout_text().contains("attempts=1"));
@@ -176,11 +180,11 @@ fn a_rejection_from_the_peer_bounces_a_dsn_to_the_sender() {
 #[test]
 fn a_mail_loop_between_two_peers_ends_with_554_and_a_bounce() {
     // A and B each believe the other owns loop.test.
-    let a_port = free_port();
-    let b = maild_with_users(&[], &["--domain", "b.test", "--peer", &format!("loop.test=127.0.0.1:{a_port}"), "--peer", &format!("a.test=127.0.0.1:{a_port}")]);
+    let a_address = free_address();
+    let b = maild_with_users(&[], &["--domain", "b.test", "--peer", &format!("loop.test={a_address}"), "--peer", &format!("a.test={a_address}")]);
     let tmp = new_data_dir();
     add_users(tmp.path(), &["alice@a.test"]);
-    let a = Maild::start_on(tmp.path(), &["--domain", "a.test", "--smtp", &format!("127.0.0.1:{a_port}"), "--peer", &peer_arg("loop.test", &b)]);
+    let a = Maild::start_on(tmp.path(), &["--domain", "a.test", "--smtp", &a_address, "--peer", &peer_arg("loop.test", &b)]);
     send(&a, "alice@a.test", &["u@loop.test"], b"Subject: around\r\n\r\nround and round\r\n");
     let dsn = wait_for_mail(&a, "alice@a.test", 1).remove(0);
     let text = String::from_utf8_lossy(&dsn).into_owned();
@@ -195,17 +199,17 @@ fn a_mail_loop_between_two_peers_ends_with_554_and_a_bounce() {
 fn three_servers_500_messages_no_loss_no_duplicate() {
     let domains = ["n1.test", "n2.test", "n3.test"];
     let users: Vec<String> = domains.iter().flat_map(|d| (1..=3).map(move |i| format!("u{i}@{d}"))).collect();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let addresses: Vec<String> = (0..3).map(|_| free_address()).collect();
     let servers: Vec<Maild> = (0..3)
         .map(|i| {
             let tmp = new_data_dir();
             let own: Vec<&str> = users.iter().filter(|u| u.ends_with(domains[i])).map(String::as_str).collect();
             add_users(tmp.path(), &own);
-            let smtp = format!("127.0.0.1:{}", ports[i]);
+            let smtp = addresses[i].clone();
             let mut args = vec!["--domain".to_string(), domains[i].to_string(), "--smtp".into(), smtp, "--retry-min".into(), "1s".into()];
             for j in (0..3).filter(|&j| j != i) {
                 args.push("--peer".into());
-                args.push(format!("{}=127.0.0.1:{}", domains[j], ports[j]));
+                args.push(format!("{}={}", domains[j], addresses[j]));
             }
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let mut maild = Maild::start_on(tmp.path(), &args);
@@ -269,10 +273,10 @@ fn maild_keep_dir(maild: &mut Maild, dir: tempfile::TempDir) {
 
 #[test]
 fn a_message_that_outlives_the_queue_lifetime_bounces_with_4_4_7() {
-    let port = free_port();
+    let b_address = free_address();
     let a = maild_with_users(
         &["alice@a.test"],
-        &["--domain", "a.test", "--peer", &format!("b.test=127.0.0.1:{port}"), "--retry-min", "1s", "--retry-max", "1s", "--queue-lifetime", "3s"],
+        &["--domain", "a.test", "--peer", &format!("b.test={b_address}"), "--retry-min", "1s", "--retry-max", "1s", "--queue-lifetime", "3s"],
     );
     send(&a, "alice@a.test", &["bob@b.test"], b"Subject: never arrives\r\n\r\nnobody listens\r\n");
     let dsn = wait_for_mail(&a, "alice@a.test", 1).remove(0);

@@ -4,7 +4,8 @@
 //! so the stage writes it as mboxrd (see [`crate::mbox`]): to a temporary file, fsync,
 //! rename into place, fsync the directory. A range file that exists is never rewritten.
 //! The stage remembers the last range written (`backed_up_through`) and at start-up
-//! catches up on any range a crash left unwritten. It never delays a `250`: it hears of
+//! catches up on any range a crash left unwritten, and writes again any file below the
+//! mark that has gone missing. It never delays a `250`: it hears of
 //! new messages through a coalescing signal, not a queue that could push back.
 //!
 //! After a range file is durable, records in it that no mailbox holds any more are
@@ -65,6 +66,7 @@ const RETRY: Duration = Duration::from_secs(1);
 
 pub fn run(waiter: BackupWaiter, store: &Store) {
     let dir = backup_dir(store.dir());
+    restore_missing(store, &dir);
     let mut ok = match store.head() {
         Ok(head) => catch_up_logged(store, &dir, head),
         Err(error) => {
@@ -92,6 +94,27 @@ fn catch_up_logged(store: &Store, dir: &Path, head: u64) -> bool {
             // tries again.
             log::error!("writing backup range files: {error}");
             false
+        }
+    }
+}
+
+/// Writes again, at start-up, range files below the mark that are gone (removed by hand,
+/// lost with a disk), while the store still holds every message of the range: the bytes
+/// are the same as the first time. A range whose messages were collected is reported, for
+/// the operator to restore from a backup.
+fn restore_missing(store: &Store, dir: &Path) {
+    let mark = match store.backed_up_through() {
+        Ok(mark) => mark,
+        Err(error) => return log::error!("backup cannot read its mark: {error}"),
+    };
+    for last in (RANGE..=mark).step_by(RANGE as usize) {
+        let (first, name) = (last - RANGE + 1, range_file_name(last - RANGE + 1, last));
+        if dir.join(&name).exists() {
+            continue;
+        }
+        match write_range(store, dir, first, last) {
+            Ok(()) => log::warn!("backup: {name} was missing; wrote it again from the store"),
+            Err(error) => log::error!("backup: {name} is missing and cannot be written again ({error}); restore it from a backup"),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod record;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use rkyv::rancor;
 use sled::{Batch, IVec, Tree};
@@ -213,6 +214,20 @@ impl Store {
     /// The deliver stage's progress mark: every message up to it is in its mailboxes.
     pub fn delivered_through(&self) -> Result<u64> {
         Self::read_counter(&self.mailboxes, keys::DELIVERED)
+    }
+
+    /// Waits (at most `bound`) until the deliver stage has applied every message up to
+    /// `number`, so a reader sees in the mailboxes all mail acknowledged before it asked.
+    /// False if it did not get there in time (delivery failing, or no deliver stage).
+    pub fn wait_delivered(&self, number: u64, bound: Duration) -> Result<bool> {
+        let deadline = Instant::now() + bound;
+        while self.delivered_through()? < number {
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(true)
     }
 
     /// Local deliveries only (no forwarding): see [`Store::deliver_all`].
