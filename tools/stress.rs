@@ -11,6 +11,11 @@
 //! compared: the code, the enhanced code where the contract shows one, and the binding
 //! phrases (hostname, rejected address, `User unknown`, …); other text is free.
 //!
+//! The rare scenarios (QUIT and each error case, about 2% of scenarios apiece) are first
+//! taken in turn, each connection starting at another place in the list, so that a run
+//! covers them all after a few scenarios per connection, however slow the server; after
+//! one round they are picked at random like the rest.
+//!
 //! On the first mismatch of a connection the dialogue is out of step (a `354` where an
 //! error was expected turns the next commands into message data), so the connection is
 //! dropped and a new one opened. Delivered message numbers are collected across all
@@ -20,7 +25,7 @@
 //! The timeout cases of §3 are not exercised: each would idle a connection for the
 //! server's whole command timeout (300 s by default).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fmt;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -620,12 +625,48 @@ struct Worker {
     /// the next, was committed after that acknowledgement, so it must get a higher one.
     last_number: u64,
     sent: u64,
+    /// The rare cases still to take in turn (see [`rare_cases_from`]), each with whether
+    /// it was already put back once because it could not run when its turn came.
+    rare_turns: VecDeque<(&'static str, bool)>,
+}
+
+/// QUIT and the error cases: what the planner picks from when it rolls a rare scenario.
+fn rare_cases() -> impl Iterator<Item = &'static str> {
+    std::iter::once("quit").chain(ERROR_CASES.iter().copied())
+}
+
+/// The rare cases in turn, starting at `start`: a connection runs each of them once before
+/// it picks them at random, and connections start at different places (spread evenly over
+/// the list), so that together they cover every case within their first few scenarios.
+fn rare_cases_from(start: usize) -> VecDeque<(&'static str, bool)> {
+    let cases: Vec<&'static str> = rare_cases().collect();
+    (0..cases.len()).map(|i| (cases[(start + i) % cases.len()], false)).collect()
 }
 
 impl Worker {
+    /// Connection `id` of `connections`, with its own PRNG derived from `seed`.
+    fn new(id: usize, connections: usize, seed: u64, config: Arc<Config>, shared: Arc<Shared>) -> Worker {
+        Worker {
+            id,
+            rng: Rng::new(Rng::new(seed ^ u64::try_from(id).unwrap_or(0).wrapping_mul(0xA24B_AED4_963E_E407)).next()),
+            config,
+            shared,
+            size_limit: None,
+            before_helo_next: false,
+            last_number: 0,
+            sent: 0,
+            rare_turns: rare_cases_from(id * rare_cases().count() / connections.max(1)),
+        }
+    }
+
     fn run(&mut self) {
-        while Instant::now() < self.config.deadline {
+        // At least one session, even if this thread first runs after the deadline (a
+        // short run on a loaded machine): every connection is tried.
+        loop {
             self.session();
+            if Instant::now() >= self.config.deadline {
+                break;
+            }
         }
     }
 
@@ -769,15 +810,30 @@ impl Worker {
             self.transaction(&mut plan);
         } else if roll < 64 {
             self.harmless(&mut plan);
-        } else if roll < 66 {
-            if plan.push(Cmd::line(self.verb("QUIT"), Kind::Quit)) {
-                self.shared.case("quit");
+        } else if let Some((case, put_back)) = self.rare_turns.pop_front() {
+            // A case that could not run now (see `error_case`) gets one more turn, next.
+            if self.rare_case(case, &mut plan) && !put_back {
+                self.rare_turns.push_front((case, true));
             }
+        } else if roll < 66 {
+            self.rare_case("quit", &mut plan);
         } else {
             let case = *self.rng.pick(ERROR_CASES);
-            self.error_case(case, &mut plan);
+            self.rare_case(case, &mut plan);
         }
         plan.batches
+    }
+
+    /// QUIT or an error case; true if it could not run now but could next time.
+    fn rare_case(&mut self, case: &'static str, plan: &mut Plan) -> bool {
+        if case != "quit" {
+            return self.error_case(case, plan);
+        }
+        let quit = plan.push(Cmd::line(self.verb("QUIT"), Kind::Quit));
+        if quit {
+            self.shared.case("quit");
+        }
+        !quit
     }
 
     /// A valid transaction: 1–3 known recipients (now and then an unknown one among
@@ -824,7 +880,12 @@ impl Worker {
         }
     }
 
-    fn error_case(&mut self, case: &'static str, plan: &mut Plan) {
+    /// Plans one error case and counts it if it was planned whole. True if it could not be:
+    /// no size limit known yet (the EHLO that asks for one is planned instead), or the
+    /// session closes before the case is complete; then it can run next time. False
+    /// otherwise, also for a case that can never run here (too-many-recipients with too
+    /// few users) or one the next session starts with (before-helo).
+    fn error_case(&mut self, case: &'static str, plan: &mut Plan) -> bool {
         let done = match case {
             "before-helo" => {
                 if plan.phase() == Phase::Fresh {
@@ -833,7 +894,7 @@ impl Worker {
                     // Only a new session is before HELO: end this one, start the next so.
                     self.before_helo_next = true;
                     plan.push(Cmd::line(self.verb("QUIT"), Kind::Quit));
-                    return;
+                    return false;
                 }
             }
             "nested-mail" => {
@@ -918,7 +979,7 @@ impl Worker {
                 let Some(limit) = self.size_limit else {
                     // The limit comes from an EHLO reply: ask for one, try next time.
                     plan.push(self.ehlo());
-                    return;
+                    return true;
                 };
                 self.greeted_idle(plan);
                 let size = limit.saturating_add(1 + self.rng.below(limit.max(1)));
@@ -932,7 +993,7 @@ impl Worker {
             "too-many-recipients" => {
                 if self.config.distinct_rcpts < MAX_RECIPIENTS {
                     // Unreachable with fewer distinct users: duplicates are one recipient.
-                    return;
+                    return false;
                 }
                 // One pipelined group: MAIL, 101 distinct RCPTs, RSET.
                 plan.pipelined = true;
@@ -977,6 +1038,7 @@ impl Worker {
         if done {
             self.shared.case(case);
         }
+        !done
     }
 
     /// MAIL, RCPT or DATA on a fresh session: `503 5.5.1`.
@@ -1302,18 +1364,7 @@ fn stress(run: RunConfig) -> Result<Summary> {
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<usize>();
     let mut handles = Vec::new();
     for id in 0..run.connections {
-        let mut worker = Worker {
-            id,
-            rng: Rng::new(
-                Rng::new(run.seed ^ u64::try_from(id).unwrap_or(0).wrapping_mul(0xA24B_AED4_963E_E407)).next(),
-            ),
-            config: config.clone(),
-            shared: shared.clone(),
-            size_limit: None,
-            before_helo_next: false,
-            last_number: 0,
-            sent: 0,
-        };
+        let mut worker = Worker::new(id, run.connections, run.seed, config.clone(), shared.clone());
         let done = DoneSignal { id, tx: done_tx.clone() };
         let handle = std::thread::Builder::new().name(format!("stress-{id}")).spawn(move || {
             let _done = done;
@@ -1611,6 +1662,132 @@ mod tests {
         .unwrap();
         assert!(summary.sessions > 0);
         assert!(summary.mismatches > 0, "{summary:?}");
+    }
+
+    #[test]
+    fn every_connection_runs_a_session_even_if_it_starts_after_the_deadline() {
+        let summary = stress(RunConfig {
+            smtp: yes_man(),
+            rcpts: vec!["a@d.test".into()],
+            connections: 3,
+            duration: Duration::ZERO,
+            seed: 3,
+            quiet: true,
+        })
+        .unwrap();
+        assert_eq!(summary.sessions, 3, "{summary:?}");
+        assert!(summary.mismatches > 0, "{summary:?}");
+    }
+
+    /// Connection `id` of `connections`, with 101 distinct recipients, for planning only.
+    fn planner(id: usize, connections: usize) -> Worker {
+        let rcpts: Vec<String> = (1..=101).map(|i| format!("u{i}@d.test")).collect();
+        let config = Config {
+            smtp: String::new(),
+            distinct_rcpts: rcpts.len(),
+            rcpts,
+            domains: vec!["d.test".into()],
+            deadline: Instant::now(),
+        };
+        let shared = Shared { quiet: true, ..Shared::default() };
+        Worker::new(id, connections, 42, Arc::new(config), Arc::new(shared))
+    }
+
+    #[test]
+    fn connections_take_the_rare_cases_in_turn_from_spread_out_starts() {
+        let all: Vec<&str> = rare_cases().collect();
+        for connections in [1, 2, 4, 8, 19, 32] {
+            // Each connection's first round holds every case once, and the first
+            // ceil(cases / connections) turns of all connections together hold them all.
+            let first = all.len().div_ceil(connections);
+            let mut early: Vec<&str> = Vec::new();
+            for id in 0..connections {
+                let turns: Vec<&str> = planner(id, connections).rare_turns.iter().map(|(case, _)| *case).collect();
+                let mut sorted = turns.clone();
+                sorted.sort_unstable();
+                let mut expected = all.clone();
+                expected.sort_unstable();
+                assert_eq!(sorted, expected, "connection {id} of {connections}");
+                early.extend(&turns[..first]);
+            }
+            for case in &all {
+                assert!(early.contains(case), "{case} not among the first {first} of {connections} connections");
+            }
+        }
+    }
+
+    #[test]
+    fn each_connection_plans_every_rare_case_in_its_first_round() {
+        for id in 0..4 {
+            let mut worker = planner(id, 4);
+            let mut model = Model::new("mx.test".into());
+            let mut scenarios = 0;
+            loop {
+                if model.phase == Phase::Closed {
+                    // A new session, started as `Worker::session` starts one.
+                    model = Model::new("mx.test".into());
+                    if std::mem::take(&mut worker.before_helo_next) {
+                        let mut plan = Plan::new(&mut model, false);
+                        if worker.before_helo(&mut plan) {
+                            worker.shared.case("before-helo");
+                        }
+                    }
+                }
+                if worker.rare_turns.is_empty() && !worker.before_helo_next {
+                    break;
+                }
+                let batches = worker.scenario(&mut model);
+                // Nothing is sent here: an EHLO gets the size limit a reply would give.
+                if batches.iter().flatten().any(|exchange| exchange.label.to_ascii_uppercase().starts_with("EHLO ")) {
+                    worker.size_limit = Some(3000);
+                }
+                scenarios += 1;
+                assert!(scenarios < 1000, "connection {id}: turns left {:?}", worker.rare_turns);
+            }
+            let cases = worker.shared.cases.lock().unwrap().clone();
+            for case in rare_cases() {
+                assert!(cases.get(case).is_some_and(|&n| n > 0), "connection {id}: {case} never planned: {cases:?}");
+            }
+        }
+    }
+
+    /// Plans scenarios until `worker` has taken its next rare turn.
+    fn until_a_rare_turn(worker: &mut Worker, model: &mut Model) {
+        let before = worker.rare_turns.clone();
+        for _ in 0..1000 {
+            if model.phase == Phase::Closed {
+                *model = Model::new("mx.test".into());
+            }
+            worker.scenario(model);
+            if worker.rare_turns != before {
+                return;
+            }
+        }
+        panic!("no rare turn taken: {before:?}");
+    }
+
+    #[test]
+    fn a_rare_case_that_cannot_run_yet_gets_one_more_turn() {
+        // size-too-big needs the limit an EHLO reply tells; nothing is sent here, so the
+        // limit stays unknown until the test sets it.
+        let turns = [("size-too-big", false), ("unknown-verb", false)];
+        let planned = |worker: &Worker| worker.shared.cases.lock().unwrap().get("size-too-big").copied();
+        for limit_learnt in [true, false] {
+            let mut worker = planner(0, 1);
+            worker.rare_turns = VecDeque::from(turns);
+            let mut model = Model::new("mx.test".into());
+            // The first turn asks for the limit, and the case gets the next turn too.
+            until_a_rare_turn(&mut worker, &mut model);
+            assert_eq!(worker.rare_turns, [("size-too-big", true), ("unknown-verb", false)]);
+            assert_eq!(planned(&worker), None);
+            if limit_learnt {
+                worker.size_limit = Some(3000);
+            }
+            // Then it runs; or, still without a limit, the round goes on without it.
+            until_a_rare_turn(&mut worker, &mut model);
+            assert_eq!(worker.rare_turns, [("unknown-verb", false)]);
+            assert_eq!(planned(&worker), limit_learnt.then_some(1), "limit learnt: {limit_learnt}");
+        }
     }
 
     #[test]
