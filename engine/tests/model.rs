@@ -419,15 +419,23 @@ fn quit_fault(fault: Option<Fault>) -> bool {
 /// Opens the store in `dir`, waiting out the previous handle's file lock: sled lets go of
 /// it only when its background threads have dropped their last reference, a moment after
 /// the `Db` itself is dropped (sled's own tests take the lock blocking for this reason).
-/// A real restart is a new process, where the lock died with the old one.
+/// A real restart is a new process, where the lock died with the old one. Returns as soon
+/// as the lock is free, and gives up only after a minute: on a loaded machine those threads
+/// may not run for a while.
 fn reopen(dir: &Path) -> Result<Store, String> {
-    for _ in 0..500 {
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+    let started = std::time::Instant::now();
+    loop {
         match Store::open(dir) {
-            Err(engine::StoreError::Locked(_)) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            Err(engine::StoreError::Locked(_)) if started.elapsed() < PATIENCE => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            Err(engine::StoreError::Locked(_)) => {
+                return Err(format!("{} stayed locked for {PATIENCE:?} after its store was dropped", dir.display()))
+            }
             other => return other.map_err(|error| format!("reopening: {error}")),
         }
     }
-    Err(format!("{} stayed locked for 5 s after its store was dropped", dir.display()))
 }
 
 struct Harness {

@@ -579,6 +579,9 @@ mod tests {
         servfail: Vec<&'static str>,
         /// Names never answered (the resolver times out).
         silent: Vec<&'static str>,
+        /// Names answered only once the test calls [`FakeNameserver::release`]: a lookup
+        /// that stays in progress for as long as the test needs it to.
+        held: Vec<&'static str>,
     }
 
     impl Zone {
@@ -619,6 +622,14 @@ mod tests {
             records
         }
 
+        /// Whether the answer to `request` waits for [`FakeNameserver::release`].
+        fn holds(&self, request: &Message) -> bool {
+            request.queries().first().is_some_and(|query| {
+                let name = query.name().to_ascii().to_ascii_lowercase();
+                self.held.contains(&name.as_str())
+            })
+        }
+
         /// The response to `request`, or `None` to stay silent.
         fn respond(&self, request: &Message) -> Option<Message> {
             let query = request.queries().first()?;
@@ -652,6 +663,7 @@ mod tests {
     struct FakeNameserver {
         address: SocketAddr,
         queries: Arc<Mutex<Vec<String>>>,
+        released: Arc<AtomicBool>,
         stop: Arc<AtomicBool>,
         thread: Option<JoinHandle<()>>,
     }
@@ -663,32 +675,63 @@ mod tests {
             socket.set_read_timeout(Some(Duration::from_millis(20))).expect("read timeout");
             let address = socket.local_addr().expect("local address");
             let queries = Arc::new(Mutex::new(Vec::new()));
+            let released = Arc::new(AtomicBool::new(false));
             let stop = Arc::new(AtomicBool::new(false));
             let thread = {
-                let (queries, stop) = (Arc::clone(&queries), Arc::clone(&stop));
+                let (queries, released, stop) = (Arc::clone(&queries), Arc::clone(&released), Arc::clone(&stop));
                 std::thread::spawn(move || {
+                    let reply = |request: &Message, peer: SocketAddr| {
+                        if let Some(bytes) = zone.respond(request).and_then(|response| response.to_vec().ok()) {
+                            let _ = socket.send_to(&bytes, peer);
+                        }
+                    };
                     let mut buffer = [0u8; 4096];
+                    let mut waiting: Vec<(Message, SocketAddr)> = Vec::new();
                     while !stop.load(Ordering::Relaxed) {
+                        let releasing = released.load(Ordering::Relaxed);
+                        if releasing {
+                            for (request, peer) in waiting.drain(..) {
+                                reply(&request, peer);
+                            }
+                        }
                         let Ok((length, peer)) = socket.recv_from(&mut buffer) else { continue };
                         let Ok(request) = Message::from_vec(&buffer[..length]) else { continue };
                         if let Some(query) = request.queries().first() {
                             lock(&queries).push(format!("{} {}", query.query_type(), query.name()));
                         }
-                        if let Some(bytes) = zone.respond(&request).and_then(|response| response.to_vec().ok()) {
-                            let _ = socket.send_to(&bytes, peer);
+                        if !releasing && zone.holds(&request) {
+                            waiting.push((request, peer));
+                        } else {
+                            reply(&request, peer);
                         }
                     }
                 })
             };
-            FakeNameserver { address, queries, stop, thread: Some(thread) }
+            FakeNameserver { address, queries, released, stop, thread: Some(thread) }
         }
 
+        /// A resolver for lookups that get answers: its timeout is one a loaded machine
+        /// meets, and costs nothing when the answer comes at once.
         fn resolver(&self) -> MxResolver {
-            MxResolver::new(Some(self.address), Duration::from_millis(500)).expect("resolver")
+            MxResolver::new(Some(self.address), Duration::from_secs(5)).expect("resolver")
         }
 
         fn queries(&self) -> Vec<String> {
             lock(&self.queries).clone()
+        }
+
+        /// Waits (a minute at most) until `query` (`TYPE name`) has arrived.
+        fn wait_for_query(&self, query: &str) {
+            let started = Instant::now();
+            while !self.queries().iter().any(|q| q == query) {
+                assert!(started.elapsed() < Duration::from_secs(60), "no {query:?} in {:?}", self.queries());
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+
+        /// Answers the held queries, and from now on answers held names at once.
+        fn release(&self) {
+            self.released.store(true, Ordering::Relaxed);
         }
     }
 
@@ -712,6 +755,7 @@ mod tests {
                 ("halfbroken.test.", 20, "mx.halfbroken.test."),
                 ("allbroken.test.", 10, "gone.allbroken.test."),
                 ("allbroken.test.", 20, "slow.allbroken.test."),
+                ("held.test.", 10, "mx1.remote.test."),
             ],
             a: vec![
                 ("mx1.remote.test.", "127.0.0.2"),
@@ -725,6 +769,7 @@ mod tests {
             empty: vec!["empty.test."],
             servfail: vec!["servfail.test."],
             silent: vec!["silent.test.", "slow.allbroken.test."],
+            held: vec!["held.test."],
         }
     }
 
@@ -815,15 +860,17 @@ mod tests {
     #[test]
     fn servfail_and_silence_are_temporary() {
         let nameserver = FakeNameserver::start(remote_zone());
-        let resolver = MxResolver::new(Some(nameserver.address), Duration::from_millis(200)).expect("resolver");
-        match resolver.route("servfail.test", 25, &Latencies::default()) {
+        match nameserver.resolver().route("servfail.test", 25, &Latencies::default()) {
             Err(RouteError::Temporary(reason)) => assert!(reason.contains("servfail.test"), "{reason}"),
             other => panic!("expected a temporary error, got {other:?}"),
         }
+        // No answer is expected here, so the timeout can be short.
+        let resolver = MxResolver::new(Some(nameserver.address), Duration::from_millis(200)).expect("resolver");
         let started = Instant::now();
         assert!(matches!(resolver.route("silent.test", 25, &Latencies::default()), Err(RouteError::Temporary(_))));
-        // One try and one retry of 200 ms each, with room for a slow machine.
-        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        // One try and one retry of 200 ms each, with plenty of room for a loaded machine.
+        // Without our timeout each would wait hickory's default 5 s: 10 s at least.
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     }
 
     #[test]
@@ -838,7 +885,9 @@ mod tests {
     #[test]
     fn no_mx_host_resolving_is_temporary() {
         let nameserver = FakeNameserver::start(remote_zone());
-        let resolver = MxResolver::new(Some(nameserver.address), Duration::from_millis(200)).expect("resolver");
+        // The MX and the first host's NXDOMAIN must arrive, so the timeout is one a loaded
+        // machine meets; the silent host then costs four of them (A and AAAA, each retried).
+        let resolver = MxResolver::new(Some(nameserver.address), Duration::from_secs(3)).expect("resolver");
         match resolver.route("allbroken.test", 25, &Latencies::default()) {
             Err(RouteError::Temporary(reason)) => {
                 assert!(reason.contains("gone.allbroken.test"), "{reason}");
@@ -851,19 +900,24 @@ mod tests {
     #[test]
     fn lookups_from_several_threads_do_not_queue_behind_a_slow_one() {
         let nameserver = FakeNameserver::start(remote_zone());
-        let resolver = MxResolver::new(Some(nameserver.address), Duration::from_millis(800)).expect("resolver");
+        // No query here may time out: the slow lookup is slow only because the nameserver
+        // holds its answer back until the end of the test.
+        let resolver = MxResolver::new(Some(nameserver.address), Duration::from_secs(20)).expect("resolver");
         let resolver = Arc::new(resolver);
         let slow = {
             let resolver = Arc::clone(&resolver);
-            std::thread::spawn(move || resolver.route("silent.test", 25, &Latencies::default()))
+            std::thread::spawn(move || resolver.route("held.test", 25, &Latencies::default()))
         };
-        // Let the slow lookup take the first resolver and send its query.
-        std::thread::sleep(Duration::from_millis(100));
+        // The slow lookup has taken the first resolver and waits for its answer.
+        nameserver.wait_for_query("MX held.test.");
         let started = Instant::now();
         let route = resolver.route("plain.test", 25, &Latencies::default());
         assert_eq!(route, Ok(servers(&["127.0.0.5:25", "[::5]:25"])));
-        // Queued behind the slow lookup, it would wait some 1.5 s.
-        assert!(started.elapsed() < Duration::from_millis(1200), "waited {:?}", started.elapsed());
-        assert!(matches!(slow.join().expect("slow lookup"), Err(RouteError::Temporary(_))));
+        // Queued behind the slow lookup, this one could only have started once that one
+        // gave up on its answer, after a try and a retry of 20 s each.
+        assert!(started.elapsed() < Duration::from_secs(20), "waited {:?}", started.elapsed());
+        assert!(!slow.is_finished(), "the slow lookup ended before its answer was released");
+        nameserver.release();
+        assert_eq!(slow.join().expect("slow lookup"), Ok(servers(&["127.0.0.2:25", "[::2]:25"])));
     }
 }
