@@ -254,7 +254,7 @@ fn mail_for_a_discovered_peer_is_forwarded() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn mailtool send");
-    send.stdin.take().unwrap().write_all(format!("{token}\n").as_bytes()).unwrap();
+    let _ = send.stdin.take().unwrap().write_all(format!("{token}\n").as_bytes());
     let sent = send.wait_with_output().unwrap();
     assert!(
         sent.status.success(),
