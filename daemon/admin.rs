@@ -95,7 +95,9 @@ fn serve(stream: UnixStream, context: &AdminContext) -> Result<()> {
     log::info!("admin: {}", describe(&request));
     // Mail acknowledged before the command is in the mailboxes it reads.
     if let Ok(head) = context.store.head() {
-        let _ = context.store.wait_delivered(head, SETTLE);
+        if !context.store.wait_delivered(head, SETTLE).unwrap_or(true) {
+            log::warn!("admin: delivery is behind (head {head}); mailboxes may lack the newest mail");
+        }
     }
     let mut output = FrameOutput::new(BufWriter::new(stream));
     let result = execute(context, request, &mut output);

@@ -243,3 +243,33 @@ fn relay_follows_mx_preference_falls_back_and_bounces_what_cannot_go() {
     assert!(queue.contains("recipients=<z@broken.test>") && queue.contains("MX lookup for broken.test failed"), "{queue}");
     drop(dns);
 }
+
+#[test]
+fn mail_for_a_peer_that_is_away_waits_for_it_instead_of_going_to_dns() {
+    // A store that has known gone.test as the domain of a peer found by mDNS, as after a
+    // restart before the peer is heard again, or after it left: no peer serves it now.
+    let data = new_data_dir();
+    add_users(data.path(), &["u@d.test"]);
+    {
+        let db = sled::open(data.path().join("store")).unwrap();
+        db.open_tree("peer_domains").unwrap().insert("gone.test", &[]).unwrap();
+        db.flush().unwrap();
+    }
+    // DNS knows neither domain: nowhere.test bounces at once; gone.test must wait.
+    let dns = Dns::start(r#"{"mx": {}, "a": {}, "aaaa": {}}"#);
+    let resolver = format!("127.0.0.1:{}", dns.port);
+    let mut a = Maild::start_on(data.path(), &["--domain", "d.test", "--submission", "127.0.0.1:0", "--resolver", &resolver, "--retry-min", "1s"]);
+    a.keep(data);
+    let port = a.submission().port().to_string();
+    let out = python("submission_client.py", &[&port, "u@d.test", "pw-u@d.test", "x@gone.test", "y@nowhere.test"]);
+    assert_eq!(out.trim(), "number 1", "{out}");
+    eventually("the bounce for nowhere.test", || mailbox(&a, "u@d.test").len() == 1);
+    let bounce = String::from_utf8_lossy(&mailbox(&a, "u@d.test")[0]).into_owned();
+    assert!(bounce.contains("Status: 5.1.2") && bounce.contains("y@nowhere.test") && !bounce.contains("x@gone.test"), "{bounce}");
+    eventually("gone.test queued, waiting for its peer", || {
+        let queue = mailtool(&a.data, &["queue"], None).stdout_text();
+        queue.contains("recipients=<x@gone.test>") && queue.contains("its peer server is away")
+    });
+    assert_eq!(queue_depth(&a), 1);
+    drop(dns);
+}

@@ -107,6 +107,8 @@ fn restore_missing(store: &Store, dir: &Path) {
         Ok(mark) => mark,
         Err(error) => return log::error!("backup cannot read its mark: {error}"),
     };
+    // Files moved away on purpose (archived) would otherwise log a line each at every start.
+    let (mut lost, mut first_lost) = (0u64, None);
     for last in (RANGE..=mark).step_by(RANGE as usize) {
         let (first, name) = (last - RANGE + 1, range_file_name(last - RANGE + 1, last));
         if dir.join(&name).exists() {
@@ -114,8 +116,14 @@ fn restore_missing(store: &Store, dir: &Path) {
         }
         match write_range(store, dir, first, last) {
             Ok(()) => log::warn!("backup: {name} was missing; wrote it again from the store"),
-            Err(error) => log::error!("backup: {name} is missing and cannot be written again ({error}); restore it from a backup"),
+            Err(error) => {
+                lost += 1;
+                first_lost.get_or_insert(format!("{name} ({error})"));
+            }
         }
+    }
+    if let Some(first) = first_lost {
+        log::error!("backup: {lost} range file(s) missing whose messages are no longer in the store, first {first}; restore them from a backup");
     }
 }
 

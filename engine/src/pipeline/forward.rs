@@ -37,7 +37,7 @@ use crate::forward::client::{OutboundMessage, RecipientOutcome, SendError, SmtpC
 use crate::forward::dsn::{self, FailedRecipient};
 use crate::forward::mx::{Latencies, MxResolver, RouteError};
 use crate::forward::tls;
-use crate::peers::PeerTable;
+use crate::peers::{PeerSource, PeerTable};
 use crate::smtp::{Envelope, Message};
 use crate::store::record::QueueRecord;
 use crate::store::Store;
@@ -108,6 +108,7 @@ impl Forward {
             stop: stop.clone(),
             in_flight: HashSet::new(),
             connections: HashMap::new(),
+            remembered_peers: HashSet::new(),
         };
         let scheduler = std::thread::Builder::new().name("forward".into()).spawn(move || scheduler.run(woken))?;
         Ok(Forward { stop, wake, scheduler })
@@ -178,6 +179,8 @@ struct Scheduler {
     in_flight: HashSet<IVec>,
     /// Open connections per destination.
     connections: HashMap<Destination, usize>,
+    /// Discovered peer domains already written to the store this run.
+    remembered_peers: HashSet<String>,
 }
 
 fn now_millis() -> u64 {
@@ -206,6 +209,18 @@ impl Scheduler {
         }
     }
 
+    fn remember_peer(&mut self, domain: &str) {
+        if self.remembered_peers.contains(domain) {
+            return;
+        }
+        match self.store.remember_peer_domain(domain) {
+            Ok(()) => {
+                self.remembered_peers.insert(domain.to_string());
+            }
+            Err(error) => log::warn!("forward: remembering peer domain {domain}: {error}"),
+        }
+    }
+
     /// Starts workers for due records; returns when the next record not started is due.
     fn dispatch(&mut self, report: &Sender<(Destination, Vec<Attempt>)>) -> Option<u64> {
         let queue = match self.store.queue() {
@@ -215,6 +230,11 @@ impl Scheduler {
                 return Some(now_millis() + 1000);
             }
         };
+        for peer in self.peers.list() {
+            if peer.source == PeerSource::Discovered {
+                self.remember_peer(&peer.domain);
+            }
+        }
         let now = now_millis();
         let mut next_due: Option<u64> = None;
         let mut groups: HashMap<Destination, Vec<(IVec, QueueRecord)>> = HashMap::new();
@@ -228,11 +248,16 @@ impl Scheduler {
             }
             match self.peers.lookup(&record.domain) {
                 Some(peer) => groups.entry(Destination::Peer(peer.address)).or_default().push((key, record)),
-                None if self.relay.is_some() => {
+                // A domain whose mDNS peer is away (it left, or has not been heard since a
+                // restart) waits for it: DNS may not know the domain at all.
+                None if self.relay.is_some() && !self.store.was_peer_domain(&record.domain).unwrap_or(true) => {
                     groups.entry(Destination::Remote(record.domain.clone())).or_default().push((key, record))
                 }
                 None => {
-                    let error = format!("no route to {}: not a peer domain", record.domain);
+                    let error = match self.relay {
+                        Some(_) => format!("no route to {}: its peer server is away", record.domain),
+                        None => format!("no route to {}: not a peer domain", record.domain),
+                    };
                     self.apply(key, record, Err(error), None);
                 }
             }

@@ -67,6 +67,8 @@ pub struct Store {
     messages: Tree,
     mailboxes: Tree,
     users: Tree,
+    /// Domains a discovered peer has owned (soft state: not backed up or verified).
+    peer_domains: Tree,
     dir: PathBuf,
     /// Serialises read-modify-write updates of the mailbox index (deliver and POP3 QUIT
     /// both adjust reference counts).
@@ -137,7 +139,16 @@ impl Store {
                 other => StoreError::from_sled(other),
             })?;
         let tree = |name: &str| db.open_tree(name).map_err(StoreError::from_sled);
-        Ok(Store { messages: tree("messages")?, mailboxes: tree("mailboxes")?, users: tree("users")?, db, dir: dir.to_path_buf(), index_lock: Arc::default(), collect_lock: Arc::default() })
+        Ok(Store {
+            messages: tree("messages")?,
+            mailboxes: tree("mailboxes")?,
+            users: tree("users")?,
+            peer_domains: tree("peer_domains")?,
+            db,
+            dir: dir.to_path_buf(),
+            index_lock: Arc::default(),
+            collect_lock: Arc::default(),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -214,6 +225,16 @@ impl Store {
     /// The deliver stage's progress mark: every message up to it is in its mailboxes.
     pub fn delivered_through(&self) -> Result<u64> {
         Self::read_counter(&self.mailboxes, keys::DELIVERED)
+    }
+
+    /// Remembers that a peer found by mDNS owns `domain` (lower-case), so that while the
+    /// peer is away, after a restart too, its mail waits for it instead of going to DNS.
+    pub fn remember_peer_domain(&self, domain: &str) -> Result<()> {
+        self.peer_domains.insert(domain.as_bytes(), &[]).map(|_| ()).map_err(StoreError::from_sled)
+    }
+
+    pub fn was_peer_domain(&self, domain: &str) -> Result<bool> {
+        self.peer_domains.contains_key(domain.to_ascii_lowercase().as_bytes()).map_err(StoreError::from_sled)
     }
 
     /// Waits (at most `bound`) until the deliver stage has applied every message up to
