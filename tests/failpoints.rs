@@ -334,34 +334,27 @@ fn persist_refuses(point: &str, spec: &str, code: &str) {
     Smtp::connect(&maild).send_acked(&body(point, 4), 4);
     drop(maild);
 
-    // Refused, then a clean stop before anything else: the refusal must hold on disk.
-    let tmp = data_dir();
-    let data = tmp.path();
-    let mut maild = start_with(data, &format!("{point}={spec}"));
-    match Smtp::connect(&maild).send(&refused) {
-        Outcome::Refused(reply) => assert!(reply.starts_with(code), "expected {code}, got {reply}"),
-        other => panic!("{point}={spec}: expected {code}, got {other:?}"),
+    // Refused, then the process ends before anything else. After a clean stop the refusal
+    // must hold on disk; after SIGKILL at once (no final flush), whatever the failed batch
+    // left on disk must have been taken back durably before the client got its refusal.
+    for (end, sigkill) in [("a restart", false), ("kill -9", true)] {
+        let tmp = data_dir();
+        let data = tmp.path();
+        let mut maild = start_with(data, &format!("{point}={spec}"));
+        match Smtp::connect(&maild).send(&refused) {
+            Outcome::Refused(reply) => assert!(reply.starts_with(code), "expected {code}, got {reply}"),
+            other => panic!("{point}={spec}: expected {code}, got {other:?}"),
+        }
+        if sigkill {
+            maild.sigkill_now();
+        } else {
+            maild.stop();
+        }
+        assert_eq!(check_store(data, &BTreeMap::new(), &[], std::slice::from_ref(&refused)), 0, "a refused message reappeared after {end}");
+        let maild = Maild::start_on(data, ARGS);
+        Smtp::connect(&maild).send_acked(&body(point, 1), 1);
+        drop(maild);
     }
-    maild.stop();
-    assert_eq!(check_store(data, &BTreeMap::new(), &[], std::slice::from_ref(&refused)), 0, "a refused message reappeared after a restart");
-    let maild = Maild::start_on(data, ARGS);
-    Smtp::connect(&maild).send_acked(&body(point, 1), 1);
-    drop(maild);
-
-    // Refused, then SIGKILL at once (no final flush): whatever the failed batch left on
-    // disk must have been taken back durably before the client got its refusal.
-    let tmp = data_dir();
-    let data = tmp.path();
-    let mut maild = start_with(data, &format!("{point}={spec}"));
-    match Smtp::connect(&maild).send(&refused) {
-        Outcome::Refused(reply) => assert!(reply.starts_with(code), "expected {code}, got {reply}"),
-        other => panic!("{point}={spec}: expected {code}, got {other:?}"),
-    }
-    maild.sigkill_now();
-    assert_eq!(check_store(data, &BTreeMap::new(), &[], std::slice::from_ref(&refused)), 0, "a refused message reappeared after kill -9");
-    let maild = Maild::start_on(data, ARGS);
-    Smtp::connect(&maild).send_acked(&body(point, 1), 1);
-    drop(maild);
 
     // A group: eight sessions end their data at once, so the failing batch may hold
     // several messages. Every message of it is refused and absent; the others are
