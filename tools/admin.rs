@@ -65,12 +65,16 @@ pub enum QueueCommand {
     Flush,
 }
 
+/// A password given as text (stdin, a file): CONTRACT §7 strips one trailing newline.
+pub(crate) fn strip_final_newline(text: &str) -> &str {
+    text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(text)
+}
+
 fn read_password(from_stdin: bool) -> Result<String> {
     if from_stdin {
         let mut text = String::new();
         io::stdin().read_to_string(&mut text).context("reading the password from stdin")?;
-        let text = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
-        return Ok(text.to_string());
+        return Ok(strip_final_newline(&text).to_string());
     }
     let first = rpassword::prompt_password("Password: ").context("reading the password")?;
     let second = rpassword::prompt_password("Again: ").context("reading the password")?;

@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
-use rustls::pki_types::ServerName;
 
-use crate::client::{data_payload, SmtpClient};
+use crate::client::{data_payload, tls_server_name, SmtpClient};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -82,8 +81,7 @@ fn smtp(args: SmtpArgs) -> Result<()> {
     }
     let payload = Arc::new(data_payload(&message(args.size)));
     let tls = if args.starttls { Some(engine::forward::tls::unverified_client().context("TLS set-up")?) } else { None };
-    let host = args.smtp.rsplit_once(':').map_or(args.smtp.as_str(), |(host, _)| host).trim_matches(['[', ']']);
-    let server_name = ServerName::try_from(host.to_string()).with_context(|| format!("{host:?} as a TLS server name"))?;
+    let server_name = tls_server_name(&args.smtp)?;
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..args.connections)

@@ -9,6 +9,7 @@ use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use rustls::pki_types::ServerName;
 use engine::transport::{ClientTransport, Transport};
 use rustls::{ClientConfig, ClientConnection};
@@ -132,6 +133,12 @@ impl SmtpClient {
     pub fn abort(&mut self) {
         let _ = self.reader.get_ref().tcp().shutdown(Shutdown::Both);
     }
+}
+
+/// The TLS server name for `HOST:PORT` (an IP address or a DNS name; `[v6]` too).
+pub fn tls_server_name(address: &str) -> anyhow::Result<ServerName<'static>> {
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host).trim_matches(['[', ']']);
+    ServerName::try_from(host.to_string()).with_context(|| format!("{host:?} as a TLS server name"))
 }
 
 /// Dot-stuffs a message and appends the end-of-data marker (RFC 5321 §4.5.2).

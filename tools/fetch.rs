@@ -17,6 +17,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
+use crate::admin::strip_final_newline;
 use crate::client::UtcTime;
 
 #[derive(Args)]
@@ -112,9 +113,7 @@ fn password(args: &FetchArgs) -> Result<String> {
     let password = if args.password_stdin || !stdin.is_terminal() {
         let mut text = String::new();
         stdin.lock().read_to_string(&mut text).context("reading the password from stdin")?;
-        // CONTRACT §7: one trailing newline stripped.
-        let text = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
-        text.to_string()
+        strip_final_newline(&text).to_string()
     } else {
         rpassword::prompt_password(format!("Password for {}: ", args.user)).context("reading the password")?
     };

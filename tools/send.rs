@@ -19,10 +19,11 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use clap::Args;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
 
-use crate::client::{data_payload, Reply, SmtpClient, UtcTime};
+use crate::admin::strip_final_newline;
+use crate::client::{data_payload, tls_server_name, Reply, SmtpClient, UtcTime};
 
 #[derive(Args)]
 pub struct SendArgs {
@@ -108,8 +109,7 @@ fn password(user: &str, file: Option<&Path>) -> Result<String> {
     let password = match file {
         Some(file) => {
             let text = std::fs::read_to_string(file).with_context(|| format!("reading --password-file {}", file.display()))?;
-            let text = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
-            text.to_string()
+            strip_final_newline(&text).to_string()
         }
         None => rpassword::prompt_password(format!("Password for {user}: "))
             .context("reading the password from the terminal (or give --password-file FILE)")?,
@@ -138,12 +138,6 @@ fn verified_client(ca: &Path) -> Result<Arc<ClientConfig>> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
-}
-
-/// The TLS server name: the host part of `HOST:PORT` (an IP address or a DNS name).
-fn server_name(address: &str) -> Result<ServerName<'static>> {
-    let host = address.rsplit_once(':').map_or(address, |(host, _)| host).trim_matches(['[', ']']);
-    ServerName::try_from(host.to_string()).with_context(|| format!("{host:?} as a TLS server name"))
 }
 
 /// An address must fit inside `<…>` on one command line.
@@ -228,16 +222,16 @@ fn deliver(args: &SendArgs, tls: Option<Arc<ClientConfig>>, login: Option<&Login
     let ehlo = session.client.command(&format!("EHLO {}", args.helo)).context("EHLO")?;
     let mut ehlo = if ehlo.code == 250 { ehlo } else { session.step(&format!("HELO {}", args.helo))? };
     if let Some(tls) = tls {
-        if !offers(&ehlo, "STARTTLS") {
+        if extension(&ehlo, "STARTTLS").is_none() {
             session.quit();
             bail!("{} does not offer STARTTLS", args.smtp);
         }
-        session.client.starttls(tls, server_name(&args.smtp)?).context("STARTTLS")?;
+        session.client.starttls(tls, tls_server_name(&args.smtp)?).context("STARTTLS")?;
         // RFC 3207 §4.2: what the server said before TLS no longer counts.
         ehlo = session.step(&format!("EHLO {}", args.helo))?;
     }
     if let Some(login) = login {
-        if !offers(&ehlo, "AUTH") {
+        if extension(&ehlo, "AUTH").is_none() {
             session.quit();
             let hint = if session.client.is_tls() { "" } else { " (it may want --starttls first)" };
             bail!("{} does not offer AUTH{hint}", args.smtp);
@@ -247,11 +241,7 @@ fn deliver(args: &SendArgs, tls: Option<Arc<ClientConfig>>, login: Option<&Login
         session.step_named(&format!("AUTH PLAIN {response}"), "AUTH PLAIN")?;
     }
     // RFC 1870: announce the size, and do not send what the server already says is too big.
-    let limit = ehlo.lines.iter().skip(1).find_map(|line| {
-        let mut words = line.get(4..)?.split_whitespace();
-        words.next().filter(|w| w.eq_ignore_ascii_case("SIZE"))?;
-        words.next()?.parse::<u64>().ok()
-    });
+    let limit = extension(&ehlo, "SIZE").and_then(|mut parameters| parameters.next()?.parse::<u64>().ok());
     let size = u64::try_from(message.len()).unwrap_or(u64::MAX);
     if let Some(limit) = limit.filter(|&l| l > 0 && size > l) {
         session.quit();
@@ -299,10 +289,12 @@ impl Session {
     }
 }
 
-/// True if the EHLO reply lists this extension keyword (RFC 5321 §4.1.1.1).
-fn offers(ehlo: &Reply, keyword: &str) -> bool {
-    ehlo.lines.iter().skip(1).any(|line| {
-        line.get(4..).and_then(|rest| rest.split_whitespace().next()).is_some_and(|word| word.eq_ignore_ascii_case(keyword))
+/// The parameters of an EHLO extension keyword (RFC 5321 §4.1.1.1), if the server lists it.
+fn extension<'a>(ehlo: &'a Reply, keyword: &str) -> Option<std::str::SplitWhitespace<'a>> {
+    ehlo.lines.iter().skip(1).find_map(|line| {
+        let mut words = line.get(4..)?.split_whitespace();
+        words.next().filter(|word| word.eq_ignore_ascii_case(keyword))?;
+        Some(words)
     })
 }
 
