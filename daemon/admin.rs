@@ -94,11 +94,7 @@ fn serve(stream: UnixStream, context: &AdminContext) -> Result<()> {
     let request: Request = decode_request(&bytes)?;
     log::info!("admin: {}", describe(&request));
     // Mail acknowledged before the command is in the mailboxes it reads.
-    if let Ok(head) = context.store.head() {
-        if !context.store.wait_delivered(head, SETTLE).unwrap_or(true) {
-            log::warn!("admin: delivery is behind (head {head}); mailboxes may lack the newest mail");
-        }
-    }
+    context.store.wait_for_delivery(SETTLE, "admin");
     let mut output = FrameOutput::new(BufWriter::new(stream));
     let result = execute(context, request, &mut output);
     let last = match result {

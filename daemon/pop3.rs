@@ -123,11 +123,7 @@ impl Pop3Handler {
         self.maildrop = Some(key.clone());
         // Mail acknowledged before this login is in the maildrop it opens, although
         // delivery runs after the 250 (RFC 1939 §8: the maildrop is fixed at login).
-        if let Ok(head) = service.store.head() {
-            if !service.store.wait_delivered(head, SETTLE).unwrap_or(true) {
-                log::warn!("pop3 login of {key}: delivery is behind (head {head}); the maildrop may lack the newest mail");
-            }
-        }
+        service.store.wait_for_delivery(SETTLE, &format!("pop3 login of {key}"));
         service.load_maildrop(&key).map_err(|error| {
             log::error!("loading the maildrop of {key}: {error}");
             LoginError::Unavailable

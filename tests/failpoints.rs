@@ -111,22 +111,8 @@ struct Pop3 {
 }
 
 impl Pop3 {
-    /// Logs in; while a session whose connection was dropped still holds the maildrop
-    /// (maild unlocks when it notices), tries again.
     fn login(maild: &Maild) -> Pop3 {
-        let started = std::time::Instant::now();
-        loop {
-            let mut c = Client::connect(maild.pop3);
-            assert!(c.line().unwrap().starts_with("+OK"));
-            let mut pop = Pop3 { c };
-            pop.ok(&format!("USER {USER}"));
-            let reply = pop.cmd(&format!("PASS pw-{USER}")).expect("PASS: connection closed");
-            if reply.starts_with("+OK") {
-                return pop;
-            }
-            assert!(reply.starts_with("-ERR [IN-USE]") && started.elapsed() < PATIENCE, "PASS: {reply}");
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        Pop3 { c: pop3_login(maild.pop3, USER, &format!("pw-{USER}")) }
     }
 
     fn cmd(&mut self, line: &str) -> Option<String> {

@@ -21,20 +21,8 @@ impl Pop3 {
         Pop3 { c }
     }
 
-    /// Logs in; while the maildrop is still locked by a session whose connection the
-    /// client dropped (maild unlocks when it notices), tries again.
     fn login(maild: &Maild, user: &str) -> Pop3 {
-        let started = Instant::now();
-        loop {
-            let mut pop = Pop3::connect(maild);
-            pop.ok(&format!("USER {user}"));
-            let reply = pop.cmd(&format!("PASS pw-{user}"));
-            if reply.starts_with("+OK") {
-                return pop;
-            }
-            assert!(reply.starts_with("-ERR [IN-USE]") && started.elapsed() < PATIENCE, "PASS: {reply}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        Pop3 { c: pop3_login(maild.pop3, user, &format!("pw-{user}")) }
     }
 
     fn cmd(&mut self, line: &str) -> String {

@@ -338,6 +338,28 @@ pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// Connects to POP3 and logs in with USER/PASS. While the maildrop is still locked by a
+/// session whose connection the client dropped (maild unlocks when it notices), tries
+/// again; any other refusal fails the test.
+pub fn pop3_login(address: SocketAddr, user: &str, password: &str) -> Client {
+    let started = Instant::now();
+    loop {
+        let mut c = Client::connect(address);
+        let greeting = c.line().expect("POP3 greeting");
+        assert!(greeting.starts_with("+OK"), "{greeting}");
+        c.cmd(&format!("USER {user}"));
+        let reply = c.line().expect("USER: connection closed");
+        assert!(reply.starts_with("+OK"), "USER {user}: {reply}");
+        c.cmd(&format!("PASS {password}"));
+        let reply = c.line().expect("PASS: connection closed");
+        if reply.starts_with("+OK") {
+            return c;
+        }
+        assert!(reply.starts_with("-ERR [IN-USE]") && started.elapsed() < PATIENCE, "PASS: {reply}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// An exported mbox, split into entries (each the bytes after its From line).
 pub fn export_entries(data: &Path, args: &[&str]) -> Vec<Vec<u8>> {
     let mut all = vec!["export"];
