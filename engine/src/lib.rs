@@ -11,6 +11,7 @@ pub mod admin;
 pub mod dialogue;
 pub mod duration;
 pub mod directory;
+pub mod durable;
 pub mod failpoint;
 pub mod lines;
 pub mod forward;

@@ -11,6 +11,7 @@ use std::fs::{self, File};
 use std::path::Path;
 
 use super::{AdminError, Output, Result};
+use crate::durable;
 use crate::pipeline::backup::backup_dir;
 use crate::store::{Store, StoreTree};
 
@@ -51,7 +52,7 @@ pub fn copy_store(source: &Store, target: &Path, out: &mut dyn Output) -> Result
 /// Copies the range files that cover messages up to `head`.
 fn copy_range_files(from: &Path, to: &Path, head: u64) -> Result<()> {
     let Ok(entries) = fs::read_dir(from) else { return Ok(()) };
-    fs::create_dir_all(to)?;
+    durable::create_dir_all(to)?;
     for entry in entries {
         let name = entry?.file_name();
         let Some(name) = name.to_str() else { continue };
@@ -61,7 +62,7 @@ fn copy_range_files(from: &Path, to: &Path, head: u64) -> Result<()> {
             File::open(to.join(name))?.sync_all()?;
         }
     }
-    File::open(to)?.sync_all()?;
+    durable::sync_dir(to)?;
     Ok(())
 }
 

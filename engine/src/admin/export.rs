@@ -7,6 +7,7 @@ use std::path::Path;
 
 use super::{AdminError, ExportFormat, Output, Result};
 use crate::address::user_key;
+use crate::durable;
 use crate::mbox;
 use crate::store::Store;
 
@@ -33,12 +34,15 @@ pub fn export(
         (ExportFormat::Mbox, None) => write_mbox(store, &numbers, out, |out, entry| Ok(out.stdout(entry)?))?,
         (ExportFormat::Mbox, Some(path)) => {
             // Written aside and renamed, so PATH is never a half-written export.
-            let path = Path::new(path);
-            let tmp = path.with_file_name(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("export")));
-            let mut file = BufWriter::new(File::create(&tmp)?);
-            write_mbox(store, &numbers, out, |_, entry| Ok(file.write_all(entry)?))?;
-            file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-            fs::rename(&tmp, path)?;
+            let mut failure = None;
+            durable::write_atomically(Path::new(path), |file| {
+                write_mbox(store, &numbers, out, |_, entry| Ok(file.write_all(entry)?)).map_err(|error| {
+                    let io = std::io::Error::other(error.to_string());
+                    failure = Some(error);
+                    io
+                })
+            })
+            .map_err(|io| failure.take().unwrap_or(AdminError::Io(io)))?;
         }
         (ExportFormat::Maildir, None) => {
             return Err(AdminError::Failed("--format maildir needs -o DIR (a new directory)".into()));
@@ -49,7 +53,7 @@ pub fn export(
                 return Err(AdminError::Failed(format!("{} exists and is not empty; give a new directory", dir.display())));
             }
             for sub in ["tmp", "new", "cur"] {
-                fs::create_dir_all(dir.join(sub))?;
+                durable::create_dir_all(&dir.join(sub))?;
             }
             for (i, number) in numbers.iter().enumerate() {
                 if let Some(message) = store.message(*number)? {
@@ -64,7 +68,7 @@ pub fn export(
                 }
                 out.progress("export", i as u64 + 1, total);
             }
-            File::open(dir.join("new"))?.sync_all()?;
+            durable::sync_dir(&dir.join("new"))?;
         }
     }
     Ok(())

@@ -167,7 +167,7 @@ fn write_range(store: &Store, dir: &Path, first: u64, last: u64) -> Result<(), S
     if path.exists() {
         return Ok(());
     }
-    fs::create_dir_all(dir).map_err(StoreError::from_io)?;
+    crate::durable::create_dir_all(dir).map_err(StoreError::from_io)?;
     let tmp = dir.join(format!(".{}.tmp", range_file_name(first, last)));
     let result = (|| {
         let mut file = BufWriter::new(File::create(&tmp)?);
@@ -180,7 +180,7 @@ fn write_range(store: &Store, dir: &Path, first: u64, last: u64) -> Result<(), S
         file.sync_all()?;
         failpoint::hit("backup.before_rename")?;
         fs::rename(&tmp, &path)?;
-        File::open(dir)?.sync_all()
+        crate::durable::sync_dir(dir)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

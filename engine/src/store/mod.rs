@@ -10,7 +10,9 @@
 //!
 //! sled is not durable per write (it flushes every 500 ms in the background): a write is
 //! durable only once [`Store::flush`] returns, and that is what persist waits for before
-//! any `250`.
+//! any `250`. Durable means across a power cut: the sled used here is patched
+//! (`vendor/sled/MAILD-PATCH.md`) so that its flush ends in `fdatasync` of the log, with
+//! every blob file and directory entry it depends on fsync'd before.
 
 pub mod record;
 
@@ -39,6 +41,11 @@ pub enum StoreError {
     /// Bytes on disk that do not decode.
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// A failed write that could not be taken back: what is on disk is no longer known
+    /// while running (sled refuses every later write after one it could not finish).
+    /// Only a restart, which recovers from the log, can go on.
+    #[error("store failed and cannot undo it: {0}")]
+    Broken(String),
 }
 
 impl StoreError {
@@ -75,6 +82,42 @@ pub struct Store {
     index_lock: Arc<Mutex<()>>,
     /// Held by a backup while it copies records; collection waits for it.
     collect_lock: Arc<Mutex<()>>,
+    /// Commits and flushes in progress, for a watchdog to see a store that hangs.
+    in_progress: Arc<InProgress>,
+    /// Why the store became [`StoreError::Broken`], once it has.
+    broken: Arc<Mutex<Option<String>>>,
+}
+
+/// The start times of the store writes that callers are waiting for now.
+#[derive(Default)]
+struct InProgress {
+    started: Mutex<std::collections::BTreeMap<u64, Instant>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+/// Removes its write from [`InProgress`] when the write returns, however it returns.
+struct Watched<'a> {
+    registry: &'a InProgress,
+    id: u64,
+}
+
+impl InProgress {
+    fn watch(&self) -> Watched<'_> {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.started.lock().unwrap_or_else(|e| e.into_inner()).insert(id, Instant::now());
+        Watched { registry: self, id }
+    }
+
+    fn oldest(&self) -> Option<Duration> {
+        let started = self.started.lock().unwrap_or_else(|e| e.into_inner());
+        started.values().min().map(Instant::elapsed)
+    }
+}
+
+impl Drop for Watched<'_> {
+    fn drop(&mut self) {
+        self.registry.started.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+    }
 }
 
 /// What the deliver stage does with one committed message.
@@ -126,7 +169,7 @@ impl Store {
     /// Opens (creating if needed) the store in `dir/store`.
     pub fn open(dir: &Path) -> Result<Store> {
         let path = dir.join("store");
-        std::fs::create_dir_all(dir).map_err(StoreError::from_io)?;
+        crate::durable::create_dir_all(dir).map_err(StoreError::from_io)?;
         let db = sled::Config::new()
             .path(&path)
             .cache_capacity(256 << 20)
@@ -138,6 +181,8 @@ impl Store {
                 sled::Error::Io(ref io) if io.to_string().contains("lock") => StoreError::Locked(path.clone()),
                 other => StoreError::from_sled(other),
             })?;
+        // sled fsyncs what it creates inside `store/`; the entry of `store/` itself is ours.
+        crate::durable::sync_dir(dir).map_err(StoreError::from_io)?;
         let tree = |name: &str| db.open_tree(name).map_err(StoreError::from_sled);
         Ok(Store {
             messages: tree("messages")?,
@@ -148,6 +193,8 @@ impl Store {
             dir: dir.to_path_buf(),
             index_lock: Arc::default(),
             collect_lock: Arc::default(),
+            in_progress: Arc::default(),
+            broken: Arc::default(),
         })
     }
 
@@ -159,9 +206,27 @@ impl Store {
         self.users.clone()
     }
 
-    /// The fsync: everything written before it returns is durable.
+    /// The fsync: everything written before it returns is durable, power cut included.
     pub fn flush(&self) -> Result<()> {
+        let _watched = self.in_progress.watch();
         self.db.flush().map(|_| ()).map_err(StoreError::from_sled)
+    }
+
+    /// How long the oldest commit or flush now in progress has been waiting for the disk;
+    /// `None` when none is.
+    pub fn stalled_for(&self) -> Option<Duration> {
+        self.in_progress.oldest()
+    }
+
+    /// Why the store is [`StoreError::Broken`], if it is.
+    pub fn broken(&self) -> Option<String> {
+        self.broken.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn mark_broken(&self, why: String) -> StoreError {
+        log::error!("store: {why}");
+        *self.broken.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.clone());
+        StoreError::Broken(why)
     }
 
     fn read_counter(tree: &Tree, key: &[u8]) -> Result<u64> {
@@ -177,8 +242,10 @@ impl Store {
     }
 
     /// Writes `records` (numbered `head+1 ..`) and the new head in one atomic batch, then
-    /// flushes. On any failure nothing of the batch remains (a failed flush is undone).
+    /// flushes. On any failure nothing of the batch remains (a failed flush is undone), or,
+    /// if even the undo fails, the error is [`StoreError::Broken`].
     pub fn commit(&self, head: u64, records: &[Vec<u8>]) -> Result<u64> {
+        let _watched = self.in_progress.watch();
         let mut batch = Batch::default();
         let mut number = head;
         for record in records {
@@ -192,24 +259,28 @@ impl Store {
         if let Err(error) = flushed {
             // The batch is in sled's memory but not known durable: take it back so the
             // numbers are reused and nothing the client was refused can reappear.
-            self.undo_commit(head, number);
+            self.undo_commit(head, number)?;
             return Err(error);
         }
         Ok(number)
     }
 
     /// Takes back a commit of `head+1 ..= new_head` that no client has been told about:
-    /// removes the records, restores the head, and tries to make that durable (if it
-    /// reaches disk, a crash cannot bring back a message whose client was told 451).
-    pub fn undo_commit(&self, head: u64, new_head: u64) {
+    /// removes the records, restores the head, and makes that durable (so a crash cannot
+    /// bring back a message whose client was told 451). If that fails, the numbers may
+    /// be on disk while the running store reuses them: the store is
+    /// [`StoreError::Broken`] and only a restart (which recovers the disk's head) is safe.
+    pub fn undo_commit(&self, head: u64, new_head: u64) -> Result<()> {
         let mut undo = Batch::default();
         for n in head + 1..=new_head {
             undo.remove(&keys::message(n));
         }
         undo.insert(keys::HEAD, &head.to_be_bytes());
-        if self.messages.apply_batch(undo).is_ok() {
-            let _ = self.flush();
-        }
+        self.messages
+            .apply_batch(undo)
+            .map_err(StoreError::from_sled)
+            .and_then(|()| self.flush())
+            .map_err(|error| self.mark_broken(format!("undoing messages {}..={new_head} failed: {error}", head + 1)))
     }
 
     /// Reads and validates message `number`.
@@ -331,7 +402,7 @@ impl Store {
             .collect()
     }
 
-    /// Replaces a queue record, or removes it (releasing its hold on the message).
+    /// Replaces a queue record, or removes it durably (releasing its hold on the message).
     pub fn update_queue(&self, key: &[u8], record: Option<&QueueRecord>) -> Result<()> {
         let _guard = self.index_lock.lock().unwrap_or_else(|e| e.into_inner());
         let Some(number) = keys::number(&key[..9.min(key.len())]) else {
@@ -348,7 +419,13 @@ impl Store {
                 self.release(&mut batch, number, 1)?;
             }
         }
-        self.mailboxes.apply_batch(batch).map_err(StoreError::from_sled)
+        self.mailboxes.apply_batch(batch).map_err(StoreError::from_sled)?;
+        // A removal follows the peer's 250: made durable, a power cut cannot send the
+        // message again. A rescheduled record may be lost (it is only retried sooner).
+        if record.is_none() {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     /// Makes every queue record due now (`mailtool queue flush`). Returns how many.

@@ -573,7 +573,13 @@ impl Config {
             options.create_new(true);
         }
 
-        self.try_lock(options.open(&self.db_path())?)
+        let file = self.try_lock(options.open(&self.db_path())?)?;
+        // maild patch: the entries of `db`, `conf` and `blobs` in a store
+        // created now are durable only once their directory is fsync'd.
+        if !self.temporary {
+            crate::pagecache::sync_dir(&self.get_path())?;
+        }
+        Ok(file)
     }
 
     fn try_lock(&self, file: File) -> Result<File> {
@@ -678,6 +684,9 @@ impl Config {
         io_fail!(self, "write_config crc");
         f.write_all(&crc_arr)?;
         io_fail!(self, "write_config post");
+        // maild patch: a config that is lost in a power cut while the log it
+        // describes survives would make the store unreadable.
+        f.sync_all()?;
         Ok(())
     }
 

@@ -90,12 +90,24 @@ pub(crate) fn write_blob<T: Serialize>(
     io_fail!(config, "write_blob write kind_byte");
     f.write_all(kind_buf)?;
     io_fail!(config, "write_blob write buf");
-    f.write_all(&data)
-        .map(|r| {
-            trace!("successfully wrote blob at {:?}", path);
-            r
-        })
-        .map_err(|e| e.into())
+    f.write_all(&data)?;
+    // maild patch: the log record that points at this blob may be made durable
+    // right after, so the blob's bytes and its directory entry must be first.
+    if !config.temporary {
+        f.sync_all()?;
+        if let Some(dir) = path.parent() {
+            sync_dir(dir)?;
+        }
+    }
+    trace!("successfully wrote blob at {:?}", path);
+    Ok(())
+}
+
+/// maild patch: fsyncs a directory, which makes the entries created, renamed
+/// or removed in it durable.
+pub(crate) fn sync_dir(dir: &std::path::Path) -> Result<()> {
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
 }
 
 pub(crate) fn gc_blobs(config: &Config, stable_lsn: Lsn) -> Result<()> {

@@ -6,6 +6,7 @@ pub mod constants;
 pub mod logger;
 
 mod blob_io;
+pub(crate) use blob_io::sync_dir;
 mod disk_pointer;
 mod header;
 mod iobuf;

@@ -4,7 +4,8 @@ use zstd::block::{compress, decompress};
 use crate::*;
 
 use super::{
-    arr_to_u32, gc_blobs, pwrite_all, raw_segment_iter_from, u32_to_arr,
+    arr_to_u32, gc_blobs, pwrite_all, raw_segment_iter_from, sync_dir,
+    u32_to_arr,
     u64_to_arr, BasedBuf, DiskPtr, LogIter, LogKind, LogOffset, Lsn,
     MessageKind,
 };
@@ -560,6 +561,9 @@ fn write_snapshot(config: &RunningConfig, snapshot: &Snapshot) -> Result<()> {
     io_fail!(config, "snap write mv");
     std::fs::rename(&path_1, &path_2)?;
     io_fail!(config, "snap write mv post");
+    // maild patch: the renamed snapshot must be durable before the old ones,
+    // whose log segments may be reused once it exists, are removed.
+    sync_dir(parent)?;
 
     trace!("renamed snapshot to {}", path_2.to_string_lossy());
 
@@ -581,5 +585,6 @@ fn write_snapshot(config: &RunningConfig, snapshot: &Snapshot) -> Result<()> {
             }
         }
     }
+    sync_dir(parent)?;
     Ok(())
 }
