@@ -75,6 +75,10 @@ pub struct Options {
     /// Free bytes to keep on the store's file system; below it new mail gets 452. [default: 33554432]
     #[arg(long, value_name = "BYTES")]
     pub min_free_space: Option<u64>,
+    /// Seconds a store commit or flush may take before maild gives up on the store: it
+    /// answers 451 to waiting clients and exits (status 75) for a restart. [default: 60]
+    #[arg(long, value_name = "SECS")]
+    pub store_timeout: Option<u64>,
     /// Seconds sessions get to finish after SIGTERM/SIGINT. [default: 30]
     #[arg(long, value_name = "SECS")]
     pub shutdown_grace: Option<u64>,
@@ -112,6 +116,7 @@ pub struct Config {
     pub max_message_size: usize,
     pub max_connections: usize,
     pub shutdown_grace: Duration,
+    pub store_timeout: Duration,
     pub min_free_space: u64,
     pub peers: Vec<(String, SocketAddr)>,
     pub retry_min: Duration,
@@ -208,6 +213,7 @@ impl Options {
             max_message_size: usize::try_from(max_message_size).context("--max-message-size is too large")?,
             max_connections: self.max_connections.or(file.max_connections).unwrap_or(1000).max(1),
             shutdown_grace: Duration::from_secs(self.shutdown_grace.or(file.shutdown_grace).unwrap_or(30)),
+            store_timeout: Duration::from_secs(self.store_timeout.or(file.store_timeout).unwrap_or(60).max(1)),
             min_free_space: self.min_free_space.or(file.min_free_space).unwrap_or(32 << 20),
             peers: pick_list(self.peer, file.peer).iter().map(|p| peer(p)).collect::<Result<_>>()?,
             retry_min: duration(self.retry_min.or(file.retry_min), "5s", "retry-min")?,

@@ -14,6 +14,7 @@ mod pop3;
 mod server;
 mod smtp;
 mod tls;
+mod watchdog;
 
 use std::sync::Arc;
 
@@ -49,11 +50,13 @@ fn main() {
 
 fn run() -> Result<()> {
     let config = Options::parse().resolve()?;
+    raise_file_limit(config.max_connections)?;
     let tls = config.tls.as_ref().map(tls::load).transpose()?;
     // Signals are caught before anything starts, so an early SIGTERM is still orderly.
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
 
-    create_private_dir(&config.data)?;
+    // Private (only the owner may look at everyone's mail) and durable.
+    engine::durable::create_dir_all(&config.data).with_context(|| format!("creating {}", config.data.display()))?;
     let opening = std::time::Instant::now();
     let store = Store::open(&config.data).map_err(|e| match e {
         StoreError::Locked(path) => anyhow::anyhow!("{} is in use by another maild (sled allows one process)", path.display()),
@@ -81,6 +84,7 @@ fn run() -> Result<()> {
         pipeline_config.forward.relay = Some(RelayConfig { resolver: config.resolver, mx_port: config.mx_port });
     }
     let pipeline = Pipeline::start(store.clone(), directory.clone(), pipeline_config).context("starting the pipeline")?;
+    watchdog::start(store.clone(), pipeline.waiting(), config.store_timeout).context("starting the store watchdog")?;
 
     let admin_context = AdminContext { store: store.clone(), peers: Some(peers.clone()), forward: Some(pipeline.forward_waker()) };
     let admin = admin::AdminSocket::start(admin_context, &config.data)?;
@@ -101,12 +105,32 @@ fn run() -> Result<()> {
     Ok(())
 }
 
-/// The data directory holds everyone's mail: only its owner may look inside.
-fn create_private_dir(dir: &std::path::Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if !dir.exists() {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).with_context(|| format!("creating {}", dir.display()))?;
+/// Descriptors each client connection holds (its socket, and a clone for TLS or the
+/// reader), and what maild needs besides them (store, blob files being written,
+/// listeners, admin socket, mDNS, DNS and outbound connections).
+const FILES_PER_CONNECTION: u64 = 2;
+const FILES_RESERVED: u64 = 256;
+
+/// Raises the soft open-file limit to the hard one and refuses a `--max-connections`
+/// that does not fit in it: running out of descriptors mid-commit (sled cannot create a
+/// blob file) can hang the store, which is far worse than refusing to start.
+fn raise_file_limit(max_connections: usize) -> Result<()> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let raised = Rlimit { current: limit.maximum, maximum: limit.maximum };
+    if raised.current != limit.current {
+        setrlimit(Resource::Nofile, raised).context("raising the open-file limit to its hard limit")?;
     }
+    let available = raised.current.unwrap_or(u64::MAX);
+    let needed = (max_connections as u64).saturating_mul(FILES_PER_CONNECTION).saturating_add(FILES_RESERVED);
+    if needed > available {
+        anyhow::bail!(
+            "--max-connections {max_connections} needs about {needed} open files, but the limit is {available}: \
+             lower --max-connections to {} or raise the hard limit (ulimit -Hn, systemd LimitNOFILE=)",
+            available.saturating_sub(FILES_RESERVED) / FILES_PER_CONNECTION
+        );
+    }
+    log::debug!("open-file limit {available}, enough for {max_connections} connections");
     Ok(())
 }
 

@@ -1,7 +1,9 @@
-//! A full disk: maild on a small tmpfs says `452 4.3.1` when space runs low, loses nothing
-//! it acknowledged, keeps serving POP3, and accepts again once space is freed, without a
-//! restart. Needs root (to mount the tmpfs); CI runs as root. Without it the test says so
-//! loudly and does nothing.
+//! What the store needs from the machine. A full disk: maild on a small tmpfs says
+//! `452 4.3.1` when space runs low, loses nothing it acknowledged, keeps serving POP3, and
+//! accepts again once space is freed, without a restart. Needs root (to mount the tmpfs);
+//! CI runs as root. Without it the test says so loudly and does nothing. File
+//! descriptors: maild raises its open-file limit to the hard limit, and refuses to start
+//! with a `--max-connections` that cannot fit in it.
 
 mod common;
 
@@ -115,4 +117,42 @@ fn a_full_disk_gets_452_loses_nothing_and_recovers_without_a_restart() {
     for (i, entry) in entries.iter().take(acked.len()).enumerate() {
         assert!(contains(entry, format!("X-Seq: {i}\r\n").as_bytes()) && entry.ends_with(&big), "message {} damaged", i + 1);
     }
+}
+
+/// Runs maild under a hard open-file limit of `limit` (with the soft limit lower still).
+fn maild_with_file_limit(limit: u32, args: &[&str]) -> (std::process::Child, tempfile::TempDir) {
+    let data = new_data_dir();
+    let mut command = Command::new("prlimit");
+    command
+        .arg(format!("--nofile={}:{limit}", limit / 2))
+        .arg(MAILD)
+        .args(["--data", &data.path().join("data").display().to_string(), "--smtp", "127.0.0.1:0", "--pop3", "127.0.0.1:0"])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    (command.spawn().expect("run maild under prlimit"), data)
+}
+
+#[test]
+fn max_connections_that_cannot_fit_in_the_file_limit_is_refused_at_start() {
+    let (child, _data) = maild_with_file_limit(1024, &["--max-connections", "1000"]);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "maild must refuse to start:\n{stderr}");
+    assert!(stderr.contains("--max-connections 1000") && stderr.contains("limit is 1024"), "{stderr}");
+    assert!(stderr.contains("lower --max-connections to 384"), "{stderr}");
+}
+
+#[test]
+fn the_soft_file_limit_is_raised_to_the_hard_limit() {
+    let (mut child, _data) = maild_with_file_limit(1024, &["--max-connections", "300"]);
+    let (log, _reader) = capture_stderr(&mut child);
+    eventually("maild ready", || log.lock().unwrap().contains("maild ready"));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap().to_string();
+    let _ = child.kill();
+    let _ = child.wait();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&fields[3..5], ["1024", "1024"], "soft and hard limit: {line}");
 }

@@ -14,6 +14,9 @@
 //!   backup paths the message is acknowledged (it is durable) and its mailbox entry or
 //!   range file catches up on the next signal or the next start. At POP3 QUIT the client
 //!   gets `-ERR` and nothing is deleted.
+//! - `hang@N`: the Nth commit never returns, as sled's flush does after a write it could
+//!   not finish. Past `--store-timeout` the waiting client gets `451 4.3.0`, maild exits
+//!   with status 75, and a restart recovers.
 //!
 //! The failpoints are compiled into `maild` only with `--all-features`; without the
 //! feature this file compiles to nothing.
@@ -578,6 +581,42 @@ fn pop3_before_commit() {
         verify_ok(data);
         drop(maild);
     }
+}
+
+/// A store that hangs does not leave clients waiting, nor maild deaf to everything: the
+/// watchdog answers `451 4.3.0` to the waiting client, logs why, and exits with status 75
+/// (for a supervisor to restart it); the restart recovers a consistent store, and the
+/// sequence goes on.
+#[test]
+fn a_hanging_store_answers_451_and_exits_for_a_restart() {
+    let tmp = data_dir();
+    let data = tmp.path();
+    let args = [ARGS, &["--store-timeout", "2"]].concat();
+    let mut maild = Maild::start_on_with_env(data, &args, &[("MAILD_FAILPOINTS", "persist.after_batch=hang@3")]);
+    let mut acked = BTreeMap::new();
+    let mut smtp = Smtp::connect(&maild);
+    for i in 1..=2 {
+        smtp.send_acked(&body("hang", i), i);
+        acked.insert(i, body("hang", i));
+    }
+    let stuck = body("hang", 3);
+    match smtp.send(&stuck) {
+        Outcome::Refused(reply) => assert!(reply.starts_with("451 4.3.0"), "the client waiting on a hung store: {reply}"),
+        other => panic!("the client waiting on a hung store should get 451, got {other:?}\n{}", maild.log()),
+    }
+    let status = maild.wait();
+    let log = maild.log();
+    assert_eq!(status.code(), Some(75), "maild should exit 75 after giving up on the store:\n{log}");
+    assert!(log.contains("failpoint persist.after_batch: hang"), "{log}");
+    assert!(log.contains("has not finished") && log.contains("answered 451 to 1 waiting session"), "{log}");
+    // Stopped: the store on disk is consistent; the refused message may be there (its
+    // batch was written, not known durable) but only whole.
+    verify_ok(data);
+    let maild = Maild::start_on(data, ARGS);
+    let head = check_store(data, &acked, std::slice::from_ref(&stuck), &[]);
+    assert!(head == 2 || head == 3, "head {head}");
+    let mut smtp = Smtp::connect(&maild);
+    smtp.send_acked(&body("hang next", head + 1), head + 1);
 }
 
 /// Names every failpoint this file exercises, so a new one in engine::failpoint::ALL

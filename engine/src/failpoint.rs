@@ -8,7 +8,8 @@
 //! ```
 //!
 //! `crash` aborts the process on the spot (no destructors, no flush: like `kill -9`),
-//! `error` fails the I/O call with an I/O error, `full` with ENOSPC. `@N` triggers on
+//! `error` fails the I/O call with an I/O error, `full` with ENOSPC, `hang` never returns
+//! (as sled's flush does after a write it could not finish). `@N` triggers on
 //! the Nth hit only (counting from 1); without it, on every hit. Tests set the variable
 //! in the environment of the `maild` they start, or call [`configure`] in-process.
 
@@ -38,6 +39,7 @@ mod active {
         Crash,
         Error,
         Full,
+        Hang,
     }
 
     struct Point {
@@ -64,6 +66,7 @@ mod active {
                 "crash" => Action::Crash,
                 "error" => Action::Error,
                 "full" => Action::Full,
+                "hang" => Action::Hang,
                 _ => continue,
             };
             map.insert(name.to_string(), Point { action, on_hit, hits: 0 });
@@ -82,13 +85,21 @@ mod active {
         if point.on_hit.is_some_and(|n| n != point.hits) {
             return Ok(());
         }
-        match point.action {
+        let action = point.action;
+        drop(points);
+        match action {
             Action::Crash => {
                 eprintln!("failpoint {name}: crash");
                 std::process::abort()
             }
             Action::Error => Err(io::Error::other(format!("failpoint {name}"))),
             Action::Full => Err(io::Error::from_raw_os_error(28)),
+            Action::Hang => {
+                eprintln!("failpoint {name}: hang");
+                loop {
+                    std::thread::park();
+                }
+            }
         }
     }
 }

@@ -122,8 +122,32 @@ impl SignalWaiter {
     }
 }
 
+/// The sessions waiting on the pipeline for an answer, for a watchdog that gives up on a
+/// store that hangs or broke.
+#[derive(Clone)]
+pub struct Waiting {
+    in_flight: Arc<persist::InFlight>,
+    queued: [Receiver<Submission>; 2],
+}
+
+impl Waiting {
+    /// Answers `451` to every session waiting for a commit: the group in flight and every
+    /// message still queued before persist. Returns how many were answered.
+    pub fn abandon(&self) -> usize {
+        let mut answered = self.in_flight.abandon();
+        for queue in &self.queued {
+            while let Ok(submission) = queue.try_recv() {
+                submission.answer(Err(CommitError::Transient));
+                answered += 1;
+            }
+        }
+        answered
+    }
+}
+
 /// The running stages.
 pub struct Pipeline {
+    waiting: Waiting,
     intake: Sender<Submission>,
     stages: Vec<(&'static str, JoinHandle<()>)>,
     forward: Forward,
@@ -144,10 +168,11 @@ impl Pipeline {
         let spawn = |name: &'static str, body: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new().name(name.into()).spawn(body).map(|handle| (name, handle)).map_err(StoreError::Io)
         };
+        let waiting = Waiting { in_flight: Arc::default(), queued: [to_validate.clone(), to_persist.clone()] };
         let c = config.clone();
         stages.push(spawn("validate", Box::new(move || validate::run(to_validate, to_persist_tx, &c)))?);
-        let (s, c) = (store.clone(), config.clone());
-        stages.push(spawn("persist", Box::new(move || persist::run(to_persist, to_deliver_tx, &s, &c)))?);
+        let (s, c, in_flight) = (store.clone(), config.clone(), waiting.in_flight.clone());
+        stages.push(spawn("persist", Box::new(move || persist::run(to_persist, to_deliver_tx, &s, &c, &in_flight)))?);
         let (backup_signal, backup_waiter) = backup::BackupSignal::new();
         let (forward_wake, forward_woken) = signal();
         let forward = Forward::start(
@@ -163,7 +188,12 @@ impl Pipeline {
         stages.push(spawn("deliver", Box::new(move || deliver::run(to_deliver, &s, &directory, &backup_signal, &wake)))?);
         let s = store.clone();
         stages.push(spawn("backup", Box::new(move || backup::run(backup_waiter, &s)))?);
-        Ok(Pipeline { intake, stages, forward, forward_wake })
+        Ok(Pipeline { waiting, intake, stages, forward, forward_wake })
+    }
+
+    /// The sessions waiting for a commit (see [`Waiting::abandon`]).
+    pub fn waiting(&self) -> Waiting {
+        self.waiting.clone()
     }
 
     /// A sender for one more session.

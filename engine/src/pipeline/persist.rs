@@ -11,8 +11,15 @@
 //!
 //! If 3 or 4 fails (or anything before 5), the batch is undone and every session gets
 //! `451`/`452`; the numbers are reused by the next batch, so the sequence stays gapless.
+//!
+//! While a group is being committed its sessions' reply channels are listed in
+//! [`InFlight`], so that if the store hangs (sled can block every later flush after one
+//! write it could not finish) the daemon's watchdog can still answer them `451` before
+//! it exits for a restart.
 
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use std::sync::Mutex;
 
 use crossbeam_channel::{Receiver, Sender};
 use rkyv::rancor;
@@ -25,7 +32,41 @@ use crate::store::record::MessageRecord;
 use crate::store::{Store, StoreError};
 use crate::trace::received_header;
 
-pub fn run(input: Receiver<Submission>, output: Sender<Committed>, store: &Store, config: &PipelineConfig) {
+/// The reply channels of the sessions whose group is being committed now.
+#[derive(Default)]
+pub struct InFlight {
+    replies: Mutex<Vec<Sender<Result<u64, CommitError>>>>,
+}
+
+impl InFlight {
+    fn begin(&self, batch: &[Submission]) {
+        *self.lock() = batch.iter().map(|s| s.reply.clone()).collect();
+    }
+
+    fn end(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Sender<Result<u64, CommitError>>>> {
+        self.replies.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Answers `451` to every session of the group in flight; returns how many. Each
+    /// session reads one answer only: if the commit ends after all, its `250` is never
+    /// read, and the message is one a client was refused (stored or not, never half).
+    pub fn abandon(&self) -> usize {
+        let replies = std::mem::take(&mut *self.lock());
+        replies.iter().filter(|reply| reply.try_send(Err(CommitError::Transient)).is_ok()).count()
+    }
+}
+
+pub fn run(
+    input: Receiver<Submission>,
+    output: Sender<Committed>,
+    store: &Store,
+    config: &PipelineConfig,
+    in_flight: &InFlight,
+) {
     let mut head = match store.head() {
         Ok(head) => head,
         Err(error) => {
@@ -44,14 +85,23 @@ pub fn run(input: Receiver<Submission>, output: Sender<Committed>, store: &Store
                 Err(_) => break,
             }
         }
+        if store.broken().is_some() {
+            // Numbers on disk are unknown now: nothing more is committed until a restart.
+            for submission in batch {
+                submission.answer(Err(CommitError::Transient));
+            }
+            continue;
+        }
         let sizes: Vec<usize> = batch.iter().map(|s| s.message.body.len()).collect();
+        in_flight.begin(&batch);
         let committed = commit(store, head, &mut batch, config).and_then(|new_head| {
             // Durable, but no client told yet: a failure here can still take it all back.
-            failpoint::hit("persist.after_flush").map(|()| new_head).map_err(|error| {
-                store.undo_commit(head, new_head);
-                StoreError::from_io(error)
+            failpoint::hit("persist.after_flush").map(|()| new_head).or_else(|error| {
+                store.undo_commit(head, new_head)?;
+                Err(StoreError::from_io(error))
             })
         });
+        in_flight.end();
         match committed {
             Ok(new_head) => {
                 for ((offset, submission), size) in batch.into_iter().enumerate().zip(sizes) {
