@@ -55,8 +55,6 @@ fn run() -> Result<()> {
     // Signals are caught before anything starts, so an early SIGTERM is still orderly.
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
 
-    // Private (only the owner may look at everyone's mail) and durable.
-    engine::durable::create_dir_all(&config.data).with_context(|| format!("creating {}", config.data.display()))?;
     let opening = std::time::Instant::now();
     let store = Store::open(&config.data).map_err(|e| match e {
         StoreError::Locked(path) => anyhow::anyhow!("{} is in use by another maild (sled allows one process)", path.display()),

@@ -41,8 +41,12 @@ pub fn create_dir_all(dir: &Path) -> io::Result<()> {
 
 /// Writes `path` whole or not at all: `write` fills a temporary file beside it, which is
 /// fsync'd, renamed over `path`, and then the directory is fsync'd. On an error the
-/// temporary file is removed and `path` is as it was.
-pub fn write_atomically(path: &Path, write: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>) -> io::Result<()> {
+/// temporary file is removed and `path` is as it was. The error is the caller's own, so
+/// that what `write` failed on reaches the caller unchanged.
+pub fn write_atomically<E: From<io::Error>>(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> Result<(), E>,
+) -> Result<(), E> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = path.with_file_name(format!(".{name}.tmp"));
     let result = (|| {
@@ -51,7 +55,7 @@ pub fn write_atomically(path: &Path, write: impl FnOnce(&mut BufWriter<File>) ->
         file.flush()?;
         file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         fs::rename(&tmp, path)?;
-        sync_dir(parent(path))
+        Ok(sync_dir(parent(path))?)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -79,9 +83,9 @@ mod tests {
     fn write_atomically_leaves_the_old_file_on_error() {
         let base = tempfile::tempdir().unwrap();
         let path = base.path().join("out");
-        write_atomically(&path, |f| f.write_all(b"one")).unwrap();
+        write_atomically::<io::Error>(&path, |f| f.write_all(b"one")).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"one");
-        let failed = write_atomically(&path, |f| {
+        let failed = write_atomically::<io::Error>(&path, |f| {
             f.write_all(b"two")?;
             Err(io::Error::other("stop"))
         });

@@ -34,15 +34,9 @@ pub fn export(
         (ExportFormat::Mbox, None) => write_mbox(store, &numbers, out, |out, entry| Ok(out.stdout(entry)?))?,
         (ExportFormat::Mbox, Some(path)) => {
             // Written aside and renamed, so PATH is never a half-written export.
-            let mut failure = None;
             durable::write_atomically(Path::new(path), |file| {
-                write_mbox(store, &numbers, out, |_, entry| Ok(file.write_all(entry)?)).map_err(|error| {
-                    let io = std::io::Error::other(error.to_string());
-                    failure = Some(error);
-                    io
-                })
-            })
-            .map_err(|io| failure.take().unwrap_or(AdminError::Io(io)))?;
+                write_mbox(store, &numbers, out, |_, entry| Ok(file.write_all(entry)?))
+            })?;
         }
         (ExportFormat::Maildir, None) => {
             return Err(AdminError::Failed("--format maildir needs -o DIR (a new directory)".into()));

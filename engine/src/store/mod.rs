@@ -109,8 +109,9 @@ impl InProgress {
     }
 
     fn oldest(&self) -> Option<Duration> {
+        // Ids grow with time, so the first entry is the oldest.
         let started = self.started.lock().unwrap_or_else(|e| e.into_inner());
-        started.values().min().map(Instant::elapsed)
+        started.first_key_value().map(|(_, since)| since.elapsed())
     }
 }
 
@@ -169,6 +170,7 @@ impl Store {
     /// Opens (creating if needed) the store in `dir/store`.
     pub fn open(dir: &Path) -> Result<Store> {
         let path = dir.join("store");
+        // Private (only the owner may look at everyone's mail) and durable.
         crate::durable::create_dir_all(dir).map_err(StoreError::from_io)?;
         let db = sled::Config::new()
             .path(&path)
