@@ -44,7 +44,8 @@ impl AdminSocket {
         }
         // We hold the store's lock, so a socket file left here is from a dead maild.
         let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path).with_context(|| format!("binding the admin socket {}", path.display()))?;
+        let listener =
+            UnixListener::bind(&path).with_context(|| format!("binding the admin socket {}", path.display()))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
         let (stopping, active) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
         let (stop, count) = (stopping.clone(), active.clone());

@@ -189,7 +189,9 @@ impl Options {
         let discover = match (self.discover || file.discover, discover_interfaces.is_empty()) {
             (true, false) => Some(discover_interfaces),
             (false, true) => None,
-            (true, true) => bail!("--discover needs --discover-interface NAME (repeatable): mDNS goes only to interfaces named there"),
+            (true, true) => bail!(
+                "--discover needs --discover-interface NAME (repeatable): mDNS goes only to interfaces named there"
+            ),
             (false, false) => bail!("--discover-interface is only used with --discover"),
         };
         let tls = match (self.tls_cert.or(file.tls_cert), self.tls_key.or(file.tls_key)) {
@@ -233,7 +235,8 @@ mod tests {
     fn a_flag_beats_the_file_and_the_file_beats_the_default() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("maild.toml");
-        std::fs::write(&path, "hostname = \"file.example\"\ncommand-timeout = 7\ndomain = [\"a.test\", \"b.test\"]\n").unwrap();
+        std::fs::write(&path, "hostname = \"file.example\"\ncommand-timeout = 7\ndomain = [\"a.test\", \"b.test\"]\n")
+            .unwrap();
         let options = Options::parse_from(["maild", "--config", path.to_str().unwrap(), "--hostname", "flag.example"]);
         let config = options.resolve().unwrap();
         assert_eq!(config.hostname, "flag.example");
@@ -249,7 +252,8 @@ mod tests {
         assert!(resolve(&["--discover"]).unwrap_err().to_string().contains("--discover-interface"));
         assert!(resolve(&["--discover-interface", "eth1"]).is_err());
         assert_eq!(resolve(&[]).unwrap().discover, None);
-        let config = resolve(&["--discover", "--discover-interface", "eth1", "--discover-interface", "10.0.0.1"]).unwrap();
+        let config =
+            resolve(&["--discover", "--discover-interface", "eth1", "--discover-interface", "10.0.0.1"]).unwrap();
         assert_eq!(config.discover, Some(vec!["eth1".to_string(), "10.0.0.1".to_string()]));
     }
 

@@ -70,7 +70,13 @@ impl Conn {
 /// Performs a protocol's actions.
 pub trait Handler<S: Session> {
     /// Performs one action; follow-up actions from the session go into `next`.
-    fn perform(&mut self, session: &mut S, action: S::Action, conn: &mut Conn, next: &mut Vec<S::Action>) -> io::Result<()>;
+    fn perform(
+        &mut self,
+        session: &mut S,
+        action: S::Action,
+        conn: &mut Conn,
+        next: &mut Vec<S::Action>,
+    ) -> io::Result<()>;
 }
 
 const READ_BUFFER: usize = 64 * 1024;
@@ -108,7 +114,11 @@ pub fn drive<S: Session, H: Handler<S>>(
                         deadline = Instant::now() + timeout;
                     }
                 }
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    ) => {}
                 Err(e) => return Err(e),
             }
         }

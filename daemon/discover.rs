@@ -46,7 +46,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use engine::peers::PeerTable;
-use mdns_sd::{DaemonEvent, IfKind, ResolvedService, ScopedIp, ServiceDaemon, ServiceEvent, ServiceInfo, UnregisterStatus};
+use mdns_sd::{
+    DaemonEvent, IfKind, ResolvedService, ScopedIp, ServiceDaemon, ServiceEvent, ServiceInfo, UnregisterStatus,
+};
 
 /// The service type of CONTRACT §8.
 pub const SERVICE_TYPE: &str = "_maild._tcp.local.";
@@ -83,9 +85,17 @@ pub struct Discovery {
 impl Discovery {
     /// Announces this server on `interfaces` (names like `eth1`, or an address of the
     /// interface) and starts feeding `peers` with what the other servers announce.
-    pub fn start(peers: Arc<PeerTable>, hostname: &str, domains: &[String], smtp: SocketAddr, interfaces: &[String]) -> Result<Discovery> {
+    pub fn start(
+        peers: Arc<PeerTable>,
+        hostname: &str,
+        domains: &[String],
+        smtp: SocketAddr,
+        interfaces: &[String],
+    ) -> Result<Discovery> {
         if interfaces.is_empty() {
-            bail!("--discover needs at least one --discover-interface NAME: mDNS is sent only on interfaces named there");
+            bail!(
+                "--discover needs at least one --discover-interface NAME: mDNS is sent only on interfaces named there"
+            );
         }
         if domains.is_empty() {
             bail!("--discover: this server has no domain to announce");
@@ -94,7 +104,10 @@ impl Discovery {
         let own_domains: BTreeSet<String> = domains.iter().map(|d| d.to_ascii_lowercase()).collect();
         let domain_list = own_domains.iter().cloned().collect::<Vec<_>>().join(",");
         if "domains=".len() + domain_list.len() > MAX_TXT_STRING {
-            bail!("--discover: the domain list ({} bytes) does not fit in one TXT string of {MAX_TXT_STRING} bytes", domain_list.len());
+            bail!(
+                "--discover: the domain list ({} bytes) does not fit in one TXT string of {MAX_TXT_STRING} bytes",
+                domain_list.len()
+            );
         }
         if smtp.ip().is_loopback() {
             log::warn!("discovery: the SMTP listener {smtp} is loopback-only; peers on other hosts cannot reach it");
@@ -217,9 +230,14 @@ fn name_stem(hostname: &str) -> String {
 
 /// A host-name label (RFC 1123 §2.1: letters, digits, hyphens) for the address records.
 fn host_label(stem: &str) -> String {
-    let label: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    let label: String =
+        stem.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
     let label = label.trim_matches('-');
-    if label.is_empty() { "maild".to_string() } else { label.to_string() }
+    if label.is_empty() {
+        "maild".to_string()
+    } else {
+        label.to_string()
+    }
 }
 
 /// The browse side: turns mdns-sd's service events into peer-table updates.
@@ -290,7 +308,8 @@ impl Browser {
                 _ => (ip.to_ip_addr(), 0),
             })
             .collect();
-        let (ip, scope) = pick_address(&candidates, previous.map(|a| a.ip())).ok_or("it announces no usable address")?;
+        let (ip, scope) =
+            pick_address(&candidates, previous.map(|a| a.ip())).ok_or("it announces no usable address")?;
         let address = match ip {
             IpAddr::V6(v6) if is_link_local_v6(&v6) => SocketAddr::V6(SocketAddrV6::new(v6, port, 0, scope)),
             _ => SocketAddr::new(ip, port),
@@ -307,7 +326,12 @@ fn monitor_event(own_names: &Mutex<HashSet<String>>, event: DaemonEvent) {
         DaemonEvent::NameChange(change) => {
             let mut names = own_names.lock().unwrap_or_else(|e| e.into_inner());
             if names.contains(&change.original.to_ascii_lowercase()) {
-                log::warn!("discovery: name conflict on {}: {} is now {}", change.intf_name, change.original, change.new_name);
+                log::warn!(
+                    "discovery: name conflict on {}: {} is now {}",
+                    change.intf_name,
+                    change.original,
+                    change.new_name
+                );
                 names.insert(change.new_name.to_ascii_lowercase());
             }
         }
@@ -468,9 +492,15 @@ mod tests {
     #[test]
     fn roster_claims_moves_and_releases() {
         let mut roster = Roster::default();
-        assert_eq!(roster.resolved("a", announcement("10.0.0.1:25", &["a.test", "x.test"])), [claim("a.test", "10.0.0.1:25"), claim("x.test", "10.0.0.1:25")]);
+        assert_eq!(
+            roster.resolved("a", announcement("10.0.0.1:25", &["a.test", "x.test"])),
+            [claim("a.test", "10.0.0.1:25"), claim("x.test", "10.0.0.1:25")]
+        );
         // A new address re-claims every domain there; a dropped domain is released.
-        assert_eq!(roster.resolved("a", announcement("10.0.0.9:25", &["a.test"])), [claim("a.test", "10.0.0.9:25"), release("x.test")]);
+        assert_eq!(
+            roster.resolved("a", announcement("10.0.0.9:25", &["a.test"])),
+            [claim("a.test", "10.0.0.9:25"), release("x.test")]
+        );
         assert_eq!(roster.removed("a"), [release("a.test")]);
         // An instance we never resolved leaves nothing to forget.
         assert_eq!(roster.removed("a"), []);
@@ -481,7 +511,10 @@ mod tests {
     fn a_domain_two_servers_announce_falls_back_when_one_leaves() {
         let mut roster = Roster::default();
         roster.resolved("a", announcement("10.0.0.1:25", &["shared.test"]));
-        assert_eq!(roster.resolved("b", announcement("10.0.0.2:25", &["shared.test"])), [claim("shared.test", "10.0.0.2:25")]);
+        assert_eq!(
+            roster.resolved("b", announcement("10.0.0.2:25", &["shared.test"])),
+            [claim("shared.test", "10.0.0.2:25")]
+        );
         assert_eq!(roster.removed("b"), [claim("shared.test", "10.0.0.1:25")]);
         assert_eq!(roster.resolved("a", announcement("10.0.0.1:25", &[])), [release("shared.test")]);
     }
@@ -532,7 +565,13 @@ mod tests {
         let link6 = (ip("fe80::1"), 3);
         let link6_unscoped = (ip("fe80::2"), 0);
         let lo = (ip("127.0.0.1"), 0);
-        let junk = [(ip("0.0.0.0"), 0), (ip("224.0.0.251"), 0), (ip("255.255.255.255"), 0), (ip("::"), 0), (ip("ff02::fb"), 0)];
+        let junk = [
+            (ip("0.0.0.0"), 0),
+            (ip("224.0.0.251"), 0),
+            (ip("255.255.255.255"), 0),
+            (ip("::"), 0),
+            (ip("ff02::fb"), 0),
+        ];
         assert_eq!(pick_address(&[v4a, global6, v4b], None), Some(v4b));
         assert_eq!(pick_address(&[v4a, global6, v4b], Some(v4a.0)), Some(v4a));
         assert_eq!(pick_address(&[v4a], Some(ip("10.9.9.9"))), Some(v4a));

@@ -35,8 +35,8 @@ use signal_hook::iterator::Signals;
 use config::{Config, Options};
 use discover::Discovery;
 use login::Logins;
-use server::Server;
 use pop3::Pop3Service;
+use server::Server;
 use smtp::SmtpService;
 
 fn main() {
@@ -57,7 +57,9 @@ fn run() -> Result<()> {
 
     let opening = std::time::Instant::now();
     let store = Store::open(&config.data).map_err(|e| match e {
-        StoreError::Locked(path) => anyhow::anyhow!("{} is in use by another maild (sled allows one process)", path.display()),
+        StoreError::Locked(path) => {
+            anyhow::anyhow!("{} is in use by another maild (sled allows one process)", path.display())
+        }
         other => anyhow::anyhow!("opening the store in {}: {other}", config.data.display()),
     })?;
     log::info!("store {} opened in {:?}: head {}", config.data.display(), opening.elapsed(), store.head()?);
@@ -69,7 +71,8 @@ fn run() -> Result<()> {
         peers.add_static(domain, *address);
     }
     let directory = Arc::new(MailDirectory::new(config.domains.clone(), Users::new(store.users_tree()), peers.clone()));
-    let mut pipeline_config = PipelineConfig { min_free_space: config.min_free_space, ..PipelineConfig::new(&config.hostname) };
+    let mut pipeline_config =
+        PipelineConfig { min_free_space: config.min_free_space, ..PipelineConfig::new(&config.hostname) };
     pipeline_config.forward.retry_min = config.retry_min;
     pipeline_config.forward.retry_max = config.retry_max;
     pipeline_config.forward.queue_lifetime = config.queue_lifetime;
@@ -81,10 +84,12 @@ fn run() -> Result<()> {
     if config.submission.is_some() {
         pipeline_config.forward.relay = Some(RelayConfig { resolver: config.resolver, mx_port: config.mx_port });
     }
-    let pipeline = Pipeline::start(store.clone(), directory.clone(), pipeline_config).context("starting the pipeline")?;
+    let pipeline =
+        Pipeline::start(store.clone(), directory.clone(), pipeline_config).context("starting the pipeline")?;
     watchdog::start(store.clone(), pipeline.waiting(), config.store_timeout).context("starting the store watchdog")?;
 
-    let admin_context = AdminContext { store: store.clone(), peers: Some(peers.clone()), forward: Some(pipeline.forward_waker()) };
+    let admin_context =
+        AdminContext { store: store.clone(), peers: Some(peers.clone()), forward: Some(pipeline.forward_waker()) };
     let admin = admin::AdminSocket::start(admin_context, &config.data)?;
     let (server, discovery) = start_listeners(&config, &store, directory, &pipeline, &peers, tls)?;
 
@@ -147,13 +152,16 @@ fn start_listeners(
     // Discovery announces the bound SMTP address (port 0 is resolved by now) and is up
     // before the readiness line; connections that come early wait in the listen backlog.
     let discovery = match &config.discover {
-        Some(interfaces) => Some(Discovery::start(peers.clone(), &config.hostname, &config.domains, smtp_address, interfaces)?),
+        Some(interfaces) => {
+            Some(Discovery::start(peers.clone(), &config.hostname, &config.domains, smtp_address, interfaces)?)
+        }
         None => None,
     };
 
     let mut server = Server::new(config.max_connections, &config.hostname);
     let logins = Arc::new(Logins::new(Users::new(store.users_tree())));
-    let smtp_config = SmtpConfig { tls_available: tls.is_some(), ..SmtpConfig::new(&config.hostname, config.max_message_size) };
+    let smtp_config =
+        SmtpConfig { tls_available: tls.is_some(), ..SmtpConfig::new(&config.hostname, config.max_message_size) };
     let smtp_service = |submission: bool| {
         Arc::new(SmtpService {
             config: Arc::new(SmtpConfig { submission, ..smtp_config.clone() }),
@@ -166,12 +174,22 @@ fn start_listeners(
     };
     let busy = Reply::too_many_connections(server.hostname()).as_bytes().to_vec();
     let smtp = smtp_service(false);
-    server.listen("smtp", smtp_listener, busy.clone(), Arc::new(move |stream, peer, shutdown| smtp.serve(stream, peer, shutdown)))?;
+    server.listen(
+        "smtp",
+        smtp_listener,
+        busy.clone(),
+        Arc::new(move |stream, peer, shutdown| smtp.serve(stream, peer, shutdown)),
+    )?;
     let mut submission_address = None;
     if let Some(listener) = submission_listener {
         submission_address = Some(listener.local_addr()?);
         let submission = smtp_service(true);
-        server.listen("submission", listener, busy, Arc::new(move |stream, peer, shutdown| submission.serve(stream, peer, shutdown)))?;
+        server.listen(
+            "submission",
+            listener,
+            busy,
+            Arc::new(move |stream, peer, shutdown| submission.serve(stream, peer, shutdown)),
+        )?;
     }
 
     let pop3 = Arc::new(Pop3Service::new(
@@ -182,7 +200,12 @@ fn start_listeners(
         tls,
     ));
     let busy = b"-ERR [SYS/TEMP] too many connections, try again later\r\n".to_vec();
-    server.listen("pop3", pop3_listener, busy, Arc::new(move |stream, peer, shutdown| pop3.serve(stream, peer, shutdown)))?;
+    server.listen(
+        "pop3",
+        pop3_listener,
+        busy,
+        Arc::new(move |stream, peer, shutdown| pop3.serve(stream, peer, shutdown)),
+    )?;
 
     let submission = submission_address.map(|a| format!(" submission={a}")).unwrap_or_default();
     log::info!(

@@ -150,7 +150,13 @@ impl Pop3Handler {
 }
 
 impl Handler<Pop3Session> for Pop3Handler {
-    fn perform(&mut self, session: &mut Pop3Session, action: Pop3Action, conn: &mut Conn, next: &mut Vec<Pop3Action>) -> io::Result<()> {
+    fn perform(
+        &mut self,
+        session: &mut Pop3Session,
+        action: Pop3Action,
+        conn: &mut Conn,
+        next: &mut Vec<Pop3Action>,
+    ) -> io::Result<()> {
         match action {
             Pop3Action::Send(bytes) => conn.queue(&bytes),
             Pop3Action::Close => {

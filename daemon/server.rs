@@ -179,10 +179,11 @@ fn accept_loop(
         };
         let (serve, shutdown_for_worker) = (serve.clone(), shutdown.clone());
         let refused = stream.try_clone();
-        let spawned = std::thread::Builder::new().name(format!("{name}-client")).stack_size(WORKER_STACK).spawn(move || {
-            let _registration = registration;
-            serve(stream, peer, &shutdown_for_worker);
-        });
+        let spawned =
+            std::thread::Builder::new().name(format!("{name}-client")).stack_size(WORKER_STACK).spawn(move || {
+                let _registration = registration;
+                serve(stream, peer, &shutdown_for_worker);
+            });
         if let Err(error) = spawned {
             log::warn!("{name}: cannot start a worker for {peer}: {error}");
             if let Ok(stream) = refused {

@@ -43,7 +43,13 @@ struct SmtpHandler {
 }
 
 impl Handler<SmtpSession> for SmtpHandler {
-    fn perform(&mut self, session: &mut SmtpSession, action: Action, conn: &mut Conn, next: &mut Vec<Action>) -> io::Result<()> {
+    fn perform(
+        &mut self,
+        session: &mut SmtpSession,
+        action: Action,
+        conn: &mut Conn,
+        next: &mut Vec<Action>,
+    ) -> io::Result<()> {
         match action {
             Action::Send(reply) => conn.queue(reply.as_bytes()),
             Action::Close => conn.request_close(),

@@ -37,7 +37,9 @@ pub fn start(store: Store, waiting: Waiting, bound: Duration) -> std::io::Result
             _ => continue,
         };
         let answered = waiting.abandon();
-        log::error!("{why}; answered 451 to {answered} waiting session(s); exiting so that a restart recovers the store");
+        log::error!(
+            "{why}; answered 451 to {answered} waiting session(s); exiting so that a restart recovers the store"
+        );
         std::thread::sleep(LAST_WORDS);
         std::process::exit(EXIT_STORE_FAILED);
     })?;

@@ -93,7 +93,11 @@ fn export_mbox_and_maildir_read_back_with_python() {
     // Running: export goes through the admin socket.
     let dir = new_data_dir();
     let mbox = dir.path().join("out.mbox");
-    let out = mailtool(&maild.data, &["export", "--user", "u@d.test", "--from", "3", "--to", "7", "-o", mbox.to_str().unwrap()], None);
+    let out = mailtool(
+        &maild.data,
+        &["export", "--user", "u@d.test", "--from", "3", "--to", "7", "-o", mbox.to_str().unwrap()],
+        None,
+    );
     assert!(out.status.success(), "{}", out.stderr);
     assert!(python("check_mbox.py", &["mbox", mbox.to_str().unwrap(), "3", "7"]).contains("ok 5"));
     let maildir = dir.path().join("Maildir");
@@ -110,7 +114,9 @@ fn commands_give_the_same_output_running_and_stopped() {
     let mut maild = maild_with_users(&["u@d.test", "v@d.test"], &["--domain", "d.test"]);
     send_range(&maild, 1, 40);
     // The backup stage notes its range after the file is durable: wait for the note too.
-    eventually("the first range noted", || mailtool(&maild.data, &["stats"], None).stdout_text().contains("backed up: 32\n"));
+    eventually("the first range noted", || {
+        mailtool(&maild.data, &["stats"], None).stdout_text().contains("backed up: 32\n")
+    });
     let running: Vec<Vec<u8>> = [&["stats"][..], &["export"], &["user", "list"], &["queue"]]
         .iter()
         .map(|args| {
@@ -120,7 +126,9 @@ fn commands_give_the_same_output_running_and_stopped() {
         })
         .collect();
     // The admin socket is the owner's only.
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(maild.data.join("maild.sock")).unwrap().permissions());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(maild.data.join("maild.sock")).unwrap().permissions(),
+    );
     assert_eq!(mode & 0o777, 0o600);
     maild.stop();
     assert!(!maild.data.join("maild.sock").exists(), "the socket is removed at shutdown");
@@ -129,7 +137,9 @@ fn commands_give_the_same_output_running_and_stopped() {
         .map(|args| mailtool(&maild.data, args, None).stdout)
         .collect();
     // stats' store size may differ after the final flush; compare the rest.
-    let without_size = |b: &Vec<u8>| String::from_utf8_lossy(b).lines().filter(|l| !l.starts_with("store size")).collect::<Vec<_>>().join("\n");
+    let without_size = |b: &Vec<u8>| {
+        String::from_utf8_lossy(b).lines().filter(|l| !l.starts_with("store size")).collect::<Vec<_>>().join("\n")
+    };
     assert_eq!(without_size(&running[0]), without_size(&stopped[0]));
     assert!(String::from_utf8_lossy(&stopped[0]).contains("head: 40\nmessages: 40\n"));
     assert_eq!(running[1..], stopped[1..]);
@@ -195,7 +205,8 @@ fn a_backup_taken_under_load_restores_to_a_working_store() {
     assert!(next > head, "numbering continues past the backup's head");
     c.expect("QUIT", "221");
     copy.stop();
-    let numbers: Vec<u64> = export_entries(&restored, &["--user", "u@d.test"]).iter().map(|e| entry_number(e)).collect();
+    let numbers: Vec<u64> =
+        export_entries(&restored, &["--user", "u@d.test"]).iter().map(|e| entry_number(e)).collect();
     for n in &before {
         assert!(numbers.contains(n), "message {n}, acknowledged before the backup, is missing");
     }

@@ -138,7 +138,12 @@ struct Known {
 impl Known {
     fn of(sent: &Sent) -> Known {
         let quoted = mboxrd(&sent.message);
-        Known { token: sent.token.clone(), rcpts: sent.rcpts.clone(), quoted_len: quoted.len(), quoted_hash: hash(&quoted) }
+        Known {
+            token: sent.token.clone(),
+            rcpts: sent.rcpts.clone(),
+            quoted_len: quoted.len(),
+            quoted_hash: hash(&quoted),
+        }
     }
 }
 
@@ -261,7 +266,9 @@ struct Shape {
 /// A message with a unique token and a random selection of lines that have broken mail
 /// stores before.
 fn make_message(rng: &mut Rng, token: &str, shape: Shape) -> Vec<u8> {
-    let mut m = format!("Subject: crash {token}\r\nFrom: {SENDER}\r\nMessage-ID: <{token}@crash.test>\r\n\r\n{token}\r\n").into_bytes();
+    let mut m =
+        format!("Subject: crash {token}\r\nFrom: {SENDER}\r\nMessage-ID: <{token}@crash.test>\r\n\r\n{token}\r\n")
+            .into_bytes();
     for _ in 0..rng.below(6) {
         match rng.below(9) {
             0 => m.extend_from_slice(b".\r\n"),
@@ -371,7 +378,9 @@ fn load_client(address: SocketAddr, tag: String, mut rng: Rng, shared: Arc<Share
             return result;
         }
         let Some(verdict) = c.reply() else { return result };
-        let Some(number) = message_number(&verdict) else { panic!("{}: expected a 250 with its number, got {verdict:?}", sent.token) };
+        let Some(number) = message_number(&verdict) else {
+            panic!("{}: expected a 250 with its number, got {verdict:?}", sent.token)
+        };
         result.in_flight = None;
         if sent.rcpts.contains(&POP_USER) {
             shared.for_pop.lock().unwrap().insert(number, sent.message.clone());
@@ -396,7 +405,13 @@ struct PopResult {
 /// POP3 sessions as p@d.test until the server vanishes. With `at_quit`, it never holds a
 /// session and tells the main thread just before each QUIT that deletes something, so
 /// the kill can land on the commit.
-fn pop_client(address: SocketAddr, mut rng: Rng, previous_head: u64, shared: Arc<Shared>, at_quit: Option<Sender<()>>) -> PopResult {
+fn pop_client(
+    address: SocketAddr,
+    mut rng: Rng,
+    previous_head: u64,
+    shared: Arc<Shared>,
+    at_quit: Option<Sender<()>>,
+) -> PopResult {
     let mut result = PopResult::default();
     loop {
         std::thread::sleep(Duration::from_millis(rng.below(120)));
@@ -510,12 +525,22 @@ fn stats_head(data: &Path) -> u64 {
     let out = mailtool(data, &["stats"], None);
     assert!(out.status.success(), "stats: {}", out.stderr);
     let text = out.stdout_text();
-    text.lines().find_map(|l| l.strip_prefix("head: ")).unwrap_or_else(|| panic!("no head in {text}")).trim().parse().unwrap()
+    text.lines()
+        .find_map(|l| l.strip_prefix("head: "))
+        .unwrap_or_else(|| panic!("no head in {text}"))
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 fn verify_ok(data: &Path, when: &str) {
     let out = mailtool(data, &["verify"], None);
-    assert!(out.status.success() && out.stdout_text().contains("faults: 0"), "verify {when} failed:\n{}{}", out.stdout_text(), out.stderr);
+    assert!(
+        out.status.success() && out.stdout_text().contains("faults: 0"),
+        "verify {when} failed:\n{}{}",
+        out.stdout_text(),
+        out.stderr
+    );
 }
 
 /// Checks one export entry against the model's record of it.
@@ -525,13 +550,33 @@ fn check_entry(number: u64, entry: &[u8], known: &Known) {
         head.push_str(&format!("Delivered-To: {rcpt}\r\n"));
     }
     let show = || String::from_utf8_lossy(&entry[..entry.len().min(600)]).into_owned();
-    assert!(entry.starts_with(format!("{head}Received: ").as_bytes()), "message {number} ({}): wrong entry head:\n{}", known.token, show());
-    assert!(entry.len() >= head.len() + known.quoted_len, "message {number} ({}) is shorter than sent:\n{}", known.token, show());
+    assert!(
+        entry.starts_with(format!("{head}Received: ").as_bytes()),
+        "message {number} ({}): wrong entry head:\n{}",
+        known.token,
+        show()
+    );
+    assert!(
+        entry.len() >= head.len() + known.quoted_len,
+        "message {number} ({}) is shorter than sent:\n{}",
+        known.token,
+        show()
+    );
     let tail = &entry[entry.len() - known.quoted_len..];
-    assert_eq!(hash(tail), known.quoted_hash, "message {number} ({}) differs from what was sent:\n{}", known.token, show());
+    assert_eq!(
+        hash(tail),
+        known.quoted_hash,
+        "message {number} ({}) differs from what was sent:\n{}",
+        known.token,
+        show()
+    );
     // Between the added lines and the message: the trace header and nothing else.
     let trace = &entry[head.len()..entry.len() - known.quoted_len];
-    assert!(trace.ends_with(b"\r\n") && !contains(trace, b"\r\n\r\n"), "message {number}: odd trace {:?}", String::from_utf8_lossy(trace));
+    assert!(
+        trace.ends_with(b"\r\n") && !contains(trace, b"\r\n\r\n"),
+        "message {number}: odd trace {:?}",
+        String::from_utf8_lossy(trace)
+    );
 }
 
 /// The token of an export entry (from its `Subject: crash TOKEN` line).
@@ -576,7 +621,14 @@ fn uidl(maild: &Maild, user: &str) -> Vec<u64> {
 
 /// Everything after a restart (see the module doc). Updates the model and returns the
 /// cycle's figures.
-fn check_after_restart(maild: &Maild, model: &mut Model, loads: Vec<LoadResult>, pop: PopResult, full: bool, figures: &mut Figures) {
+fn check_after_restart(
+    maild: &Maild,
+    model: &mut Model,
+    loads: Vec<LoadResult>,
+    pop: PopResult,
+    full: bool,
+    figures: &mut Figures,
+) {
     let data = maild.data.as_path();
     let previous_head = model.head;
 
@@ -584,8 +636,15 @@ fn check_after_restart(maild: &Maild, model: &mut Model, loads: Vec<LoadResult>,
     let mut in_flight: Vec<Sent> = Vec::new();
     for load in loads {
         for (number, sent) in load.acked {
-            assert!(number > previous_head, "number {number} acknowledged again ({}); it was taken before this cycle", sent.token);
-            assert!(model.messages.insert(number, Known::of(&sent)).is_none(), "number {number} acknowledged twice in one cycle");
+            assert!(
+                number > previous_head,
+                "number {number} acknowledged again ({}); it was taken before this cycle",
+                sent.token
+            );
+            assert!(
+                model.messages.insert(number, Known::of(&sent)).is_none(),
+                "number {number} acknowledged twice in one cycle"
+            );
             figures.acked += 1;
         }
         in_flight.extend(load.in_flight);
@@ -593,21 +652,34 @@ fn check_after_restart(maild: &Maild, model: &mut Model, loads: Vec<LoadResult>,
     figures.in_flight = in_flight.len() as u64;
     let head = stats_head(data);
     let highest = model.messages.keys().next_back().copied().unwrap_or(0);
-    assert!(head >= highest, "head {head} after a restart, but message {highest} was acknowledged: acknowledged messages lost");
+    assert!(
+        head >= highest,
+        "head {head} after a restart, but message {highest} was acknowledged: acknowledged messages lost"
+    );
     assert!(head >= previous_head, "head went back from {previous_head} to {head}");
 
     // POP3 deletions: QUIT +OK applied; an unanswered QUIT all or nothing; held DELEs not.
     let drop_p = uidl(maild, POP_USER);
     let in_drop: BTreeSet<u64> = drop_p.iter().copied().collect();
     for number in &pop.deleted {
-        assert!(!in_drop.contains(number), "message {number} was deleted by a QUIT that got +OK, but it is back in {POP_USER}'s maildrop");
+        assert!(
+            !in_drop.contains(number),
+            "message {number} was deleted by a QUIT that got +OK, but it is back in {POP_USER}'s maildrop"
+        );
     }
     model.deleted.extend(&pop.deleted);
     figures.deleted = pop.deleted.len() as u64;
     if let Some(marked) = pop.unanswered {
         let gone = marked.iter().filter(|n| !in_drop.contains(n)).count();
-        assert!(gone == 0 || gone == marked.len(), "a QUIT cut off by the kill was half applied: {gone} of {marked:?} gone");
-        figures.unanswered = format!(", unanswered QUIT {} {}", marked.len(), if gone == 0 || marked.is_empty() { "not applied" } else { "applied" });
+        assert!(
+            gone == 0 || gone == marked.len(),
+            "a QUIT cut off by the kill was half applied: {gone} of {marked:?} gone"
+        );
+        figures.unanswered = format!(
+            ", unanswered QUIT {} {}",
+            marked.len(),
+            if gone == 0 || marked.is_empty() { "not applied" } else { "applied" }
+        );
         if !marked.is_empty() {
             figures.cut_off_applied = Some(gone > 0);
         }
@@ -616,7 +688,10 @@ fn check_after_restart(maild: &Maild, model: &mut Model, loads: Vec<LoadResult>,
         }
     }
     for number in &pop.held {
-        assert!(in_drop.contains(number), "message {number} was DELEd in a session that never QUIT, but it is gone from {POP_USER}'s maildrop");
+        assert!(
+            in_drop.contains(number),
+            "message {number} was DELEd in a session that never QUIT, but it is gone from {POP_USER}'s maildrop"
+        );
     }
     figures.held = pop.held.len() as u64;
     (figures.pop_sessions, figures.retrieved) = (pop.sessions, pop.retrieved);
@@ -639,7 +714,10 @@ fn check_after_restart(maild: &Maild, model: &mut Model, loads: Vec<LoadResult>,
                 assert!(number > previous_head, "message {number} appeared among numbers checked before");
                 let token = entry_token(entry).unwrap_or_default();
                 let Some(at) = in_flight.iter().position(|s| s.token == token) else {
-                    panic!("message {number} is neither acknowledged nor in flight (token {token:?}):\n{}", String::from_utf8_lossy(entry))
+                    panic!(
+                        "message {number} is neither acknowledged nor in flight (token {token:?}):\n{}",
+                        String::from_utf8_lossy(entry)
+                    )
                 };
                 let sent = in_flight.swap_remove(at);
                 let known = Known::of(&sent);
@@ -662,7 +740,10 @@ fn check_after_restart(maild: &Maild, model: &mut Model, loads: Vec<LoadResult>,
                         .unwrap_or_else(|e| panic!("message {number} was collected but its range file {name}: {e}"));
                     split_mbox(&bytes)
                 });
-                let entry = range.iter().find(|e| entry_number(e) == number).unwrap_or_else(|| panic!("{name} lacks message {number}"));
+                let entry = range
+                    .iter()
+                    .find(|e| entry_number(e) == number)
+                    .unwrap_or_else(|| panic!("{name} lacks message {number}"));
                 check_entry(number, entry, known);
                 figures.collected_checked += 1;
             }
@@ -685,7 +766,11 @@ fn check_after_restart(maild: &Maild, model: &mut Model, loads: Vec<LoadResult>,
         want.is_subset(&names)
     });
     let names = backup_names(data);
-    assert!(names.iter().all(|n| want.contains(n)), "unexpected files in backup/: {:?}", names.iter().filter(|n| !want.contains(*n)).collect::<Vec<_>>());
+    assert!(
+        names.iter().all(|n| want.contains(n)),
+        "unexpected files in backup/: {:?}",
+        names.iter().filter(|n| !want.contains(*n)).collect::<Vec<_>>()
+    );
     figures.ranges = want.len() as u64;
     verify_ok(data, "after the restart");
 
@@ -797,7 +882,12 @@ impl Scenario {
 fn sigkill_at_random_moments_under_load_loses_nothing_acknowledged() {
     // CRASH_BIG=1 adds the power-cut run's 300 KiB messages (sled blob files) to the kill -9 run.
     let big = std::env::var("CRASH_BIG").is_ok_and(|v| v == "1");
-    run(Scenario { name: "crash", cycles: Scenario::cycles("CRASH_CYCLES", 20), power: None, shape: Shape { big, peer: false } });
+    run(Scenario {
+        name: "crash",
+        cycles: Scenario::cycles("CRASH_CYCLES", 20),
+        power: None,
+        shape: Shape { big, peer: false },
+    });
 }
 
 #[test]
@@ -851,7 +941,8 @@ fn run(mut scenario: Scenario) {
 
     let started = Instant::now();
     let mut model = Model::default();
-    let (mut kills, mut acked, mut found, mut deleted, mut held, mut collected, mut offline) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut kills, mut acked, mut found, mut deleted, mut held, mut collected, mut offline) =
+        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let (mut cut_off_applied, mut cut_off_kept) = (0u64, 0u64);
     let mut maild = scenario.start(&data, args);
     for cycle in 1..=cycles {

@@ -109,7 +109,8 @@ fn lan_or_skip(count: usize, test: &str) -> Option<Lan> {
         Ok(lan) => Some(lan),
         Err(why) => {
             // Straight to stderr, not eprintln!: the test harness would swallow that.
-            let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: needs root and `ip netns` for a private mDNS LAN: {why}");
+            let _ =
+                writeln!(std::io::stderr(), "SKIPPED: {test}: needs root and `ip netns` for a private mDNS LAN: {why}");
             None
         }
     }
@@ -216,19 +217,27 @@ fn servers_on_a_lan_find_each_other_and_notice_one_leaving() {
     let mut servers: Vec<Server> = (1..=3).map(|i| Server::start(&lan, i)).collect();
 
     eventually_logs("every server discovers the other two", &servers.iter().collect::<Vec<_>>(), |server, log| {
-        (1..=3).filter(|&j| format!("n{j}.test") != server.name).all(|j| log.contains(&discovered(&format!("n{j}.test"), j)))
+        (1..=3)
+            .filter(|&j| format!("n{j}.test") != server.name)
+            .all(|j| log.contains(&discovered(&format!("n{j}.test"), j)))
     });
     for server in &servers {
         // A server hears its own announcements too: it must know them for its own (so it
         // neither takes its own domain nor complains about the announcement).
         let log = server.log();
         assert!(!log.contains(&format!("peer discovered: {} ", server.name)), "{}:\n{log}", server.name);
-        assert!(!log.contains("announces domains we do not take") && !log.contains("discovery: ignoring"), "{}:\n{log}", server.name);
+        assert!(
+            !log.contains("announces domains we do not take") && !log.contains("discovery: ignoring"),
+            "{}:\n{log}",
+            server.name
+        );
     }
 
     servers[2].stop();
     let stayed = [&servers[0], &servers[1]];
-    eventually_logs("the other servers forget n3.test after its goodbye", &stayed, |_, log| log.contains("peer gone: n3.test"));
+    eventually_logs("the other servers forget n3.test after its goodbye", &stayed, |_, log| {
+        log.contains("peer gone: n3.test")
+    });
     for server in stayed {
         let log = server.log();
         assert!(!log.contains("peer gone: n1.test") && !log.contains("peer gone: n2.test"), "{}:\n{log}", server.name);

@@ -55,7 +55,8 @@ fn a_full_disk_gets_452_loses_nothing_and_recovers_without_a_restart() {
     add_users(&data, &["u@d.test"]);
     let ballast_path = fs.path.join("ballast");
     ballast(&ballast_path, 24);
-    let mut maild = Maild::start_on(&data, &["--domain", "d.test", "--min-free-space", "8388608", "--max-message-size", "4000000"]);
+    let mut maild =
+        Maild::start_on(&data, &["--domain", "d.test", "--min-free-space", "8388608", "--max-message-size", "4000000"]);
 
     let big: Vec<u8> = {
         let mut body = b"Subject: big\r\n\r\n".to_vec();
@@ -115,7 +116,11 @@ fn a_full_disk_gets_452_loses_nothing_and_recovers_without_a_restart() {
     let entries = export_entries(&data, &["--user", "u@d.test"]);
     assert_eq!(entries.len() as u64, next);
     for (i, entry) in entries.iter().take(acked.len()).enumerate() {
-        assert!(contains(entry, format!("X-Seq: {i}\r\n").as_bytes()) && entry.ends_with(&big), "message {} damaged", i + 1);
+        assert!(
+            contains(entry, format!("X-Seq: {i}\r\n").as_bytes()) && entry.ends_with(&big),
+            "message {} damaged",
+            i + 1
+        );
     }
 }
 
@@ -126,7 +131,14 @@ fn maild_with_file_limit(limit: u32, args: &[&str]) -> (std::process::Child, tem
     command
         .arg(format!("--nofile={}:{limit}", limit / 2))
         .arg(MAILD)
-        .args(["--data", &data.path().join("data").display().to_string(), "--smtp", "127.0.0.1:0", "--pop3", "127.0.0.1:0"])
+        .args([
+            "--data",
+            &data.path().join("data").display().to_string(),
+            "--smtp",
+            "127.0.0.1:0",
+            "--pop3",
+            "127.0.0.1:0",
+        ])
         .args(args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())

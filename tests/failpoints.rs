@@ -173,7 +173,12 @@ fn stats_head(data: &Path) -> u64 {
     let out = mailtool(data, &["stats"], None);
     assert!(out.status.success(), "stats: {}", out.stderr);
     let text = out.stdout_text();
-    text.lines().find_map(|l| l.strip_prefix("head: ")).unwrap_or_else(|| panic!("no head in {text}")).trim().parse().unwrap()
+    text.lines()
+        .find_map(|l| l.strip_prefix("head: "))
+        .unwrap_or_else(|| panic!("no head in {text}"))
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 fn verify_ok(data: &Path) {
@@ -209,9 +214,15 @@ fn check_store(data: &Path, acked: &BTreeMap<u64, Vec<u8>>, maybe: &[Vec<u8>], r
     let numbers: Vec<u64> = entries.iter().map(|e| entry_number(e)).collect();
     assert_eq!(numbers, (1..=head).collect::<Vec<_>>(), "numbers must be exactly 1..=head (head {head})");
     for (entry, number) in entries.iter().zip(1..) {
-        assert!(entry.starts_with(format!("Number: {number}\r\nReturn-Path: <s@d.test>\r\nDelivered-To: {USER}\r\nReceived: ").as_bytes()));
+        assert!(entry.starts_with(
+            format!("Number: {number}\r\nReturn-Path: <s@d.test>\r\nDelivered-To: {USER}\r\nReceived: ").as_bytes()
+        ));
         match acked.get(&number) {
-            Some(message) => assert!(entry.ends_with(message), "acknowledged message {number} lost or changed:\n{}", String::from_utf8_lossy(entry)),
+            Some(message) => assert!(
+                entry.ends_with(message),
+                "acknowledged message {number} lost or changed:\n{}",
+                String::from_utf8_lossy(entry)
+            ),
             None => assert!(
                 maybe.iter().any(|m| entry.ends_with(m)),
                 "message {number} was never acknowledged, and is not a whole unacknowledged message:\n{}",
@@ -219,7 +230,11 @@ fn check_store(data: &Path, acked: &BTreeMap<u64, Vec<u8>>, maybe: &[Vec<u8>], r
             ),
         }
         for message in refused {
-            assert!(!entry.ends_with(message), "message {number} is one the client was refused:\n{}", String::from_utf8_lossy(entry));
+            assert!(
+                !entry.ends_with(message),
+                "message {number} is one the client was refused:\n{}",
+                String::from_utf8_lossy(entry)
+            );
         }
     }
     if let Some((&last, _)) = acked.last_key_value() {
@@ -265,8 +280,12 @@ fn crash_and_recover(point: &str, hit: u64, unacked: Option<bool>) {
     let head = check_store(data, &acked, &maybe, &[]);
     let sent = acked.len() as u64;
     match unacked {
-        Some(true) => assert_eq!(head, sent + 1, "the unacknowledged message was fsync'd before the crash; it must be there"),
-        Some(false) => assert_eq!(head, sent, "the unacknowledged message crashed before its batch; it must not be there"),
+        Some(true) => {
+            assert_eq!(head, sent + 1, "the unacknowledged message was fsync'd before the crash; it must be there")
+        }
+        Some(false) => {
+            assert_eq!(head, sent, "the unacknowledged message crashed before its batch; it must not be there")
+        }
         None => assert!(head == sent || head == sent + 1, "head {head} after {sent} acknowledged messages"),
     }
     if head > sent {
@@ -308,7 +327,11 @@ fn persist_refuses(point: &str, spec: &str, code: &str) {
         other => panic!("{point}={spec}: expected {code}, got {other:?}"),
     }
     // Nothing of it is in the store, even before anything else happens.
-    assert_eq!(check_store(data, &BTreeMap::new(), &[], std::slice::from_ref(&refused)), 0, "the refused message was stored");
+    assert_eq!(
+        check_store(data, &BTreeMap::new(), &[], std::slice::from_ref(&refused)),
+        0,
+        "the refused message was stored"
+    );
     let mut acked = BTreeMap::new();
     for n in 1..=3 {
         let message = body(point, n);
@@ -339,7 +362,11 @@ fn persist_refuses(point: &str, spec: &str, code: &str) {
         } else {
             maild.stop();
         }
-        assert_eq!(check_store(data, &BTreeMap::new(), &[], std::slice::from_ref(&refused)), 0, "a refused message reappeared after {end}");
+        assert_eq!(
+            check_store(data, &BTreeMap::new(), &[], std::slice::from_ref(&refused)),
+            0,
+            "a refused message reappeared after {end}"
+        );
         let maild = Maild::start_on(data, ARGS);
         Smtp::connect(&maild).send_acked(&body(point, 1), 1);
         drop(maild);
@@ -379,7 +406,11 @@ fn persist_refuses(point: &str, spec: &str, code: &str) {
     }
     assert!(!refused.is_empty(), "{point}={spec} refused nothing");
     let count = acked.len() as u64;
-    assert_eq!(acked.keys().copied().collect::<Vec<_>>(), (1..=count).collect::<Vec<_>>(), "acknowledged numbers have a gap");
+    assert_eq!(
+        acked.keys().copied().collect::<Vec<_>>(),
+        (1..=count).collect::<Vec<_>>(),
+        "acknowledged numbers have a gap"
+    );
     println!("{point}={spec}: a group of 8 ended with {} refused, {count} acknowledged", refused.len());
     assert_eq!(check_store(data, &acked, &[], &refused), count);
     let next = body("group", 100);
@@ -601,7 +632,9 @@ fn a_hanging_store_answers_451_and_exits_for_a_restart() {
     }
     let stuck = body("hang", 3);
     match smtp.send(&stuck) {
-        Outcome::Refused(reply) => assert!(reply.starts_with("451 4.3.0"), "the client waiting on a hung store: {reply}"),
+        Outcome::Refused(reply) => {
+            assert!(reply.starts_with("451 4.3.0"), "the client waiting on a hung store: {reply}")
+        }
         other => panic!("the client waiting on a hung store should get 451, got {other:?}\n{}", maild.log()),
     }
     let status = maild.wait();

@@ -16,7 +16,9 @@ fn user_add_list_passwd_del() {
     add_users(data, &["bob@example.org"]);
     let list = mailtool(data, &["user", "list"], None).stdout_text();
     assert_eq!(list, "Alice@Example.org\nbob@example.org\n");
-    assert!(mailtool(data, &["user", "passwd", "ALICE@example.org", "--password-stdin"], Some(b"new\n")).status.success());
+    assert!(mailtool(data, &["user", "passwd", "ALICE@example.org", "--password-stdin"], Some(b"new\n"))
+        .status
+        .success());
     assert!(mailtool(data, &["user", "del", "bob@example.org"], None).status.success());
     assert_eq!(mailtool(data, &["user", "list"], None).stdout_text(), "Alice@Example.org\n");
     let out = mailtool(data, &["user", "del", "bob@example.org"], None);

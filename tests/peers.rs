@@ -57,7 +57,10 @@ fn queue_depth(maild: &Maild) -> usize {
 #[test]
 fn mail_for_a_peer_is_forwarded_and_read_there_over_pop3() {
     let b = maild_with_users(&["bob@b.test"], &["--domain", "b.test", "--hostname", "mx.b.test"]);
-    let a = maild_with_users(&["alice@a.test"], &["--domain", "a.test", "--hostname", "mx.a.test", "--peer", &peer_arg("b.test", &b)]);
+    let a = maild_with_users(
+        &["alice@a.test"],
+        &["--domain", "a.test", "--hostname", "mx.a.test", "--peer", &peer_arg("b.test", &b)],
+    );
     let body = b"Subject: hello b\r\n\r\n.dot line\r\nfrom a to b\r\n";
     let mut c = a.smtp_client();
     c.reply();
@@ -88,7 +91,12 @@ fn mail_for_a_peer_is_forwarded_and_read_there_over_pop3() {
         retr.extend_from_slice(line.strip_prefix(b".").unwrap_or(&line));
     }
     let text = String::from_utf8_lossy(&retr).into_owned();
-    assert!(text.starts_with("Return-Path: <alice@a.test>\r\nReceived: from mx.a.test ([127.0.0.1])\r\n\tby mx.b.test (maild)"), "{text}");
+    assert!(
+        text.starts_with(
+            "Return-Path: <alice@a.test>\r\nReceived: from mx.a.test ([127.0.0.1])\r\n\tby mx.b.test (maild)"
+        ),
+        "{text}"
+    );
     assert!(text.contains("\tby mx.a.test (maild) with ESMTP id 1\r\n"), "{text}");
     assert!(retr.ends_with(body), "{text}");
     eventually("A's queue to empty", || queue_depth(&a) == 0);
@@ -108,7 +116,10 @@ fn a_peer_that_is_down_gets_every_message_once_when_it_comes_back() {
     let listing = mailtool(&a.data, &["queue"], None).stdout_text();
     assert!(listing.contains("b.test attempts=") && listing.contains("recipients=<bob@b.test>"), "{listing}");
     let stats = mailtool(&a.data, &["stats"], None).stdout_text();
-    assert!(stats.contains("queue depth: 5") && stats.contains(&format!("peer b.test: {b_address} (static)")), "{stats}");
+    assert!(
+        stats.contains("queue depth: 5") && stats.contains(&format!("peer b.test: {b_address} (static)")),
+        "{stats}"
+    );
 
     let tmp = new_data_dir();
     add_users(tmp.path(), &["bob@b.test"]);
@@ -119,17 +130,18 @@ fn a_peer_that_is_down_gets_every_message_once_when_it_comes_back() {
     std::thread::sleep(Duration::from_secs(3));
     let entries_after = mailbox(&b, "bob@b.test");
     assert_eq!(entries_after.len(), 5, "exactly once");
-    let tokens: BTreeSet<String> = entries
-        .iter()
-        .map(|e| String::from_utf8_lossy(e).lines().last().unwrap_or_default().to_string())
-        .collect();
+    let tokens: BTreeSet<String> =
+        entries.iter().map(|e| String::from_utf8_lossy(e).lines().last().unwrap_or_default().to_string()).collect();
     assert_eq!(tokens, (1..=5).map(|i| format!("queued {i}")).collect());
 }
 
 #[test]
 fn a_restart_of_the_sender_while_entries_wait_loses_nothing() {
     let b_address = free_address();
-    let mut a = maild_with_users(&["alice@a.test"], &["--domain", "a.test", "--peer", &format!("b.test={b_address}"), "--retry-min", "1s"]);
+    let mut a = maild_with_users(
+        &["alice@a.test"],
+        &["--domain", "a.test", "--peer", &format!("b.test={b_address}"), "--retry-min", "1s"],
+    );
     for i in 1..=3 {
         send(&a, "alice@a.test", &["bob@b.test"], format!("Subject: r{i}\r\n\r\nrestart {i}\r\n").as_bytes());
     }
@@ -139,7 +151,8 @@ fn a_restart_of_the_sender_while_entries_wait_loses_nothing() {
     let tmp = new_data_dir();
     add_users(tmp.path(), &["bob@b.test"]);
     let b = Maild::start_on(tmp.path(), &["--domain", "b.test", "--smtp", &b_address]);
-    let a2 = Maild::start_on(&data, &["--domain", "a.test", "--peer", &format!("b.test={b_address}"), "--retry-min", "1s"]);
+    let a2 =
+        Maild::start_on(&data, &["--domain", "a.test", "--peer", &format!("b.test={b_address}"), "--retry-min", "1s"]);
     wait_for_mail(&b, "bob@b.test", 3);
     eventually("A's queue to empty", || queue_depth(&a2) == 0);
     assert_eq!(mailbox(&b, "bob@b.test").len(), 3);
@@ -149,21 +162,31 @@ fn a_restart_of_the_sender_while_entries_wait_loses_nothing() {
 #[test]
 fn queue_flush_retries_at_once() {
     let b_address = free_address();
-    let a = maild_with_users(&["alice@a.test"], &["--domain", "a.test", "--peer", &format!("b.test={b_address}"), "--retry-min", "1h"]);
+    let a = maild_with_users(
+        &["alice@a.test"],
+        &["--domain", "a.test", "--peer", &format!("b.test={b_address}"), "--retry-min", "1h"],
+    );
     send(&a, "alice@a.test", &["bob@b.test"], b"Subject: flush\r\n\r\nflush me\r\n");
     eventually("a failed first attempt", || mailtool(&a.data, &["queue"], None).stdout_text().contains("attempts=1"));
     let tmp = new_data_dir();
     add_users(tmp.path(), &["bob@b.test"]);
     let b = Maild::start_on(tmp.path(), &["--domain", "b.test", "--smtp", &b_address]);
     let out = mailtool(&a.data, &["queue", "flush"], None);
-    assert!(out.status.success() && out.stdout_text().contains("1 message(s) will be retried now"), "{}", out.stdout_text());
+    assert!(
+        out.status.success() && out.stdout_text().contains("1 message(s) will be retried now"),
+        "{}",
+        out.stdout_text()
+    );
     wait_for_mail(&b, "bob@b.test", 1);
 }
 
 #[test]
 fn a_rejection_from_the_peer_bounces_a_dsn_to_the_sender() {
     let b = maild_with_users(&["bob@b.test"], &["--domain", "b.test"]);
-    let a = maild_with_users(&["alice@a.test"], &["--domain", "a.test", "--hostname", "mx.a.test", "--peer", &peer_arg("b.test", &b)]);
+    let a = maild_with_users(
+        &["alice@a.test"],
+        &["--domain", "a.test", "--hostname", "mx.a.test", "--peer", &peer_arg("b.test", &b)],
+    );
     send(&a, "alice@a.test", &["nobody@b.test", "bob@b.test"], b"Subject: partly wrong\r\n\r\nhello\r\n");
     wait_for_mail(&b, "bob@b.test", 1);
     let dsn = wait_for_mail(&a, "alice@a.test", 1).remove(0);
@@ -181,10 +204,16 @@ fn a_rejection_from_the_peer_bounces_a_dsn_to_the_sender() {
 fn a_mail_loop_between_two_peers_ends_with_554_and_a_bounce() {
     // A and B each believe the other owns loop.test.
     let a_address = free_address();
-    let b = maild_with_users(&[], &["--domain", "b.test", "--peer", &format!("loop.test={a_address}"), "--peer", &format!("a.test={a_address}")]);
+    let b = maild_with_users(
+        &[],
+        &["--domain", "b.test", "--peer", &format!("loop.test={a_address}"), "--peer", &format!("a.test={a_address}")],
+    );
     let tmp = new_data_dir();
     add_users(tmp.path(), &["alice@a.test"]);
-    let a = Maild::start_on(tmp.path(), &["--domain", "a.test", "--smtp", &a_address, "--peer", &peer_arg("loop.test", &b)]);
+    let a = Maild::start_on(
+        tmp.path(),
+        &["--domain", "a.test", "--smtp", &a_address, "--peer", &peer_arg("loop.test", &b)],
+    );
     send(&a, "alice@a.test", &["u@loop.test"], b"Subject: around\r\n\r\nround and round\r\n");
     let dsn = wait_for_mail(&a, "alice@a.test", 1).remove(0);
     let text = String::from_utf8_lossy(&dsn).into_owned();
@@ -206,7 +235,14 @@ fn three_servers_500_messages_no_loss_no_duplicate() {
             let own: Vec<&str> = users.iter().filter(|u| u.ends_with(domains[i])).map(String::as_str).collect();
             add_users(tmp.path(), &own);
             let smtp = addresses[i].clone();
-            let mut args = vec!["--domain".to_string(), domains[i].to_string(), "--smtp".into(), smtp, "--retry-min".into(), "1s".into()];
+            let mut args = vec![
+                "--domain".to_string(),
+                domains[i].to_string(),
+                "--smtp".into(),
+                smtp,
+                "--retry-min".into(),
+                "1s".into(),
+            ];
             for j in (0..3).filter(|&j| j != i) {
                 args.push("--peer".into());
                 args.push(format!("{}={}", domains[j], addresses[j]));
@@ -255,7 +291,8 @@ fn three_servers_500_messages_no_loss_no_duplicate() {
     for (user, tokens) in &expected {
         let server = &servers[domains.iter().position(|d| user.ends_with(d)).unwrap()];
         let entries = wait_for_mail(server, user, tokens.len());
-        let got: Vec<String> = entries.iter().map(|e| String::from_utf8_lossy(e).lines().last().unwrap_or_default().to_string()).collect();
+        let got: Vec<String> =
+            entries.iter().map(|e| String::from_utf8_lossy(e).lines().last().unwrap_or_default().to_string()).collect();
         let unique: BTreeSet<String> = got.iter().cloned().collect();
         assert_eq!(unique.len(), got.len(), "{user} got a duplicate");
         assert_eq!(&unique, tokens, "{user} got the wrong messages");
@@ -276,7 +313,18 @@ fn a_message_that_outlives_the_queue_lifetime_bounces_with_4_4_7() {
     let b_address = free_address();
     let a = maild_with_users(
         &["alice@a.test"],
-        &["--domain", "a.test", "--peer", &format!("b.test={b_address}"), "--retry-min", "1s", "--retry-max", "1s", "--queue-lifetime", "3s"],
+        &[
+            "--domain",
+            "a.test",
+            "--peer",
+            &format!("b.test={b_address}"),
+            "--retry-min",
+            "1s",
+            "--retry-max",
+            "1s",
+            "--queue-lifetime",
+            "3s",
+        ],
     );
     send(&a, "alice@a.test", &["bob@b.test"], b"Subject: never arrives\r\n\r\nnobody listens\r\n");
     let dsn = wait_for_mail(&a, "alice@a.test", 1).remove(0);

@@ -68,7 +68,8 @@ fn send(maild: &Maild, from: &str, to: &[&str], messages: &[&[u8]]) -> Vec<u64> 
     numbers
 }
 
-const TRICKY: &[u8] = b"Subject: exact\r\n\r\n.starts with a dot\r\n.\r\n..two dots\r\n\xc3\xa9\xff 8bit\r\nbare\nlf\r\n";
+const TRICKY: &[u8] =
+    b"Subject: exact\r\n\r\n.starts with a dot\r\n.\r\n..two dots\r\n\xc3\xa9\xff 8bit\r\nbare\nlf\r\n";
 
 #[test]
 fn mail_sent_over_smtp_reads_back_byte_exact() {
@@ -79,7 +80,9 @@ fn mail_sent_over_smtp_reads_back_byte_exact() {
     let retr = pop.multi("RETR 1");
     let text = String::from_utf8_lossy(&retr).into_owned();
     assert!(
-        text.starts_with("Return-Path: <s@d.test>\r\nReceived: from test ([127.0.0.1])\r\n\tby mx.test (maild) with ESMTP id 1\r\n"),
+        text.starts_with(
+            "Return-Path: <s@d.test>\r\nReceived: from test ([127.0.0.1])\r\n\tby mx.test (maild) with ESMTP id 1\r\n"
+        ),
         "{text}"
     );
     assert!(retr.ends_with(&[b"+0000\r\n", TRICKY].concat()), "{text}");
@@ -223,7 +226,10 @@ fn python_poplib_reads_exact_bytes() {
         std::fs::write(expected.path().join(i.to_string()), retr).unwrap();
     }
     pop.ok("QUIT");
-    let out = python("pop3_client.py", &[&maild.pop3.port().to_string(), "u@d.test", "pw-u@d.test", expected.path().to_str().unwrap()]);
+    let out = python(
+        "pop3_client.py",
+        &[&maild.pop3.port().to_string(), "u@d.test", "pw-u@d.test", expected.path().to_str().unwrap()],
+    );
     assert!(out.contains("uidl 1 2 3") && out.contains("ok"), "{out}");
 }
 
@@ -244,7 +250,8 @@ fn curl_retrieves_a_message() {
 #[test]
 fn fetchmail_pulls_every_message_into_an_mbox() {
     let maild = maild_with_users(&["u@d.test"], &["--domain", "d.test"]);
-    let bodies: Vec<Vec<u8>> = (1..=5).map(|i| format!("Subject: fm {i}\r\n\r\nfetchmail body {i}\r\n").into_bytes()).collect();
+    let bodies: Vec<Vec<u8>> =
+        (1..=5).map(|i| format!("Subject: fm {i}\r\n\r\nfetchmail body {i}\r\n").into_bytes()).collect();
     let refs: Vec<&[u8]> = bodies.iter().map(|b| b.as_slice()).collect();
     send(&maild, "s@d.test", &["u@d.test"], &refs);
     let home = new_data_dir();

@@ -44,7 +44,14 @@ fn run_dialogue(name: &str, extra_args: &[&str]) -> Maild {
 
 #[test]
 fn golden_dialogues_pass_against_the_live_server() {
-    for name in ["order-and-errors.txt", "pipelining.txt", "split-packets.txt", "smuggling.txt", "limits.txt", "too-many-errors.txt"] {
+    for name in [
+        "order-and-errors.txt",
+        "pipelining.txt",
+        "split-packets.txt",
+        "smuggling.txt",
+        "limits.txt",
+        "too-many-errors.txt",
+    ] {
         run_dialogue(name, &[]);
     }
 }
@@ -116,14 +123,20 @@ fn three_recipients_get_one_number_and_one_copy_each() {
     let mut c = maild.smtp_client();
     c.reply();
     c.expect("EHLO me", "250");
-    assert_eq!(c.send_message("x@y.test", &["a@d.test", "b@d.test", "c@d.test", "A@D.TEST"], b"Subject: hi\r\n\r\nthree\r\n"), 1);
+    assert_eq!(
+        c.send_message("x@y.test", &["a@d.test", "b@d.test", "c@d.test", "A@D.TEST"], b"Subject: hi\r\n\r\nthree\r\n"),
+        1
+    );
     assert_eq!(c.send_message("x@y.test", &["b@d.test"], b"two\r\n"), 2);
     c.expect("QUIT", "221");
     maild.stop();
     let all = export_entries(&maild.data, &[]);
     assert_eq!(all.len(), 2);
     let text = String::from_utf8_lossy(&all[0]);
-    assert!(text.contains("Delivered-To: a@d.test\r\nDelivered-To: b@d.test\r\nDelivered-To: c@d.test\r\nReceived:"), "{text}");
+    assert!(
+        text.contains("Delivered-To: a@d.test\r\nDelivered-To: b@d.test\r\nDelivered-To: c@d.test\r\nReceived:"),
+        "{text}"
+    );
     for (user, count) in [("a@d.test", 1), ("b@d.test", 2), ("c@d.test", 1)] {
         assert_eq!(export_entries(&maild.data, &["--user", user]).len(), count, "{user}");
     }
@@ -138,12 +151,15 @@ fn dot_stuffing_and_eight_bit_bytes_are_stored_byte_exact() {
     c.expect("MAIL FROM:<s@d.test>", "250");
     c.expect("RCPT TO:<u@d.test>", "250");
     c.expect("DATA", "354");
-    c.send(b"Subject: dots\r\n\r\n..leading dot\r\n...two\r\n.\x01\r\nbare\nlf and bare\rcr\r\n\xc3\xa9\xff\x00\r\n.\r\n");
+    c.send(
+        b"Subject: dots\r\n\r\n..leading dot\r\n...two\r\n.\x01\r\nbare\nlf and bare\rcr\r\n\xc3\xa9\xff\x00\r\n.\r\n",
+    );
     assert_eq!(message_number(&c.reply()), Some(1));
     c.expect("QUIT", "221");
     maild.stop();
     let entries = export_entries(&maild.data, &[]);
-    let expected: &[u8] = b"Subject: dots\r\n\r\n.leading dot\r\n..two\r\n\x01\r\nbare\nlf and bare\rcr\r\n\xc3\xa9\xff\x00\r\n";
+    let expected: &[u8] =
+        b"Subject: dots\r\n\r\n.leading dot\r\n..two\r\n\x01\r\nbare\nlf and bare\rcr\r\n\xc3\xa9\xff\x00\r\n";
     assert!(entries[0].ends_with(expected), "{:?}", String::from_utf8_lossy(&entries[0]));
 }
 
@@ -439,5 +455,9 @@ fn curl_sends_mail() {
     maild.stop();
     let entries = export_entries(&maild.data, &["--user", "u@d.test"]);
     assert_eq!(entries.len(), 1);
-    assert!(entries[0].ends_with(b"Subject: via curl\r\n\r\nsent by curl\r\n.dot line\r\n"), "{:?}", String::from_utf8_lossy(&entries[0]));
+    assert!(
+        entries[0].ends_with(b"Subject: via curl\r\n\r\nsent by curl\r\n.dot line\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&entries[0])
+    );
 }

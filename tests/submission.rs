@@ -50,7 +50,11 @@ impl Dns {
         let zone = dir.path().join("zone.json");
         std::fs::write(&zone, zone_json).unwrap();
         let (server, first) = start_helper("dns_server.py", &[&zone.display().to_string()]);
-        let port = first.trim().strip_prefix("port ").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("dns_server.py said {first:?}"));
+        let port = first
+            .trim()
+            .strip_prefix("port ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("dns_server.py said {first:?}"));
         Dns { _server: server, port, _zone: dir }
     }
 }
@@ -67,7 +71,10 @@ fn queue_depth(maild: &Maild) -> u64 {
 #[test]
 fn submission_needs_auth_then_delivers_and_the_smtp_port_still_relays_for_nobody() {
     // No remote recipient is accepted here; the unused resolver is pinned to loopback anyway.
-    let maild = maild_with_users(&["u@d.test", "v@d.test"], &["--domain", "d.test", "--submission", "127.0.0.1:0", "--resolver", NO_DNS]);
+    let maild = maild_with_users(
+        &["u@d.test", "v@d.test"],
+        &["--domain", "d.test", "--submission", "127.0.0.1:0", "--resolver", NO_DNS],
+    );
     let port = maild.submission().port().to_string();
     let out = python("submission_client.py", &[&port, "u@d.test", "pw-u@d.test", "v@d.test"]);
     assert_eq!(out.trim(), "number 1", "{out}");
@@ -92,7 +99,18 @@ fn with_a_certificate_submission_wants_tls_before_auth() {
     let (cert_file, key_file) = (test_cert("cert.pem"), test_cert("key.pem"));
     let maild = maild_with_users(
         &["u@d.test"],
-        &["--domain", "d.test", "--submission", "127.0.0.1:0", "--resolver", NO_DNS, "--tls-cert", &cert_file, "--tls-key", &key_file],
+        &[
+            "--domain",
+            "d.test",
+            "--submission",
+            "127.0.0.1:0",
+            "--resolver",
+            NO_DNS,
+            "--tls-cert",
+            &cert_file,
+            "--tls-key",
+            &key_file,
+        ],
     );
     let mut client = Client::connect(maild.submission());
     client.reply();
@@ -108,7 +126,18 @@ fn mailtool_send_logs_in_over_checked_tls() {
     let (cert_file, key_file) = (test_cert("cert.pem"), test_cert("key.pem"));
     let maild = maild_with_users(
         &["u@d.test", "v@d.test"],
-        &["--domain", "d.test", "--submission", "127.0.0.1:0", "--resolver", NO_DNS, "--tls-cert", &cert_file, "--tls-key", &key_file],
+        &[
+            "--domain",
+            "d.test",
+            "--submission",
+            "127.0.0.1:0",
+            "--resolver",
+            NO_DNS,
+            "--tls-cert",
+            &cert_file,
+            "--tls-key",
+            &key_file,
+        ],
     );
     let submission = maild.submission().to_string();
     let secrets = new_data_dir();
@@ -117,7 +146,17 @@ fn mailtool_send_logs_in_over_checked_tls() {
     std::fs::write(&wrong, "not-the-password\n").unwrap();
     let (right, wrong, ca) = (right.display().to_string(), wrong.display().to_string(), test_cert("ca.pem"));
     let send = |extra: &[&str]| {
-        let mut args = vec!["send", "--smtp", &submission, "--from", "u@d.test", "--to", "v@d.test", "--subject", "via submission"];
+        let mut args = vec![
+            "send",
+            "--smtp",
+            &submission,
+            "--from",
+            "u@d.test",
+            "--to",
+            "v@d.test",
+            "--subject",
+            "via submission",
+        ];
         args.extend_from_slice(extra);
         mailtool(&maild.data, &args, Some(b"sent by mailtool\n"))
     };
@@ -134,7 +173,10 @@ fn mailtool_send_logs_in_over_checked_tls() {
     let cases: [(&[&str], &str); 4] = [
         (&["--user", "u@d.test", "--password-file", &right], "--starttls"),
         (&["--starttls", "--tls-ca", &ca, "--user", "u@d.test", "--password-file", &wrong], "535"),
-        (&["--starttls", "--tls-ca", &test_cert("other-ca.pem"), "--user", "u@d.test", "--password-file", &right], "STARTTLS"),
+        (
+            &["--starttls", "--tls-ca", &test_cert("other-ca.pem"), "--user", "u@d.test", "--password-file", &right],
+            "STARTTLS",
+        ),
         (&["--starttls", "--tls-ca", &ca], "530"),
     ];
     for (extra, why) in cases {
@@ -168,7 +210,8 @@ fn mx_host_with(ip: &str, port: &str, domains: &[&str], users: &[&str], extra: &
 #[test]
 fn relay_follows_mx_preference_falls_back_and_bounces_what_cannot_go() {
     // MX hosts share one port on different loopback addresses, as real ones share 25.
-    let second = mx_host("127.0.0.3", "0", &["remote.test", "fallback.test"], &["bob@remote.test", "dora@fallback.test"]);
+    let second =
+        mx_host("127.0.0.3", "0", &["remote.test", "fallback.test"], &["bob@remote.test", "dora@fallback.test"]);
     let mx_port = second.smtp.port().to_string();
     // The preferred remote.test host has a certificate: the relay must use STARTTLS.
     let (cert, key) = (test_cert("cert.pem"), test_cert("key.pem"));
@@ -183,7 +226,8 @@ fn relay_follows_mx_preference_falls_back_and_bounces_what_cannot_go() {
     // connect again and send in plain text.
     let broken_dir = new_data_dir();
     let broken_out = broken_dir.path().join("received");
-    let (_broken, ready) = start_helper("broken_tls_mx.py", &["127.0.0.6", &mx_port, &broken_out.display().to_string()]);
+    let (_broken, ready) =
+        start_helper("broken_tls_mx.py", &["127.0.0.6", &mx_port, &broken_out.display().to_string()]);
     assert_eq!(ready.trim(), "ready");
     let plain = mx_host("127.0.0.4", &mx_port, &["plain.test"], &["carol@plain.test"]);
 
@@ -205,12 +249,31 @@ fn relay_follows_mx_preference_falls_back_and_bounces_what_cannot_go() {
     let resolver = format!("127.0.0.1:{}", dns.port);
     let a = maild_with_users(
         &["u@d.test"],
-        &["--domain", "d.test", "--submission", "127.0.0.1:0", "--resolver", &resolver, "--mx-port", &mx_port, "--retry-min", "1s"],
+        &[
+            "--domain",
+            "d.test",
+            "--submission",
+            "127.0.0.1:0",
+            "--resolver",
+            &resolver,
+            "--mx-port",
+            &mx_port,
+            "--retry-min",
+            "1s",
+        ],
     );
     let port = a.submission().port().to_string();
-    let recipients =
-        ["bob@remote.test", "dora@fallback.test", "carol@plain.test", "eve@brokentls.test", "x@nullmx.test", "y@nowhere.test", "z@broken.test"];
-    let out = python("submission_client.py", &[&[port.as_str(), "u@d.test", "pw-u@d.test"][..], &recipients[..]].concat());
+    let recipients = [
+        "bob@remote.test",
+        "dora@fallback.test",
+        "carol@plain.test",
+        "eve@brokentls.test",
+        "x@nullmx.test",
+        "y@nowhere.test",
+        "z@broken.test",
+    ];
+    let out =
+        python("submission_client.py", &[&[port.as_str(), "u@d.test", "pw-u@d.test"][..], &recipients[..]].concat());
     assert_eq!(out.trim(), "number 1", "{out}");
 
     eventually("bob's copy at the preferred MX", || mailbox(&first, "bob@remote.test").len() == 1);
@@ -218,16 +281,24 @@ fn relay_follows_mx_preference_falls_back_and_bounces_what_cannot_go() {
     eventually("carol's copy at the implicit MX", || mailbox(&plain, "carol@plain.test").len() == 1);
     assert_eq!(mailbox(&second, "bob@remote.test").len(), 0, "the less preferred MX got bob's mail");
     let bob = String::from_utf8_lossy(&mailbox(&first, "bob@remote.test")[0]).into_owned();
-    assert!(bob.contains("Return-Path: <u@d.test>") && bob.contains("Subject: submitted\r\n\r\nsent with AUTH\r\n"), "{bob}");
+    assert!(
+        bob.contains("Return-Path: <u@d.test>") && bob.contains("Subject: submitted\r\n\r\nsent with AUTH\r\n"),
+        "{bob}"
+    );
     assert!(bob.contains("with ESMTPA id 1"), "A's trace header travels with it: {bob}");
     // The MX host's own trace header says the relay came over TLS; the host without a
     // certificate got plain SMTP.
     assert!(bob.contains("by mx.test (maild) with ESMTPS id 1"), "{bob}");
     let dora = String::from_utf8_lossy(&mailbox(&second, "dora@fallback.test")[0]).into_owned();
     assert!(dora.contains("by mx.test (maild) with ESMTP id 1"), "{dora}");
-    eventually("eve's copy, sent again in plain text", || std::fs::read(&broken_out).is_ok_and(|r| contains(&r, b"=== end")));
+    eventually("eve's copy, sent again in plain text", || {
+        std::fs::read(&broken_out).is_ok_and(|r| contains(&r, b"=== end"))
+    });
     let eve = String::from_utf8_lossy(&std::fs::read(&broken_out).unwrap()).into_owned();
-    assert!(eve.starts_with("RCPT TO:<eve@brokentls.test>\n") && eve.contains("sent with AUTH\r\n.\r\n=== end"), "{eve}");
+    assert!(
+        eve.starts_with("RCPT TO:<eve@brokentls.test>\n") && eve.contains("sent with AUTH\r\n.\r\n=== end"),
+        "{eve}"
+    );
 
     eventually("two bounces to the sender", || mailbox(&a, "u@d.test").len() == 2);
     let all: Vec<String> = mailbox(&a, "u@d.test").iter().map(|e| String::from_utf8_lossy(e).into_owned()).collect();
@@ -240,7 +311,10 @@ fn relay_follows_mx_preference_falls_back_and_bounces_what_cannot_go() {
     // Only broken.test stays queued, deferred with the DNS failure as its reason.
     eventually("A's queue to hold broken.test alone", || queue_depth(&a) == 1);
     let queue = mailtool(&a.data, &["queue"], None).stdout_text();
-    assert!(queue.contains("recipients=<z@broken.test>") && queue.contains("MX lookup for broken.test failed"), "{queue}");
+    assert!(
+        queue.contains("recipients=<z@broken.test>") && queue.contains("MX lookup for broken.test failed"),
+        "{queue}"
+    );
     drop(dns);
 }
 
@@ -258,14 +332,20 @@ fn mail_for_a_peer_that_is_away_waits_for_it_instead_of_going_to_dns() {
     // DNS knows neither domain: nowhere.test bounces at once; gone.test must wait.
     let dns = Dns::start(r#"{"mx": {}, "a": {}, "aaaa": {}}"#);
     let resolver = format!("127.0.0.1:{}", dns.port);
-    let mut a = Maild::start_on(data.path(), &["--domain", "d.test", "--submission", "127.0.0.1:0", "--resolver", &resolver, "--retry-min", "1s"]);
+    let mut a = Maild::start_on(
+        data.path(),
+        &["--domain", "d.test", "--submission", "127.0.0.1:0", "--resolver", &resolver, "--retry-min", "1s"],
+    );
     a.keep(data);
     let port = a.submission().port().to_string();
     let out = python("submission_client.py", &[&port, "u@d.test", "pw-u@d.test", "x@gone.test", "y@nowhere.test"]);
     assert_eq!(out.trim(), "number 1", "{out}");
     eventually("the bounce for nowhere.test", || mailbox(&a, "u@d.test").len() == 1);
     let bounce = String::from_utf8_lossy(&mailbox(&a, "u@d.test")[0]).into_owned();
-    assert!(bounce.contains("Status: 5.1.2") && bounce.contains("y@nowhere.test") && !bounce.contains("x@gone.test"), "{bounce}");
+    assert!(
+        bounce.contains("Status: 5.1.2") && bounce.contains("y@nowhere.test") && !bounce.contains("x@gone.test"),
+        "{bounce}"
+    );
     eventually("gone.test queued, waiting for its peer", || {
         let queue = mailtool(&a.data, &["queue"], None).stdout_text();
         queue.contains("recipients=<x@gone.test>") && queue.contains("its peer server is away")

@@ -10,7 +10,14 @@ use std::process::{Command, Stdio};
 use common::*;
 
 fn tls_args() -> Vec<String> {
-    vec!["--domain".into(), "d.test".into(), "--tls-cert".into(), test_cert("cert.pem"), "--tls-key".into(), test_cert("key.pem")]
+    vec![
+        "--domain".into(),
+        "d.test".into(),
+        "--tls-cert".into(),
+        test_cert("cert.pem"),
+        "--tls-key".into(),
+        test_cert("key.pem"),
+    ]
 }
 
 fn maild_with_tls() -> Maild {
@@ -27,7 +34,9 @@ fn smtplib_sends_over_starttls_and_poplib_reads_it_over_stls() {
     assert_eq!(out.trim(), "number 1", "{out}");
     let out = python("tls_client.py", &["pop3", &maild.pop3.port().to_string(), &cafile, "u@d.test", "pw-u@d.test"]);
     let hex = out.trim().strip_prefix("retr ").unwrap_or_else(|| panic!("{out}"));
-    let message = String::from_utf8((0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()).unwrap();
+    let message =
+        String::from_utf8((0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect())
+            .unwrap();
     assert!(message.starts_with("Return-Path: <s@d.test>\r\nReceived: from tlsclient ([127.0.0.1])"), "{message}");
     // RFC 3848: the trace header says the message came over TLS.
     assert!(message.contains("with ESMTPS id 1"), "{message}");
@@ -91,7 +100,10 @@ fn curl_requires_tls_for_smtp_and_pop3() {
         .unwrap();
     assert!(out.status.success(), "curl pop3: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("with ESMTPS id 1") && text.ends_with("Subject: curl tls\r\n\r\nvia curl over tls\r\n"), "{text}");
+    assert!(
+        text.contains("with ESMTPS id 1") && text.ends_with("Subject: curl tls\r\n\r\nvia curl over tls\r\n"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -173,7 +185,17 @@ fn bench_starttls_sends_every_message_inside_tls() {
 fn bench_starttls_against_a_server_without_tls_fails_with_the_reason() {
     let maild = maild_with_users(&["bench@d.test"], &["--domain", "d.test"]);
     let out = Command::new(MAILTOOL)
-        .args(["bench", "smtp", "--smtp", &maild.smtp.to_string(), "--connections", "1", "--messages", "1", "--starttls"])
+        .args([
+            "bench",
+            "smtp",
+            "--smtp",
+            &maild.smtp.to_string(),
+            "--connections",
+            "1",
+            "--messages",
+            "1",
+            "--starttls",
+        ])
         .args(["--rcpt", "bench@d.test", "--from", "bench@d.test"])
         .output()
         .unwrap();
@@ -218,7 +240,9 @@ impl Drop for OtherHost {
 
 #[test]
 fn with_tls_on_a_client_on_another_host_must_use_stls_before_its_password() {
-    let Some(host) = OtherHost::new("with_tls_on_a_client_on_another_host_must_use_stls_before_its_password") else { return };
+    let Some(host) = OtherHost::new("with_tls_on_a_client_on_another_host_must_use_stls_before_its_password") else {
+        return;
+    };
     let data = new_data_dir();
     add_users(data.path(), &["u@d.test"]);
     let listen = format!("{}:0", OtherHost::ADDRESS);

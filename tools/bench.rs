@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
-
 use crate::client::{data_payload, tls_server_name, SmtpClient};
 
 #[derive(Subcommand)]
@@ -104,7 +103,12 @@ fn smtp(args: SmtpArgs) -> Result<()> {
                     for (what, code) in [("MAIL", 250), ("RCPT", 250), ("DATA", 354)] {
                         let reply = client.reply()?;
                         if reply.code != code {
-                            bail!("{what}: {} (does the user {} exist? mailtool user add {})", reply.text, args.rcpt, args.rcpt);
+                            bail!(
+                                "{what}: {} (does the user {} exist? mailtool user add {})",
+                                reply.text,
+                                args.rcpt,
+                                args.rcpt
+                            );
                         }
                     }
                     client.send(&payload)?;

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rustls::pki_types::ServerName;
 use engine::transport::{ClientTransport, Transport};
+use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
 
 /// RFC 5321 §4.5.3.1.5 limits a reply line to 512 octets; we allow generous slack so a

@@ -108,7 +108,8 @@ struct Login {
 fn password(user: &str, file: Option<&Path>) -> Result<String> {
     let password = match file {
         Some(file) => {
-            let text = std::fs::read_to_string(file).with_context(|| format!("reading --password-file {}", file.display()))?;
+            let text =
+                std::fs::read_to_string(file).with_context(|| format!("reading --password-file {}", file.display()))?;
             strip_final_newline(&text).to_string()
         }
         None => rpassword::prompt_password(format!("Password for {user}: "))

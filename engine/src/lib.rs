@@ -9,12 +9,12 @@
 pub mod address;
 pub mod admin;
 pub mod dialogue;
-pub mod duration;
 pub mod directory;
 pub mod durable;
+pub mod duration;
 pub mod failpoint;
-pub mod lines;
 pub mod forward;
+pub mod lines;
 pub mod mbox;
 pub mod peers;
 pub mod pipeline;

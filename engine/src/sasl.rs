@@ -98,4 +98,3 @@ fn plain(message: &[u8]) -> Result<Credentials, AuthFailure> {
     }
     Ok(Credentials { user: authcid.to_string(), password: password.to_string() })
 }
-

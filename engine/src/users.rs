@@ -40,7 +40,10 @@ fn hash(password: &str) -> Result<String, UserError> {
         return Err(UserError::EmptyPassword);
     }
     let salt = SaltString::generate(&mut OsRng);
-    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| UserError::Hash(e.to_string()))
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| UserError::Hash(e.to_string()))
 }
 
 impl Users {

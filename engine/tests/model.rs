@@ -341,7 +341,8 @@ fn disk_image(from: &Path, to: &Path) -> Result<(), String> {
                 let target = to.join(path);
                 match contents {
                     None => fs::create_dir_all(&target),
-                    Some(bytes) => fs::create_dir_all(target.parent().expect("has a parent")).and_then(|()| fs::write(&target, bytes)),
+                    Some(bytes) => fs::create_dir_all(target.parent().expect("has a parent"))
+                        .and_then(|()| fs::write(&target, bytes)),
                 }
                 .map_err(|error| format!("writing the disk image: {error}"))?;
             }
@@ -455,7 +456,14 @@ impl Harness {
     fn new() -> Harness {
         let root = tempfile::tempdir().expect("temp dir");
         let store = Store::open(&root.path().join("gen0")).expect("opens an empty store");
-        Harness { root, generation: 0, store: Some(store), model: Model::new(), since_flush: vec![Model::new()], span: 0 }
+        Harness {
+            root,
+            generation: 0,
+            store: Some(store),
+            model: Model::new(),
+            since_flush: vec![Model::new()],
+            span: 0,
+        }
     }
 
     fn dir(&self) -> PathBuf {
@@ -563,7 +571,8 @@ impl Harness {
                 let mut run = Vec::new();
                 for n in from..=head {
                     if let Some(message) = store.message(n).map_err(|error| error.to_string())? {
-                        let recipients: Vec<String> = message.record().recipients.iter().map(|r| r.as_str().to_string()).collect();
+                        let recipients: Vec<String> =
+                            message.record().recipients.iter().map(|r| r.as_str().to_string()).collect();
                         run.push((n, users_of(&recipients)));
                     }
                 }
@@ -608,10 +617,13 @@ impl Harness {
             }
             Op::Collect { quarters } => {
                 let through = self.model.head * quarters / 4;
-                self.store().set_backed_up_through(through).map_err(|error| format!("set_backed_up_through: {error}"))?;
+                self.store()
+                    .set_backed_up_through(through)
+                    .map_err(|error| format!("set_backed_up_through: {error}"))?;
                 self.model.backed_up = through;
                 self.wrote();
-                let collected = self.store().collect(through).map_err(|error| format!("collect({through}): {error}"))?;
+                let collected =
+                    self.store().collect(through).map_err(|error| format!("collect({through}): {error}"))?;
                 let due: Vec<u64> = self.model.collectable.range(..=through).copied().collect();
                 if collected != due.len() {
                     return Err(format!("collect({through}) collected {collected}, the model has {due:?} due"));

@@ -199,7 +199,11 @@ pub fn mailtool(data: &Path, args: &[&str], stdin: Option<&[u8]>) -> ToolOutput 
         let _ = child.stdin.take().unwrap().write_all(input);
     }
     let output = child.wait_with_output().unwrap();
-    ToolOutput { status: output.status, stdout: output.stdout, stderr: String::from_utf8_lossy(&output.stderr).into_owned() }
+    ToolOutput {
+        status: output.status,
+        stdout: output.stdout,
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
 }
 
 /// Adds users (maild must not be running on `data`).
@@ -411,7 +415,11 @@ pub fn python(script: &str, args: &[&str]) -> String {
     let path = repo_root().join("tests/py").join(script);
     let out = Command::new("python3").arg(&path).args(args).output().expect("python3");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{script} failed:\nstdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{script} failed:\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     stdout
 }
 
@@ -455,7 +463,8 @@ impl Maild {
         for (key, value) in env {
             command.env(key, value);
         }
-        let mut child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn maild");
+        let mut child =
+            command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn maild");
         let (log, log_reader) = capture_stderr(&mut child);
         let started = Instant::now();
         let (smtp, pop3) = loop {
@@ -469,7 +478,16 @@ impl Maild {
             assert!(started.elapsed() < PATIENCE, "maild not ready:\n{}", log.lock().unwrap());
             std::thread::sleep(Duration::from_millis(20));
         };
-        Maild { child: Some(child), data: data.to_path_buf(), _tmp: None, smtp, pop3, log, log_reader: Some(log_reader), args: all }
+        Maild {
+            child: Some(child),
+            data: data.to_path_buf(),
+            _tmp: None,
+            smtp,
+            pop3,
+            log,
+            log_reader: Some(log_reader),
+            args: all,
+        }
     }
 }
 

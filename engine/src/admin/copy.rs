@@ -31,9 +31,9 @@ pub fn copy_store(source: &Store, target: &Path, out: &mut dyn Output) -> Result
     let copy = Store::open(target)?;
     let mut batch = Vec::with_capacity(256);
     for number in 1..=snapshot.head {
-        let pair = source
-            .raw_message(number)?
-            .ok_or_else(|| AdminError::Failed(format!("message {number} is missing from the source store; run verify")))?;
+        let pair = source.raw_message(number)?.ok_or_else(|| {
+            AdminError::Failed(format!("message {number} is missing from the source store; run verify"))
+        })?;
         batch.push(pair);
         if batch.len() == 256 || number == snapshot.head {
             copy.import(StoreTree::Messages, &batch)?;
@@ -56,7 +56,8 @@ fn copy_range_files(from: &Path, to: &Path, head: u64) -> Result<()> {
     for entry in entries {
         let name = entry?.file_name();
         let Some(name) = name.to_str() else { continue };
-        let last = name.strip_prefix("mailbox.").and_then(|r| r.split_once('-')).and_then(|(_, l)| l.parse::<u64>().ok());
+        let last =
+            name.strip_prefix("mailbox.").and_then(|r| r.split_once('-')).and_then(|(_, l)| l.parse::<u64>().ok());
         if last.is_some_and(|last| last <= head) {
             fs::copy(from.join(name), to.join(name))?;
             File::open(to.join(name))?.sync_all()?;

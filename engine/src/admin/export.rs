@@ -44,7 +44,10 @@ pub fn export(
         (ExportFormat::Maildir, Some(dir)) => {
             let dir = Path::new(dir);
             if dir.exists() && fs::read_dir(dir)?.next().is_some() {
-                return Err(AdminError::Failed(format!("{} exists and is not empty; give a new directory", dir.display())));
+                return Err(AdminError::Failed(format!(
+                    "{} exists and is not empty; give a new directory",
+                    dir.display()
+                )));
             }
             for sub in ["tmp", "new", "cur"] {
                 durable::create_dir_all(&dir.join(sub))?;
@@ -67,7 +70,6 @@ pub fn export(
     }
     Ok(())
 }
-
 
 /// One mboxrd entry per stored message, handed to `emit`, with progress.
 fn write_mbox(

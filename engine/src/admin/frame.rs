@@ -112,7 +112,13 @@ mod tests {
 
     #[test]
     fn frames_round_trip() {
-        let request = Request::Export { user: Some("a@b".into()), from: Some(3), to: None, format: ExportFormat::Maildir, output: None };
+        let request = Request::Export {
+            user: Some("a@b".into()),
+            from: Some(3),
+            to: None,
+            format: ExportFormat::Maildir,
+            output: None,
+        };
         let frames = vec![
             Frame::Request(encode_request(&request).unwrap()),
             Frame::Stdout(b"hello\n".to_vec()),

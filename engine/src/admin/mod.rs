@@ -164,7 +164,11 @@ fn stats(context: &AdminContext, users: &Users, out: &mut dyn Output) -> Result<
     text.push_str(&format!("queue depth: {}\n", store.queue()?.len()));
     if let Some(peers) = context.peers.as_ref().map(|p| p.list()).filter(|p| !p.is_empty()) {
         let discovered = peers.iter().filter(|p| p.source == PeerSource::Discovered).count();
-        text.push_str(&format!("peers: {} (static {}, discovered {discovered})\n", peers.len(), peers.len() - discovered));
+        text.push_str(&format!(
+            "peers: {} (static {}, discovered {discovered})\n",
+            peers.len(),
+            peers.len() - discovered
+        ));
         for peer in peers {
             let source = if peer.source == PeerSource::Static { "static" } else { "discovered" };
             text.push_str(&format!("peer {}: {} ({source})\n", peer.domain, peer.address));

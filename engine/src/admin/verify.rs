@@ -26,7 +26,9 @@ pub fn run(store: &Store, out: &mut dyn Output) -> Result<()> {
     for number in 1..=head {
         match store.message(number) {
             Ok(Some(message)) if message.record().number.to_native() == number => {}
-            Ok(Some(message)) => faults.push(format!("message {number}: record says it is {}", message.record().number)),
+            Ok(Some(message)) => {
+                faults.push(format!("message {number}: record says it is {}", message.record().number))
+            }
             Ok(None) if store.is_tombstone(number)? => tombstones += 1,
             Ok(None) => faults.push(format!("message {number}: missing (sequence 1..={head} has a gap)")),
             Err(error) => faults.push(format!("message {number}: {error}")),
@@ -90,7 +92,10 @@ pub fn run(store: &Store, out: &mut dyn Output) -> Result<()> {
     }
     for (number, entries) in &entries_per_message {
         if counted.get(number) != Some(entries) {
-            faults.push(format!("message {number}: {entries} mailbox entries but a reference count of {:?}", counted.get(number)));
+            faults.push(format!(
+                "message {number}: {entries} mailbox entries but a reference count of {:?}",
+                counted.get(number)
+            ));
         }
     }
     let delivered = store.delivered_through()?;

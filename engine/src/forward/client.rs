@@ -211,7 +211,11 @@ impl SmtpConnection {
         }
         let name = ServerName::IpAddress(address.ip().into());
         let session = ClientConnection::new(tls.clone(), name).map_err(|e| SendError::Protocol(format!("TLS: {e}")))?;
-        self.reader.get_ref().lock().upgrade(session).map_err(|e| SendError::Protocol(format!("TLS handshake: {e}")))?;
+        self.reader
+            .get_ref()
+            .lock()
+            .upgrade(session)
+            .map_err(|e| SendError::Protocol(format!("TLS handshake: {e}")))?;
         self.extensions = Extensions::default();
         self.ehlo(helo)
     }
@@ -315,9 +319,8 @@ impl SmtpConnection {
         }
         for (outcome, recipient) in outcomes.iter_mut().zip(message.recipients) {
             if has_control(recipient) {
-                *outcome = Some(RecipientOutcome::Rejected(
-                    "invalid recipient address (control characters), not sent".into(),
-                ));
+                *outcome =
+                    Some(RecipientOutcome::Rejected("invalid recipient address (control characters), not sent".into()));
             }
         }
         let to_send: Vec<usize> = (0..outcomes.len()).filter(|&i| outcomes[i].is_none()).collect();
@@ -327,8 +330,8 @@ impl SmtpConnection {
 
         // RFC 1870 §5: the declared size counts the message's octets with CRLF line ends,
         // not the dot-stuffing nor the final dot; we count the CRLF we add at the end.
-        let size = message.parts.iter().map(|p| p.len()).sum::<usize>()
-            + if ends_with_crlf(message.parts) { 0 } else { 2 };
+        let size =
+            message.parts.iter().map(|p| p.len()).sum::<usize>() + if ends_with_crlf(message.parts) { 0 } else { 2 };
         let size = u64::try_from(size).unwrap_or(u64::MAX);
         if let Some(limit) = self.extensions.size_limit {
             if size > limit {
@@ -643,10 +646,7 @@ fn read_line<R: BufRead>(reader: &mut R, line: &mut Vec<u8>, deadline: Option<In
             Err(e) => return Err(io_error(e)),
         };
         if chunk.is_empty() {
-            return Err(SendError::Io(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed by the peer",
-            )));
+            return Err(SendError::Io(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed by the peer")));
         }
         let (take, complete) = match chunk.iter().position(|&b| b == b'\n') {
             Some(lf) => (lf + 1, true),
@@ -890,7 +890,13 @@ mod tests {
             (&[], Extensions::default()),
             (
                 &["PIPELINING", "SIZE 1000", "8BITMIME", "ENHANCEDSTATUSCODES"],
-                Extensions { pipelining: true, size_advertised: true, size_limit: Some(1000), eight_bit_mime: true, starttls: false },
+                Extensions {
+                    pipelining: true,
+                    size_advertised: true,
+                    size_limit: Some(1000),
+                    eight_bit_mime: true,
+                    starttls: false,
+                },
             ),
             (&["STARTTLS", "starttls"], Extensions { starttls: true, ..Default::default() }),
             (&["pipelining", "size"], Extensions { pipelining: true, size_advertised: true, ..Default::default() }),
@@ -1440,9 +1446,15 @@ mod tests {
             transcript.commands,
             [
                 "EHLO client.test",
-                "MAIL FROM:<>", "RCPT TO:<r0@y>", "DATA",
-                "MAIL FROM:<>", "RCPT TO:<r1@y>", "DATA",
-                "MAIL FROM:<>", "RCPT TO:<r2@y>", "DATA",
+                "MAIL FROM:<>",
+                "RCPT TO:<r0@y>",
+                "DATA",
+                "MAIL FROM:<>",
+                "RCPT TO:<r1@y>",
+                "DATA",
+                "MAIL FROM:<>",
+                "RCPT TO:<r2@y>",
+                "DATA",
                 "QUIT",
             ]
         );

@@ -80,8 +80,7 @@ pub fn bounce(
     let notification = notification(&host, failed);
     let status = delivery_status(&host, arrival, failed);
     let (headers, eight_bit) = header_block(original);
-    let boundary =
-        choose_boundary(&format!("maild.{stamp}"), &[notification.as_bytes(), status.as_bytes(), &headers]);
+    let boundary = choose_boundary(&format!("maild.{stamp}"), &[notification.as_bytes(), status.as_bytes(), &headers]);
 
     let mut out = Vec::with_capacity(2048 + notification.len() + status.len() + headers.len());
     let mut head = String::new();
@@ -290,10 +289,7 @@ fn clean(text: &str, max: usize) -> String {
 /// An address or host name made safe for a header: one word of printable ASCII, with no
 /// angle brackets (it is written inside `<…>`).
 fn word(text: &str) -> String {
-    text.chars()
-        .take(MAX_WORD)
-        .map(|c| if c.is_ascii_graphic() && c != '<' && c != '>' { c } else { '?' })
-        .collect()
+    text.chars().take(MAX_WORD).map(|c| if c.is_ascii_graphic() && c != '<' && c != '>' { c } else { '?' }).collect()
 }
 
 /// Our own name, for `MAILER-DAEMON@…`, the Message-ID and `Reporting-MTA: dns;`.
@@ -303,7 +299,11 @@ fn host_name(hostname: &str) -> String {
         .take(MAX_WORD)
         .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '-' })
         .collect();
-    if host.is_empty() { "localhost".into() } else { host }
+    if host.is_empty() {
+        "localhost".into()
+    } else {
+        host
+    }
 }
 
 /// The status as given if it is an RFC 3463 §2 code (`class.subject.detail`, class 2, 4
@@ -344,10 +344,7 @@ mod tests {
         }
     }
 
-    const ORIGINAL: &[&[u8]] = &[
-        TRACE.as_bytes(),
-        b"Subject: hello\r\nFrom: s@x\r\n\r\nThe body, never returned.\r\n",
-    ];
+    const ORIGINAL: &[&[u8]] = &[TRACE.as_bytes(), b"Subject: hello\r\nFrom: s@x\r\n\r\nThe body, never returned.\r\n"];
     const TRACE: &str = concat!(
         "Received: from client ([127.0.0.1])\r\n",
         "\tby mx.test (maild) with ESMTP id 7;\r\n",

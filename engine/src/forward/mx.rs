@@ -144,11 +144,8 @@ impl MxResolver {
                 // source of answers (the tests rely on it, and so does an operator who
                 // names a resolver).
                 let trust_negative_responses = true;
-                let servers = NameServerConfigGroup::from_ips_clear(
-                    &[server.ip()],
-                    server.port(),
-                    trust_negative_responses,
-                );
+                let servers =
+                    NameServerConfigGroup::from_ips_clear(&[server.ip()], server.port(), trust_negative_responses);
                 let config = ResolverConfig::from_parts(None, Vec::new(), servers);
                 let mut options = ResolverOpts::default();
                 options.use_hosts_file = false;
@@ -274,16 +271,12 @@ fn answer<L, T>(result: Result<L, ResolveError>, records: impl FnOnce(L) -> Vec<
 
 /// The A then AAAA addresses of `host`.
 fn host_addresses(resolver: &Resolver, host: &Name) -> Answer<IpAddr> {
-    let v4 = answer(resolver.ipv4_lookup(host.clone()), |found| {
-        found.iter().map(|a| IpAddr::V4(a.0)).collect()
-    });
+    let v4 = answer(resolver.ipv4_lookup(host.clone()), |found| found.iter().map(|a| IpAddr::V4(a.0)).collect());
     // NXDOMAIN holds for every type: asking for AAAA would only cost a round trip.
     if v4 == Answer::NoDomain {
         return Answer::NoDomain;
     }
-    let v6 = answer(resolver.ipv6_lookup(host.clone()), |found| {
-        found.iter().map(|aaaa| IpAddr::V6(aaaa.0)).collect()
-    });
+    let v6 = answer(resolver.ipv6_lookup(host.clone()), |found| found.iter().map(|aaaa| IpAddr::V6(aaaa.0)).collect());
     match (v4, v6) {
         (Answer::Records(mut v4), Answer::Records(v6)) => {
             v4.extend(v6);
@@ -308,9 +301,7 @@ fn find_hosts(resolver: &Resolver, domain: &str, name: &Name) -> Result<Vec<Reso
     }) {
         Answer::Records(exchanges) => exchanges,
         Answer::NoDomain => return Err(RouteError::Permanent(format!("550 5.1.2 <{shown}>: domain not found"))),
-        Answer::Failed(reason) => {
-            return Err(RouteError::Temporary(format!("MX lookup for {shown} failed: {reason}")))
-        }
+        Answer::Failed(reason) => return Err(RouteError::Temporary(format!("MX lookup for {shown} failed: {reason}"))),
         // RFC 5321 §5.1: no MX, so the domain itself is the implicit MX, with preference 0.
         Answer::NoRecords => {
             return match host_addresses(resolver, name) {
@@ -329,9 +320,7 @@ fn find_hosts(resolver: &Resolver, domain: &str, name: &Name) -> Result<Vec<Reso
     // host to connect to, and saying so is truer than "not found". A root beside real
     // hosts breaks the RFC ("MUST NOT advertise any other MX"); the real hosts are used.
     if exchanges.iter().all(|(_, host)| host.is_root()) {
-        return Err(RouteError::Permanent(format!(
-            "556 5.1.10 <{shown}>: domain does not accept mail (null MX)"
-        )));
+        return Err(RouteError::Permanent(format!("556 5.1.10 <{shown}>: domain does not accept mail (null MX)")));
     }
     let mut exchanges: Vec<(u16, Name)> = exchanges.into_iter().filter(|(_, host)| !host.is_root()).collect();
     // Stable: equal preferences keep the nameserver's order until latencies reorder them.
@@ -367,10 +356,7 @@ fn find_hosts(resolver: &Resolver, domain: &str, name: &Name) -> Result<Vec<Reso
     if hosts.is_empty() {
         // RFC 5321 §5.1 calls this an error, but a host that does not resolve now may
         // after a DNS fix: retrying is cheaper than a wrong bounce.
-        return Err(RouteError::Temporary(format!(
-            "no MX host of {shown} resolves: {}",
-            unresolved.join("; ")
-        )));
+        return Err(RouteError::Temporary(format!("no MX host of {shown} resolves: {}", unresolved.join("; "))));
     }
     Ok(hosts)
 }
@@ -427,10 +413,7 @@ mod tests {
         latencies.connected(ip("192.0.2.1"), Duration::from_secs(2));
         latencies.failed(ip("192.0.2.2"));
         let hosts = vec![host(20, &["192.0.2.3"]), host(10, &["192.0.2.1"]), host(15, &["192.0.2.2"])];
-        assert_eq!(
-            order_servers(hosts, 25, &latencies),
-            servers(&["192.0.2.1:25", "192.0.2.2:25", "192.0.2.3:25"])
-        );
+        assert_eq!(order_servers(hosts, 25, &latencies), servers(&["192.0.2.1:25", "192.0.2.2:25", "192.0.2.3:25"]));
     }
 
     #[test]
@@ -442,10 +425,7 @@ mod tests {
         // The first host's second address is its fastest (30 ms), and beats the second
         // host's 50 ms; its addresses keep their A-then-AAAA order.
         let hosts = vec![host(10, &["192.0.2.3"]), host(10, &["192.0.2.1", "192.0.2.2"])];
-        assert_eq!(
-            order_servers(hosts, 25, &latencies),
-            servers(&["192.0.2.1:25", "192.0.2.2:25", "192.0.2.3:25"])
-        );
+        assert_eq!(order_servers(hosts, 25, &latencies), servers(&["192.0.2.1:25", "192.0.2.2:25", "192.0.2.3:25"]));
     }
 
     #[test]
@@ -778,10 +758,7 @@ mod tests {
         let nameserver = FakeNameserver::start(remote_zone());
         let route = nameserver.resolver().route("remote.test", 25, &Latencies::default());
         // backup's second address is mx1's, already listed.
-        assert_eq!(
-            route,
-            Ok(servers(&["127.0.0.2:25", "[::2]:25", "127.0.0.3:25", "127.0.0.4:25"]))
-        );
+        assert_eq!(route, Ok(servers(&["127.0.0.2:25", "[::2]:25", "127.0.0.3:25", "127.0.0.4:25"])));
         // Every query was absolute: no search domain was tried.
         for query in nameserver.queries() {
             assert!(query.ends_with(".test."), "{query}");
@@ -851,10 +828,7 @@ mod tests {
     #[test]
     fn an_aaaa_record_alone_makes_an_implicit_mx() {
         let nameserver = FakeNameserver::start(remote_zone());
-        assert_eq!(
-            nameserver.resolver().route("v6only.test", 25, &Latencies::default()),
-            Ok(servers(&["[::6]:25"]))
-        );
+        assert_eq!(nameserver.resolver().route("v6only.test", 25, &Latencies::default()), Ok(servers(&["[::6]:25"])));
     }
 
     #[test]

@@ -80,7 +80,11 @@ pub fn run(waiter: BackupWaiter, store: &Store) {
         if !woken {
             break;
         }
-        ok = catch_up_logged(store, &dir, waiter.head.load(Ordering::SeqCst).max(store.delivered_through().unwrap_or(0)));
+        ok = catch_up_logged(
+            store,
+            &dir,
+            waiter.head.load(Ordering::SeqCst).max(store.delivered_through().unwrap_or(0)),
+        );
     }
     // Senders gone: the pipeline is stopping; finish what is complete.
     catch_up_logged(store, &dir, waiter.head.load(Ordering::SeqCst));

@@ -47,7 +47,13 @@ fn plan(directory: &MailDirectory, number: u64, recipients: impl IntoIterator<It
     delivery
 }
 
-pub fn run(input: Receiver<Committed>, store: &Store, directory: &MailDirectory, backup: &BackupSignal, forward: &Signal) {
+pub fn run(
+    input: Receiver<Committed>,
+    store: &Store,
+    directory: &MailDirectory,
+    backup: &BackupSignal,
+    forward: &Signal,
+) {
     while let Ok(first) = input.recv() {
         let mut run = vec![first];
         run.extend(input.try_iter().take(255));

@@ -196,7 +196,8 @@ impl Scheduler {
             if stopping && self.connections.is_empty() {
                 break;
             }
-            let wait = next_due.map_or(Duration::from_secs(3600), |due| Duration::from_millis(due.saturating_sub(now_millis())));
+            let wait = next_due
+                .map_or(Duration::from_secs(3600), |due| Duration::from_millis(due.saturating_sub(now_millis())));
             select! {
                 recv(woken.receiver()) -> _ => {}
                 recv(results) -> batch => {
@@ -263,18 +264,17 @@ impl Scheduler {
             }
         }
         for (destination, mut records) in groups {
-            while !records.is_empty() && self.connections.get(&destination).copied().unwrap_or(0) < self.config.connections_per_peer {
+            while !records.is_empty()
+                && self.connections.get(&destination).copied().unwrap_or(0) < self.config.connections_per_peer
+            {
                 let take = records.len().min(self.config.messages_per_connection);
                 let batch: Vec<(IVec, QueueRecord)> = records.drain(..take).collect();
                 for (key, _) in &batch {
                     self.in_flight.insert(key.clone());
                 }
                 *self.connections.entry(destination.clone()).or_default() += 1;
-                let worker = Worker {
-                    store: self.store.clone(),
-                    config: self.config.clone(),
-                    relay: self.relay.clone(),
-                };
+                let worker =
+                    Worker { store: self.store.clone(), config: self.config.clone(), relay: self.relay.clone() };
                 let (report, target) = (report.clone(), destination.clone());
                 let spawned = std::thread::Builder::new().name("forward-conn".into()).spawn(move || {
                     let attempts = worker.send_batch(&target, batch);
@@ -308,19 +308,31 @@ impl Scheduler {
     }
 
     /// Applies one attempt's outcome to the queue (see the module doc).
-    fn apply(&mut self, key: IVec, mut record: QueueRecord, outcome: Result<Vec<RecipientOutcome>, String>, server: Option<SocketAddr>) {
+    fn apply(
+        &mut self,
+        key: IVec,
+        mut record: QueueRecord,
+        outcome: Result<Vec<RecipientOutcome>, String>,
+        server: Option<SocketAddr>,
+    ) {
         let now = now_millis();
         let outcomes = match outcome {
             Ok(outcomes) if outcomes.len() == record.recipients.len() => outcomes,
-            Ok(_) => vec![RecipientOutcome::Deferred("peer answered for the wrong number of recipients".into()); record.recipients.len()],
+            Ok(_) => vec![
+                RecipientOutcome::Deferred("peer answered for the wrong number of recipients".into());
+                record.recipients.len()
+            ],
             Err(error) => vec![RecipientOutcome::Deferred(error); record.recipients.len()],
         };
-        let expired = now.saturating_sub(record.queued_at.saturating_mul(1000)) >= self.config.queue_lifetime.as_millis() as u64;
+        let expired =
+            now.saturating_sub(record.queued_at.saturating_mul(1000)) >= self.config.queue_lifetime.as_millis() as u64;
         let remote_mta = server.map(|s| s.to_string());
         let (mut remaining, mut failed, mut last_error) = (Vec::new(), Vec::new(), String::new());
         for (recipient, outcome) in record.recipients.iter().zip(outcomes) {
             match outcome {
-                RecipientOutcome::Accepted => log::info!("forwarded message {} to <{recipient}> via {:?}", record.number, server),
+                RecipientOutcome::Accepted => {
+                    log::info!("forwarded message {} to <{recipient}> via {:?}", record.number, server)
+                }
                 RecipientOutcome::Rejected(reply) => failed.push(FailedRecipient {
                     recipient: recipient.clone(),
                     status: enhanced_code(&reply).unwrap_or_else(|| "5.0.0".into()),
@@ -353,7 +365,12 @@ impl Scheduler {
             record.recipients = remaining;
             record.attempts = record.attempts.saturating_add(1);
             record.next_attempt = now + self.backoff(record.attempts);
-            log::info!("forward of message {} to {} deferred (attempt {}): {last_error}", record.number, record.domain, record.attempts);
+            log::info!(
+                "forward of message {} to {} deferred (attempt {}): {last_error}",
+                record.number,
+                record.domain,
+                record.attempts
+            );
             record.last_error = last_error;
             self.save(&key, Some(&record));
         }
@@ -386,9 +403,11 @@ impl Scheduler {
         };
         let original = message.record();
         let sender = original.sender.as_str();
-        let arrival = OffsetDateTime::from_unix_timestamp(original.received_at.to_native() as i64).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let arrival = OffsetDateTime::from_unix_timestamp(original.received_at.to_native() as i64)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
         let parts = [original.trace.as_bytes(), original.body.as_slice()];
-        let Some(body) = dsn::bounce(&self.config.hostname, sender, arrival, OffsetDateTime::now_utc(), &parts, failed) else {
+        let Some(body) = dsn::bounce(&self.config.hostname, sender, arrival, OffsetDateTime::now_utc(), &parts, failed)
+        else {
             log::info!("message {} failed for {} recipient(s); null sender, so no bounce", record.number, failed.len());
             return true;
         };
@@ -434,7 +453,9 @@ impl Worker {
             Ok(route) => route,
             Err(failure) => {
                 let outcome = |record: &QueueRecord| match &failure {
-                    RouteError::Permanent(reply) => Ok(vec![RecipientOutcome::Rejected(reply.clone()); record.recipients.len()]),
+                    RouteError::Permanent(reply) => {
+                        Ok(vec![RecipientOutcome::Rejected(reply.clone()); record.recipients.len()])
+                    }
                     RouteError::Temporary(reason) => Err(reason.clone()),
                 };
                 return batch
@@ -461,7 +482,11 @@ impl Worker {
                 (Some((conn, server)), Ok(Some(message))) => {
                     let stored = message.record();
                     let parts = [stored.trace.as_bytes(), stored.body.as_slice()];
-                    let outbound = OutboundMessage { sender: stored.sender.as_str(), recipients: &record.recipients, parts: &parts };
+                    let outbound = OutboundMessage {
+                        sender: stored.sender.as_str(),
+                        recipients: &record.recipients,
+                        parts: &parts,
+                    };
                     conn.send(&outbound).map_err(|e: SendError| format!("{server}: {e}"))
                 }
             };
@@ -486,13 +511,19 @@ impl Worker {
                 log::debug!("forward: MX servers for {domain}: {servers:?}");
                 Ok((servers, Some(relay)))
             }
-            (Destination::Remote(domain), None) => Err(RouteError::Temporary(format!("no route to {domain}: relaying is off"))),
+            (Destination::Remote(domain), None) => {
+                Err(RouteError::Temporary(format!("no route to {domain}: relaying is off")))
+            }
         }
     }
 
     /// Connects to the first server that answers; MX hosts' connect times go to the
     /// relay's [`Latencies`].
-    fn open_first(&self, servers: &[SocketAddr], relay: Option<&Relay>) -> Result<(SmtpConnection, SocketAddr), String> {
+    fn open_first(
+        &self,
+        servers: &[SocketAddr],
+        relay: Option<&Relay>,
+    ) -> Result<(SmtpConnection, SocketAddr), String> {
         let (helo, timeout) = (&self.config.hostname, self.config.timeout);
         let mut errors = Vec::new();
         for server in servers {
@@ -524,7 +555,8 @@ impl Worker {
 fn enhanced_code(reply: &str) -> Option<String> {
     let code = reply.split_whitespace().nth(1)?;
     let parts: Vec<&str> = code.split('.').collect();
-    (parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))).then(|| code.to_string())
+    (parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())))
+        .then(|| code.to_string())
 }
 
 #[cfg(test)]

@@ -26,9 +26,9 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::directory::MailDirectory;
-use forward::{Forward, ForwardConfig};
 use crate::smtp::{CommitError, Message};
 use crate::store::{Store, StoreError};
+use forward::{Forward, ForwardConfig};
 
 /// A message from a session, with the way back to it.
 pub struct Submission {
@@ -166,7 +166,11 @@ impl Pipeline {
 
         let mut stages = Vec::new();
         let spawn = |name: &'static str, body: Box<dyn FnOnce() + Send>| {
-            std::thread::Builder::new().name(name.into()).spawn(body).map(|handle| (name, handle)).map_err(StoreError::Io)
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(body)
+                .map(|handle| (name, handle))
+                .map_err(StoreError::Io)
         };
         let waiting = Waiting { in_flight: Arc::default(), queued: [to_validate.clone(), to_persist.clone()] };
         let c = config.clone();
@@ -185,7 +189,8 @@ impl Pipeline {
         )
         .map_err(StoreError::Io)?;
         let (s, wake) = (store.clone(), forward_wake.clone());
-        stages.push(spawn("deliver", Box::new(move || deliver::run(to_deliver, &s, &directory, &backup_signal, &wake)))?);
+        stages
+            .push(spawn("deliver", Box::new(move || deliver::run(to_deliver, &s, &directory, &backup_signal, &wake)))?);
         let s = store.clone();
         stages.push(spawn("backup", Box::new(move || backup::run(backup_waiter, &s)))?);
         Ok(Pipeline { waiting, intake, stages, forward, forward_wake })
@@ -231,8 +236,8 @@ mod tests {
             envelope: Envelope {
                 helo: "h".into(),
                 extended: true,
-            tls: false,
-            authenticated: false,
+                tls: false,
+                authenticated: false,
                 client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 sender: "s@x.test".into(),
                 recipients: rcpts.iter().map(|r| r.to_string()).collect(),

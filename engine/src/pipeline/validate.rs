@@ -43,7 +43,10 @@ mod tests {
 
     #[test]
     fn counts_only_header_received_lines() {
-        assert_eq!(received_count(b"Received: a\r\nRECEIVED: b\r\n\tfolded\r\nSubject: x\r\n\r\nReceived: body\r\n"), 2);
+        assert_eq!(
+            received_count(b"Received: a\r\nRECEIVED: b\r\n\tfolded\r\nSubject: x\r\n\r\nReceived: body\r\n"),
+            2
+        );
         assert_eq!(received_count(b""), 0);
     }
 }

@@ -9,8 +9,8 @@
 //! RFC 2449 §4 limits arguments to 40 characters; that limit is not enforced, since the
 //! full addresses used as user names (CONTRACT §6) can be longer.
 
-pub use crate::sasl::{AuthFailure, Credentials};
 use crate::sasl::decode_initial_response;
+pub use crate::sasl::{AuthFailure, Credentials};
 
 /// A message-number argument (RFC 1939 §5: "msg").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -12,10 +12,18 @@ pub enum Command {
     Helo(String),
     Ehlo(String),
     /// HELO/EHLO with no argument.
-    HeloMissing { extended: bool },
-    Mail { path: String, params: Vec<(String, Option<String>)> },
+    HeloMissing {
+        extended: bool,
+    },
+    Mail {
+        path: String,
+        params: Vec<(String, Option<String>)>,
+    },
     MailSyntax,
-    Rcpt { path: String, params: Vec<(String, Option<String>)> },
+    Rcpt {
+        path: String,
+        params: Vec<(String, Option<String>)>,
+    },
     RcptSyntax,
     Data,
     Rset,
@@ -25,9 +33,14 @@ pub enum Command {
     Help,
     Quit,
     /// `has_argument`: RFC 3207 §4 STARTTLS takes none.
-    StartTls { has_argument: bool },
+    StartTls {
+        has_argument: bool,
+    },
     /// `AUTH mechanism [initial-response]` (RFC 4954 §4).
-    Auth { mechanism: String, initial: Option<String> },
+    Auth {
+        mechanism: String,
+        initial: Option<String>,
+    },
     AuthSyntax,
     Bdat,
     Unknown,
@@ -67,9 +80,10 @@ impl Command {
             "AUTH" => {
                 let mut words = rest.split([' ', '\t']).filter(|w| !w.is_empty());
                 match (words.next(), words.next(), words.next()) {
-                    (Some(mechanism), initial, None) => {
-                        Command::Auth { mechanism: mechanism.to_ascii_uppercase(), initial: initial.map(str::to_string) }
-                    }
+                    (Some(mechanism), initial, None) => Command::Auth {
+                        mechanism: mechanism.to_ascii_uppercase(),
+                        initial: initial.map(str::to_string),
+                    },
                     _ => Command::AuthSyntax,
                 }
             }
@@ -118,8 +132,7 @@ fn bare_path(text: &str) -> (&str, &str) {
 fn is_param_shaped(word: &str) -> bool {
     let keyword = word.split('=').next().unwrap_or("");
     let mut chars = keyword.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-')
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric()) && chars.all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
 fn parse_params(text: &str) -> Option<Params> {
@@ -173,7 +186,10 @@ mod tests {
                     params: vec![("SIZE".into(), Some("100".into())), ("BODY".into(), Some("8BITMIME".into()))],
                 },
             ),
-            ("MAIL FROM: a@b SIZE=5", Command::Mail { path: "a@b".into(), params: vec![("SIZE".into(), Some("5".into()))] }),
+            (
+                "MAIL FROM: a@b SIZE=5",
+                Command::Mail { path: "a@b".into(), params: vec![("SIZE".into(), Some("5".into()))] },
+            ),
             ("MAIL", Command::MailSyntax),
             ("MAIL TO:<a@b>", Command::MailSyntax),
             ("MAIL FROM:<a@b", Command::MailSyntax),

@@ -48,7 +48,14 @@ pub struct SmtpConfig {
 
 impl SmtpConfig {
     pub fn new(hostname: impl Into<String>, max_message_size: usize) -> SmtpConfig {
-        SmtpConfig { hostname: hostname.into(), max_message_size, max_recipients: 100, max_errors: 20, tls_available: false, submission: false }
+        SmtpConfig {
+            hostname: hostname.into(),
+            max_message_size,
+            max_recipients: 100,
+            max_errors: 20,
+            tls_available: false,
+            submission: false,
+        }
     }
 }
 
@@ -110,14 +117,38 @@ pub enum Action {
 #[derive(Debug)]
 enum State {
     Fresh,
-    Greeted { helo: String, extended: bool },
-    Mail { helo: String, extended: bool, sender: String, recipients: Vec<String> },
-    Data { helo: String, extended: bool, sender: String, recipients: Vec<String>, data: DataReceiver },
-    Committing { helo: String, extended: bool },
+    Greeted {
+        helo: String,
+        extended: bool,
+    },
+    Mail {
+        helo: String,
+        extended: bool,
+        sender: String,
+        recipients: Vec<String>,
+    },
+    Data {
+        helo: String,
+        extended: bool,
+        sender: String,
+        recipients: Vec<String>,
+        data: DataReceiver,
+    },
+    Committing {
+        helo: String,
+        extended: bool,
+    },
     /// An AUTH exchange waiting for the client's next line.
-    Auth { helo: String, extended: bool, step: AuthStep },
+    Auth {
+        helo: String,
+        extended: bool,
+        step: AuthStep,
+    },
     /// Credentials are with the daemon.
-    Authenticating { helo: String, extended: bool },
+    Authenticating {
+        helo: String,
+        extended: bool,
+    },
     Closed,
 }
 
@@ -309,7 +340,8 @@ impl SmtpSession {
     }
 
     fn end_of_data(&mut self, actions: &mut Vec<Action>) {
-        let State::Data { helo, extended, sender, recipients, data } = std::mem::replace(&mut self.state, State::Closed)
+        let State::Data { helo, extended, sender, recipients, data } =
+            std::mem::replace(&mut self.state, State::Closed)
         else {
             return;
         };
@@ -479,9 +511,7 @@ impl SmtpSession {
         match (state, command) {
             (_, Command::Quit) => (State::Closed, Some(Reply::bye())),
             // RFC 5321 §4.1.4: a repeated HELO/EHLO resets the transaction.
-            (_, Command::Helo(helo)) => {
-                (State::Greeted { helo, extended: false }, Some(Reply::helo(&config.hostname)))
-            }
+            (_, Command::Helo(helo)) => (State::Greeted { helo, extended: false }, Some(Reply::helo(&config.hostname))),
             (_, Command::Ehlo(helo)) => {
                 let reply = Reply::ehlo(&config.hostname, &self.extensions());
                 (State::Greeted { helo, extended: true }, Some(reply))
@@ -499,9 +529,10 @@ impl SmtpSession {
             (state, Command::Noop) => (state, Some(Reply::ok())),
             (state, Command::Vrfy) => (state, Some(Reply::vrfy())),
             (state, Command::Help) => (state, Some(Reply::help())),
-            (state, Command::Expn | Command::StartTls { .. } | Command::Auth { .. } | Command::AuthSyntax | Command::Bdat) => {
-                (state, Some(Reply::not_implemented()))
-            }
+            (
+                state,
+                Command::Expn | Command::StartTls { .. } | Command::Auth { .. } | Command::AuthSyntax | Command::Bdat,
+            ) => (state, Some(Reply::not_implemented())),
             (state, Command::Unknown) => (state, Some(Reply::not_recognized())),
 
             (State::Fresh, Command::Mail { .. } | Command::MailSyntax)

@@ -67,9 +67,10 @@ fn run(dialogue: &Dialogue) -> Vec<Message> {
             }
             Step::Expect(prefix) => {
                 let rest = &output[read..];
-                let end = rest.windows(2).position(|w| w == b"\r\n").unwrap_or_else(|| {
-                    panic!("step {i}: expected {prefix:?}, server said nothing more")
-                });
+                let end = rest
+                    .windows(2)
+                    .position(|w| w == b"\r\n")
+                    .unwrap_or_else(|| panic!("step {i}: expected {prefix:?}, server said nothing more"));
                 let line = String::from_utf8_lossy(&rest[..end]).into_owned();
                 read += end + 2;
                 assert!(line.starts_with(prefix.as_str()), "step {i}: expected {prefix:?}, got {line:?}");
@@ -173,7 +174,10 @@ fn oversized_data_gets_552_and_no_commit() {
 
 #[test]
 fn the_101st_recipient_is_refused() {
-    let directory = Arc::new(FakeDirectory { domains: vec!["d.test".into()], users: (0..101).map(|i| format!("u{i}@d.test")).collect() });
+    let directory = Arc::new(FakeDirectory {
+        domains: vec!["d.test".into()],
+        users: (0..101).map(|i| format!("u{i}@d.test")).collect(),
+    });
     let mut s = SmtpSession::new(Arc::new(SmtpConfig::new("mx", 100)), directory, IpAddr::V4(Ipv4Addr::LOCALHOST));
     let mut actions = Vec::new();
     s.receive(b"HELO x\r\nMAIL FROM:<>\r\n", &mut actions);
@@ -322,7 +326,10 @@ fn submission_wants_auth_before_mail_and_then_relays_for_the_user_alone() {
     assert!(replies(&actions).is_empty(), "{:?}", replies(&actions));
     let mut actions = Vec::new();
     s.auth_finished(Some("u@d.test".into()), &mut actions);
-    s.receive(b"MAIL FROM:<U@D.TEST>\r\nRCPT TO:<far@elsewhere.example>\r\nRCPT TO:<u@d.test>\r\nDATA\r\nhi\r\n.\r\n", &mut actions);
+    s.receive(
+        b"MAIL FROM:<U@D.TEST>\r\nRCPT TO:<far@elsewhere.example>\r\nRCPT TO:<u@d.test>\r\nDATA\r\nhi\r\n.\r\n",
+        &mut actions,
+    );
     let r = replies(&actions);
     assert_eq!(r[0], "235 2.7.0 Authentication successful");
     assert!(r[1].starts_with("553 5.7.1 <other@d.test>: Sender address rejected: not owned by user u@d.test"), "{r:?}");
@@ -388,7 +395,14 @@ fn with_a_certificate_auth_waits_for_tls() {
 fn the_plain_smtp_port_offers_no_auth_and_relays_for_nobody() {
     let mut s = session(100);
     let mut actions = Vec::new();
-    s.receive(format!("EHLO x\r\nAUTH PLAIN {}\r\nMAIL FROM:<u@d.test>\r\nRCPT TO:<far@elsewhere.example>\r\n", b64(b"\0u@d.test\0pw")).as_bytes(), &mut actions);
+    s.receive(
+        format!(
+            "EHLO x\r\nAUTH PLAIN {}\r\nMAIL FROM:<u@d.test>\r\nRCPT TO:<far@elsewhere.example>\r\n",
+            b64(b"\0u@d.test\0pw")
+        )
+        .as_bytes(),
+        &mut actions,
+    );
     let r = replies(&actions);
     assert!(!r[0].contains("AUTH"), "{r:?}");
     assert!(r[1].starts_with("502 5.5.1"), "{r:?}");
@@ -434,7 +448,12 @@ mod hostile {
         for (i, line) in lines.iter().enumerate() {
             let last = i + 1 == lines.len();
             prop_assert!(line.len() >= 3 && line.as_bytes()[..3].iter().all(u8::is_ascii_digit), "{wire:?}");
-            prop_assert_eq!(line.as_bytes().get(3).copied().unwrap_or(b' '), if last { b' ' } else { b'-' }, "{:?}", wire);
+            prop_assert_eq!(
+                line.as_bytes().get(3).copied().unwrap_or(b' '),
+                if last { b' ' } else { b'-' },
+                "{:?}",
+                wire
+            );
             prop_assert!(!line.contains('\r') && !line.contains('\n'), "{wire:?}");
         }
         Ok(())

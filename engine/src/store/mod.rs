@@ -172,17 +172,17 @@ impl Store {
         let path = dir.join("store");
         // Private (only the owner may look at everyone's mail) and durable.
         crate::durable::create_dir_all(dir).map_err(StoreError::from_io)?;
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(256 << 20)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| match e {
-                // sled reports its file lock as an I/O error "WouldBlock".
-                sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => StoreError::Locked(path.clone()),
-                sled::Error::Io(ref io) if io.to_string().contains("lock") => StoreError::Locked(path.clone()),
-                other => StoreError::from_sled(other),
-            })?;
+        let db =
+            sled::Config::new().path(&path).cache_capacity(256 << 20).mode(sled::Mode::HighThroughput).open().map_err(
+                |e| match e {
+                    // sled reports its file lock as an I/O error "WouldBlock".
+                    sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                        StoreError::Locked(path.clone())
+                    }
+                    sled::Error::Io(ref io) if io.to_string().contains("lock") => StoreError::Locked(path.clone()),
+                    other => StoreError::from_sled(other),
+                },
+            )?;
         // sled fsyncs what it creates inside `store/`; the entry of `store/` itself is ours.
         crate::durable::sync_dir(dir).map_err(StoreError::from_io)?;
         let tree = |name: &str| db.open_tree(name).map_err(StoreError::from_sled);
@@ -233,7 +233,9 @@ impl Store {
 
     fn read_counter(tree: &Tree, key: &[u8]) -> Result<u64> {
         match tree.get(key).map_err(StoreError::from_sled)? {
-            Some(v) => keys::number(&v).ok_or_else(|| StoreError::Corrupt(format!("counter {key:?} is {} bytes", v.len()))),
+            Some(v) => {
+                keys::number(&v).ok_or_else(|| StoreError::Corrupt(format!("counter {key:?} is {} bytes", v.len())))
+            }
             None => Ok(0),
         }
     }
@@ -329,8 +331,10 @@ impl Store {
 
     /// Local deliveries only (no forwarding): see [`Store::deliver_all`].
     pub fn deliver(&self, deliveries: &[(u64, Vec<String>)]) -> Result<()> {
-        let deliveries: Vec<Delivery> =
-            deliveries.iter().map(|(number, users)| Delivery { number: *number, users: users.clone(), forwards: Vec::new() }).collect();
+        let deliveries: Vec<Delivery> = deliveries
+            .iter()
+            .map(|(number, users)| Delivery { number: *number, users: users.clone(), forwards: Vec::new() })
+            .collect();
         self.deliver_all(&deliveries)
     }
 
@@ -654,7 +658,9 @@ mod tests {
     fn mailbox_entries_are_ordered_and_per_user() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.deliver(&[(1, vec!["a@x".into()]), (2, vec!["a@x".into(), "ab@x".into()]), (300, vec!["a@x".into()])]).unwrap();
+        store
+            .deliver(&[(1, vec!["a@x".into()]), (2, vec!["a@x".into(), "ab@x".into()]), (300, vec!["a@x".into()])])
+            .unwrap();
         assert_eq!(store.mailbox("a@x").unwrap(), vec![1, 2, 300]);
         assert_eq!(store.mailbox("ab@x").unwrap(), vec![2]);
         assert_eq!(store.delivered_through().unwrap(), 300);
@@ -672,7 +678,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         store.commit(0, &[record(1, b"one"), record(2, b"two"), record(3, b"three")]).unwrap();
-        store.deliver(&[(1, vec!["a@x".into(), "b@x".into()]), (2, vec!["a@x".into()]), (3, vec!["a@x".into()])]).unwrap();
+        store
+            .deliver(&[(1, vec!["a@x".into(), "b@x".into()]), (2, vec!["a@x".into()]), (3, vec!["a@x".into()])])
+            .unwrap();
         store.remove_entries("a@x", &[1, 2, 3]).unwrap();
         // Removing twice does not decrement twice.
         store.remove_entries("a@x", &[1]).unwrap();

@@ -55,12 +55,7 @@ pub(crate) struct State {
 
 impl State {
     pub(crate) fn new(image: Image) -> State {
-        State {
-            image,
-            dead: false,
-            listings: HashMap::new(),
-            next_fh: 1,
-        }
+        State { image, dead: false, listings: HashMap::new(), next_fh: 1 }
     }
 }
 
@@ -234,46 +229,25 @@ impl Filesystem for PowerCutFs {
     fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
         let body = match mode & libc::S_IFMT {
             libc::S_IFREG => Body::File(FileData::default()),
-            libc::S_IFSOCK => Body::Special {
-                kind: FileType::Socket,
-                rdev: 0,
-            },
-            libc::S_IFIFO => Body::Special {
-                kind: FileType::NamedPipe,
-                rdev: 0,
-            },
-            libc::S_IFCHR => Body::Special {
-                kind: FileType::CharDevice,
-                rdev,
-            },
-            libc::S_IFBLK => Body::Special {
-                kind: FileType::BlockDevice,
-                rdev,
-            },
+            libc::S_IFSOCK => Body::Special { kind: FileType::Socket, rdev: 0 },
+            libc::S_IFIFO => Body::Special { kind: FileType::NamedPipe, rdev: 0 },
+            libc::S_IFCHR => Body::Special { kind: FileType::CharDevice, rdev },
+            libc::S_IFBLK => Body::Special { kind: FileType::BlockDevice, rdev },
             _ => return reply.error(Errno::EINVAL),
         };
         entry(reply, self.make(req, parent, name, body, perm(mode, umask)));
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
-        entry(
-            reply,
-            self.make(req, parent, name, Body::Dir(DirData::default()), perm(mode, umask)),
-        );
+        entry(reply, self.make(req, parent, name, Body::Dir(DirData::default()), perm(mode, umask)));
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty(
-            reply,
-            self.live().and_then(|mut st| st.image.remove(parent.0, name, false)),
-        );
+        empty(reply, self.live().and_then(|mut st| st.image.remove(parent.0, name, false)));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty(
-            reply,
-            self.live().and_then(|mut st| st.image.remove(parent.0, name, true)),
-        );
+        empty(reply, self.live().and_then(|mut st| st.image.remove(parent.0, name, true)));
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
@@ -291,9 +265,7 @@ impl Filesystem for PowerCutFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let result = self
-            .live()
-            .and_then(|mut st| st.image.rename(parent.0, name, newparent.0, newname, flags.bits()));
+        let result = self.live().and_then(|mut st| st.image.rename(parent.0, name, newparent.0, newname, flags.bits()));
         empty(reply, result);
     }
 

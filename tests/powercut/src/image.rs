@@ -94,18 +94,7 @@ pub(crate) struct Inode {
 impl Inode {
     fn new(body: Body, perm: u16, uid: u32, gid: u32) -> Inode {
         let now = SystemTime::now();
-        Inode {
-            body,
-            perm,
-            uid,
-            gid,
-            atime: now,
-            mtime: now,
-            ctime: now,
-            links: 0,
-            durable_links: 0,
-            lookups: 0,
-        }
+        Inode { body, perm, uid, gid, atime: now, mtime: now, ctime: now, links: 0, durable_links: 0, lookups: 0 }
     }
 
     /// The kind the kernel is told about.
@@ -209,9 +198,7 @@ impl FileData {
     fn fsync(&mut self) -> Result<(), Errno> {
         let len = self.current.len();
         if len > self.durable.len() {
-            self.durable
-                .try_reserve(len - self.durable.len())
-                .map_err(|_| Errno::ENOSPC)?;
+            self.durable.try_reserve(len - self.durable.len()).map_err(|_| Errno::ENOSPC)?;
         }
         self.durable.resize(len, 0);
         for (s, e) in std::mem::take(&mut self.dirty) {
@@ -252,21 +239,10 @@ impl Image {
     /// An empty file system whose root belongs to `uid`/`gid`. The root's own entry has nowhere to
     /// be lost from, so it counts as durably linked from the start.
     pub(crate) fn new(uid: u32, gid: u32) -> Image {
-        let mut root = Inode::new(
-            Body::Dir(DirData {
-                parent: ROOT,
-                ..DirData::default()
-            }),
-            0o755,
-            uid,
-            gid,
-        );
+        let mut root = Inode::new(Body::Dir(DirData { parent: ROOT, ..DirData::default() }), 0o755, uid, gid);
         root.links = 1;
         root.durable_links = 1;
-        Image {
-            inodes: HashMap::from([(ROOT, root)]),
-            next_ino: ROOT + 1,
-        }
+        Image { inodes: HashMap::from([(ROOT, root)]), next_ino: ROOT + 1 }
     }
 
     pub(crate) fn get(&self, ino: Ino) -> Result<&Inode, Errno> {
@@ -588,11 +564,7 @@ impl Image {
                     report.files_reverted += u64::from(dropped > 0);
                 }
                 Body::Dir(d) => {
-                    let changed = d
-                        .dirty
-                        .iter()
-                        .filter(|n| d.entries.get(*n) != d.durable.get(*n))
-                        .count();
+                    let changed = d.dirty.iter().filter(|n| d.entries.get(*n) != d.durable.get(*n)).count();
                     report.dropped_entries += changed as u64;
                 }
                 _ => {}
@@ -640,13 +612,7 @@ impl Image {
         for inode in new.values_mut() {
             inode.durable_links = inode.links;
         }
-        (
-            Image {
-                inodes: new,
-                next_ino: self.next_ino,
-            },
-            report,
-        )
+        (Image { inodes: new, next_ino: self.next_ino }, report)
     }
 }
 

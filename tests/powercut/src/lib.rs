@@ -86,13 +86,7 @@ impl Mount {
         let state = Arc::new(Mutex::new(State::new(Image::new(uid, gid))));
         let counters = Arc::new(Counters::default());
         let served = serve(&canonical, &state, &counters)?;
-        Ok(Mount {
-            path: mountpoint.to_path_buf(),
-            canonical,
-            state,
-            counters,
-            served: Some(served),
-        })
+        Ok(Mount { path: mountpoint.to_path_buf(), canonical, state, counters, served: Some(served) })
     }
 
     /// The mount point, as given to [`Mount::new`].
@@ -141,25 +135,16 @@ impl Drop for Mount {
 
 impl std::fmt::Debug for Mount {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mount")
-            .field("path", &self.path)
-            .field("mounted", &self.served.is_some())
-            .finish()
+        f.debug_struct("Mount").field("path", &self.path).field("mounted", &self.served.is_some()).finish()
     }
 }
 
 /// Mounts `state` at `mountpoint` and serves it from background threads. If mounting fails, `state`
 /// still holds the image, so nothing is lost but the mount.
 fn serve(mountpoint: &Path, state: &Arc<Mutex<State>>, counters: &Arc<Counters>) -> io::Result<Served> {
-    let fs = PowerCutFs {
-        state: Arc::clone(state),
-        counters: Arc::clone(counters),
-    };
+    let fs = PowerCutFs { state: Arc::clone(state), counters: Arc::clone(counters) };
     let mut config = Config::default();
-    config.mount_options = vec![
-        MountOption::FSName("powercut".to_string()),
-        MountOption::DefaultPermissions,
-    ];
+    config.mount_options = vec![MountOption::FSName("powercut".to_string()), MountOption::DefaultPermissions];
     // Tests may run the server under test as another user; the kernel still checks modes because of
     // DefaultPermissions.
     config.acl = SessionACL::All;
@@ -169,9 +154,7 @@ fn serve(mountpoint: &Path, state: &Arc<Mutex<State>>, counters: &Arc<Counters>)
     config.clone_fd = true;
     let mut session = Session::new(fs, mountpoint, &config)?;
     let unmounter = session.unmount_callable();
-    let thread = std::thread::Builder::new()
-        .name("powercut-fuse".to_string())
-        .spawn(move || session.run())?;
+    let thread = std::thread::Builder::new().name("powercut-fuse".to_string()).spawn(move || session.run())?;
     Ok(Served { unmounter, thread })
 }
 
@@ -181,10 +164,7 @@ fn unmount(mut served: Served, canonical: &Path) {
     let wait = match served.unmounter.unmount() {
         Ok(()) => Duration::from_secs(10),
         Err(e) => {
-            log::warn!(
-                "powercut: unmounting {} failed ({e}); detaching it lazily",
-                canonical.display()
-            );
+            log::warn!("powercut: unmounting {} failed ({e}); detaching it lazily", canonical.display());
             detach(canonical);
             // The detached session ends only when its last user lets go, which is rarely soon.
             Duration::from_millis(100)
@@ -209,11 +189,7 @@ fn detach(canonical: &Path) {
     };
     // SAFETY: `path` is a valid NUL-terminated string that outlives the call.
     if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } != 0 {
-        log::warn!(
-            "powercut: detaching {} failed: {}",
-            canonical.display(),
-            io::Error::last_os_error()
-        );
+        log::warn!("powercut: detaching {} failed: {}", canonical.display(), io::Error::last_os_error());
     }
 }
 
@@ -221,11 +197,7 @@ fn detach(canonical: &Path) {
 pub fn available() -> bool {
     // SAFETY: geteuid cannot fail and touches no memory.
     let root = unsafe { libc::geteuid() } == 0;
-    let device = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/fuse")
-        .is_ok();
+    let device = std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").is_ok();
     let kernel = std::fs::read_to_string("/proc/filesystems")
         .is_ok_and(|list| list.lines().any(|line| line.split_whitespace().last() == Some("fuse")));
     root && device && kernel

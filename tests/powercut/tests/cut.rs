@@ -46,25 +46,15 @@ fn setup(test: &str) -> Option<Fixture> {
     fs::create_dir_all(&dir).expect("creating the mount point");
     let mount = Mount::new(&dir).expect("mounting the power-cut file system");
     assert_eq!(mount.path(), dir);
-    Some(Fixture {
-        mount: Some(mount),
-        dir,
-    })
+    Some(Fixture { mount: Some(mount), dir })
 }
 
 fn sync_dir(path: &Path) {
-    File::open(path)
-        .and_then(|d| d.sync_all())
-        .expect("fsync of a directory");
+    File::open(path).and_then(|d| d.sync_all()).expect("fsync of a directory");
 }
 
 fn create(path: &Path, data: &[u8]) -> File {
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .expect("creating a file");
+    let mut f = OpenOptions::new().read(true).write(true).create_new(true).open(path).expect("creating a file");
     f.write_all(data).expect("writing");
     f
 }
@@ -153,11 +143,7 @@ fn a_name_needs_its_directory_fsync() {
     fs::remove_file(&p).unwrap();
     assert_eq!(read(&p), None);
     fx.mount().power_cut().unwrap();
-    assert_eq!(
-        read(&p).unwrap(),
-        b"kept",
-        "an unlink without a directory fsync is undone"
-    );
+    assert_eq!(read(&p).unwrap(), b"kept", "an unlink without a directory fsync is undone");
 
     fs::remove_file(&p).unwrap();
     sync_dir(&fx.dir);
@@ -210,12 +196,7 @@ fn flock_and_unix_sockets_work() {
     let second = File::open(&p).unwrap();
     // SAFETY: both descriptors are open files owned by this test.
     unsafe {
-        assert_eq!(
-            libc::flock(first.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB),
-            0,
-            "{}",
-            io::Error::last_os_error()
-        );
+        assert_eq!(libc::flock(first.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB), 0, "{}", io::Error::last_os_error());
         assert_eq!(
             libc::flock(second.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB),
             -1,
@@ -284,11 +265,7 @@ fn close_sync_file_range_and_syncfs_make_nothing_durable() {
     let report = fx.mount().power_cut().unwrap();
     assert_eq!(read(&p).unwrap(), b"");
     assert_eq!(report.dropped_bytes, 11);
-    assert_eq!(
-        fx.mount().stats(),
-        before,
-        "none of these reached the file system as a sync"
-    );
+    assert_eq!(fx.mount().stats(), before, "none of these reached the file system as a sync");
 }
 
 #[test]
@@ -323,14 +300,8 @@ fn attributes_listings_and_deep_trees_survive() {
     fs::create_dir(fx.path("a/lost")).unwrap();
     fx.mount().power_cut().unwrap();
     assert_eq!(read(&deep.join("f")).unwrap(), b"deep");
-    assert_eq!(
-        fs::metadata(deep.join("f")).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
-    let mut names: Vec<_> = fs::read_dir(fx.path("a"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    assert_eq!(fs::metadata(deep.join("f")).unwrap().permissions().mode() & 0o777, 0o600);
+    let mut names: Vec<_> = fs::read_dir(fx.path("a")).unwrap().map(|e| e.unwrap().file_name()).collect();
     names.sort();
     assert_eq!(names, ["b"]);
     // The rebooted file system takes new work as usual.
@@ -393,10 +364,8 @@ fn random_writes_and_syncs_match_a_model() {
     sync_dir(&fx.dir);
 
     for round in 0..4 {
-        let mut files: Vec<File> = paths
-            .iter()
-            .map(|p| OpenOptions::new().read(true).write(true).open(p).unwrap())
-            .collect();
+        let mut files: Vec<File> =
+            paths.iter().map(|p| OpenOptions::new().read(true).write(true).open(p).unwrap()).collect();
         for _ in 0..1500 {
             let i = rng.below(paths.len() as u64) as usize;
             let cur = &mut current[i];
@@ -430,11 +399,7 @@ fn random_writes_and_syncs_match_a_model() {
                     let mut buf = vec![0u8; len];
                     let n = files[i].read_at(&mut buf, offset as u64).unwrap();
                     let end = (offset + len).min(cur.len());
-                    assert_eq!(
-                        &buf[..n],
-                        &cur[offset..end],
-                        "round {round}: a read disagrees with the model"
-                    );
+                    assert_eq!(&buf[..n], &cur[offset..end], "round {round}: a read disagrees with the model");
                 }
                 _ => {
                     // Closing sends FLUSH, which must not make anything durable.
@@ -443,27 +408,15 @@ fn random_writes_and_syncs_match_a_model() {
             }
         }
         for (p, cur) in paths.iter().zip(&current) {
-            assert!(
-                read(p).unwrap() == *cur,
-                "round {round}: {} differs from the model before the cut",
-                p.display()
-            );
+            assert!(read(p).unwrap() == *cur, "round {round}: {} differs from the model before the cut", p.display());
         }
         drop(files);
         fx.mount().power_cut().unwrap();
         for (i, p) in paths.iter().enumerate() {
             let got = read(p).unwrap();
-            assert!(
-                got == durable[i],
-                "round {round}: {} differs from the durable model after the cut",
-                p.display()
-            );
+            assert!(got == durable[i], "round {round}: {} differs from the durable model after the cut", p.display());
             current[i] = durable[i].clone();
         }
     }
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "took {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
 }
