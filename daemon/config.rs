@@ -59,6 +59,18 @@ pub struct Options {
     /// Most client connections at once, over all listeners; more get 421. [default: 1000]
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Most connections one listener may hold, so one port cannot lock out the others.
+    /// [default: three quarters of --max-connections]
+    #[arg(long, value_name = "N")]
+    pub max_listener_connections: Option<usize>,
+    /// Most connections one client address (an IPv6 /64) may hold on one listener.
+    /// [default: half of --max-listener-connections]
+    #[arg(long, value_name = "N")]
+    pub max_client_connections: Option<usize>,
+    /// Bytes of message data held in memory over all sessions at once; past it, new
+    /// messages get 452 until memory frees up. [default: 268435456]
+    #[arg(long, value_name = "BYTES")]
+    pub max_data_in_flight: Option<u64>,
     /// A peer server that owns DOMAIN (repeatable): mail for it is forwarded there.
     #[arg(long, value_name = "DOMAIN=HOST:PORT")]
     #[serde(default)]
@@ -115,6 +127,9 @@ pub struct Config {
     pub pop3_timeout: Duration,
     pub max_message_size: usize,
     pub max_connections: usize,
+    pub max_listener_connections: usize,
+    pub max_client_connections: usize,
+    pub max_data_in_flight: usize,
     pub shutdown_grace: Duration,
     pub store_timeout: Duration,
     pub min_free_space: u64,
@@ -201,6 +216,18 @@ impl Options {
             (None, Some(_)) => bail!("--tls-key needs --tls-cert FILE (the certificate chain)"),
         };
         let max_message_size = self.max_message_size.or(file.max_message_size).unwrap_or(26_214_400);
+        let max_connections = self.max_connections.or(file.max_connections).unwrap_or(1000).max(1);
+        let max_listener_connections = self
+            .max_listener_connections
+            .or(file.max_listener_connections)
+            .unwrap_or(max_connections * 3 / 4)
+            .clamp(1, max_connections);
+        let max_client_connections = self
+            .max_client_connections
+            .or(file.max_client_connections)
+            .unwrap_or(max_listener_connections / 2)
+            .clamp(1, max_listener_connections);
+        let max_data_in_flight = self.max_data_in_flight.or(file.max_data_in_flight).unwrap_or(256 << 20);
         Ok(Config {
             data: self.data.or(file.data).unwrap_or_else(|| PathBuf::from("./maild-data")),
             hostname,
@@ -213,7 +240,10 @@ impl Options {
             command_timeout: Duration::from_secs(self.command_timeout.or(file.command_timeout).unwrap_or(300).max(1)),
             pop3_timeout: Duration::from_secs(self.pop3_timeout.or(file.pop3_timeout).unwrap_or(600).max(1)),
             max_message_size: usize::try_from(max_message_size).context("--max-message-size is too large")?,
-            max_connections: self.max_connections.or(file.max_connections).unwrap_or(1000).max(1),
+            max_connections,
+            max_listener_connections,
+            max_client_connections,
+            max_data_in_flight: usize::try_from(max_data_in_flight).context("--max-data-in-flight is too large")?,
             shutdown_grace: Duration::from_secs(self.shutdown_grace.or(file.shutdown_grace).unwrap_or(30)),
             store_timeout: Duration::from_secs(self.store_timeout.or(file.store_timeout).unwrap_or(60).max(1)),
             min_free_space: self.min_free_space.or(file.min_free_space).unwrap_or(32 << 20),

@@ -23,6 +23,10 @@ pub trait Session {
     fn shutting_down(&mut self, actions: &mut Vec<Self::Action>);
     fn take_activity(&mut self) -> bool;
     fn is_closed(&self) -> bool;
+    /// The session stopped at its output bound with input left; [`Session::resume`] it
+    /// once its output is sent, before reading more.
+    fn is_paused(&self) -> bool;
+    fn resume(&mut self, actions: &mut Vec<Self::Action>);
 }
 
 /// A connection with an output buffer, so pipelined replies go out in one write.
@@ -101,7 +105,12 @@ pub fn drive<S: Session, H: Handler<S>>(
     let mut actions = Vec::new();
     loop {
         let now = Instant::now();
-        if now >= deadline {
+        if session.is_paused() {
+            // Backpressure: what the last round produced is sent (the flush below blocks
+            // while the client does not read), and no more is read until the session has
+            // worked through what it already holds.
+            session.resume(&mut actions);
+        } else if now >= deadline {
             session.timed_out(&mut actions);
         } else {
             conn.transport.tcp().set_read_timeout(Some(deadline - now))?;

@@ -34,17 +34,33 @@ use signal_hook::iterator::Signals;
 
 use config::{Config, Options};
 use discover::Discovery;
+use engine::budget::MemoryBudget;
 use login::Logins;
 use pop3::Pop3Service;
-use server::Server;
+use server::{Limits, Server};
 use smtp::SmtpService;
 
 fn main() {
+    // Everything maild creates (store, range files, the admin socket) is its owner's only.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    return_large_buffers_to_the_system();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     if let Err(error) = run() {
         log::error!("{error:#}");
         eprintln!("maild: {error:#}");
         std::process::exit(1);
+    }
+}
+
+/// glibc raises its mmap threshold each time a large mmapped block is freed, up to 32 MiB;
+/// after that, big buffers (an argon2 check's 19 MiB, a message in DATA) come from the heap
+/// arenas and stay resident after an attack has ended. A fixed threshold keeps every
+/// buffer of 1 MiB or more mmapped, so it goes back to the system when freed.
+fn return_large_buffers_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
 }
 
@@ -158,10 +174,18 @@ fn start_listeners(
         None => None,
     };
 
-    let mut server = Server::new(config.max_connections, &config.hostname);
+    let limits = Limits {
+        total: config.max_connections,
+        per_listener: config.max_listener_connections,
+        per_client: config.max_client_connections,
+    };
+    let mut server = Server::new(limits, &config.hostname);
     let logins = Arc::new(Logins::new(Users::new(store.users_tree())));
-    let smtp_config =
-        SmtpConfig { tls_available: tls.is_some(), ..SmtpConfig::new(&config.hostname, config.max_message_size) };
+    let smtp_config = SmtpConfig {
+        tls_available: tls.is_some(),
+        data_budget: MemoryBudget::new(config.max_data_in_flight),
+        ..SmtpConfig::new(&config.hostname, config.max_message_size)
+    };
     let smtp_service = |submission: bool| {
         Arc::new(SmtpService {
             config: Arc::new(SmtpConfig { submission, ..smtp_config.clone() }),

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use engine::mbox::return_path;
 use engine::pop3::{write_message, LoginError, MaildropEntry, Pop3Action, Pop3Config, Pop3Session};
+use engine::sasl::Verdict;
 use engine::{Store, StoreError};
 use rustls::ServerConfig;
 
@@ -33,6 +34,12 @@ impl Session for Pop3Session {
     }
     fn is_closed(&self) -> bool {
         Pop3Session::is_closed(self)
+    }
+    fn is_paused(&self) -> bool {
+        Pop3Session::is_paused(self)
+    }
+    fn resume(&mut self, actions: &mut Vec<Pop3Action>) {
+        Pop3Session::resume(self, actions)
     }
 }
 
@@ -114,8 +121,10 @@ impl Pop3Handler {
 
     fn login(&mut self, user: &str, password: &str) -> Result<Vec<MaildropEntry>, LoginError> {
         let service = &self.service;
-        let Some(key) = service.logins.check(self.client, user, password) else {
-            return Err(LoginError::BadCredentials);
+        let key = match service.logins.check(self.client, user, password) {
+            Verdict::Accepted(key) => key,
+            Verdict::Rejected => return Err(LoginError::BadCredentials),
+            Verdict::Throttled => return Err(LoginError::Throttled),
         };
         if !service.locks.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone()) {
             return Err(LoginError::Locked);

@@ -1,12 +1,15 @@
 //! Listening sockets, the accept loops, the connection limit, and orderly shutdown.
 //!
 //! Each listener has an accept thread; each accepted client gets a worker thread of its
-//! own (small stack), so an idle or slow client never delays another. Past
-//! `max_connections` a new client is told `421` and closed at once, without a thread.
+//! own (small stack), so an idle or slow client never delays another. Three limits hold a
+//! crowd off ([`Limits`]): connections in all, per listener (so port 25 cannot lock out
+//! POP3 and submission), and per client address on a listener (Postfix's anvil). A client
+//! past one of them is told `421` (or `-ERR`) and closed at once, without a thread, and the
+//! refusal is logged.
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -44,27 +47,86 @@ impl ShutdownSignal {
     }
 }
 
-/// The live client connections, so shutdown can reach and wait for them.
+/// How many client connections may be open at once.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub total: usize,
+    pub per_listener: usize,
+    /// Per client address (an IPv6 /64) on one listener.
+    pub per_client: usize,
+}
+
+/// The live client connections, so shutdown can reach and wait for them, and their counts
+/// per listener and per client.
 #[derive(Default)]
 struct Registry {
     next_id: AtomicU64,
-    streams: Mutex<HashMap<u64, TcpStream>>,
+    open: Mutex<Open>,
     emptied: Condvar,
+}
+
+#[derive(Default)]
+struct Open {
+    streams: HashMap<u64, TcpStream>,
+    per_listener: HashMap<&'static str, usize>,
+    per_client: HashMap<(&'static str, IpAddr), usize>,
+}
+
+impl Open {
+    /// Why a new client of `listener` from `client` may not be served, if it may not.
+    fn refusal(&self, limits: &Limits, listener: &'static str, client: IpAddr) -> Option<String> {
+        let on_listener = self.per_listener.get(listener).copied().unwrap_or(0);
+        let from_client = self.per_client.get(&(listener, client)).copied().unwrap_or(0);
+        if self.streams.len() >= limits.total {
+            Some(format!("{} connections in all, the limit", self.streams.len()))
+        } else if on_listener >= limits.per_listener {
+            Some(format!("{on_listener} connections on this listener, the limit"))
+        } else if from_client >= limits.per_client {
+            Some(format!("{from_client} connections from this client, the limit"))
+        } else {
+            None
+        }
+    }
+}
+
+/// Decrements a count, dropping the entry at zero so the maps stay small.
+fn release<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) {
+    if let Some(count) = counts.get_mut(key) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            counts.remove(key);
+        }
+    }
 }
 
 /// Unregisters a connection when its worker ends, however it ends.
 struct Registration {
     registry: Arc<Registry>,
     id: u64,
+    listener: &'static str,
+    client: IpAddr,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut streams = self.registry.streams.lock().unwrap_or_else(|e| e.into_inner());
-        streams.remove(&self.id);
-        if streams.is_empty() {
+        let mut open = self.registry.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.streams.remove(&self.id);
+        release(&mut open.per_listener, &self.listener);
+        release(&mut open.per_client, &(self.listener, self.client));
+        if open.streams.is_empty() {
             self.registry.emptied.notify_all();
         }
+    }
+}
+
+/// The unit one client controls: an IPv4 address, or an IPv6 /64 (one end site's subnet).
+pub fn client_key(client: IpAddr) -> IpAddr {
+    match client.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
     }
 }
 
@@ -74,17 +136,17 @@ pub type Serve = Arc<dyn Fn(TcpStream, SocketAddr, &ShutdownSignal) + Send + Syn
 pub struct Server {
     shutdown: Arc<ShutdownSignal>,
     registry: Arc<Registry>,
-    max_connections: usize,
+    limits: Limits,
     hostname: String,
     listeners: Vec<(TcpListener, JoinHandle<()>)>,
 }
 
 impl Server {
-    pub fn new(max_connections: usize, hostname: &str) -> Server {
+    pub fn new(limits: Limits, hostname: &str) -> Server {
         Server {
             shutdown: Arc::default(),
             registry: Arc::default(),
-            max_connections,
+            limits,
             hostname: hostname.to_string(),
             listeners: Vec::new(),
         }
@@ -94,10 +156,10 @@ impl Server {
     /// client is told when the server is full.
     pub fn listen(&mut self, name: &'static str, listener: TcpListener, busy: Vec<u8>, serve: Serve) -> Result<()> {
         let accept_listener = listener.try_clone()?;
-        let (shutdown, registry, max) = (self.shutdown.clone(), self.registry.clone(), self.max_connections);
+        let (shutdown, registry, limits) = (self.shutdown.clone(), self.registry.clone(), self.limits);
         let handle = std::thread::Builder::new()
             .name(format!("accept-{name}"))
-            .spawn(move || accept_loop(name, accept_listener, busy, serve, shutdown, registry, max))?;
+            .spawn(move || accept_loop(name, accept_listener, busy, serve, shutdown, registry, limits))?;
         self.listeners.push((listener, handle));
         Ok(())
     }
@@ -116,23 +178,23 @@ impl Server {
             let _ = handle.join();
         }
         let deadline = Instant::now() + grace;
-        let mut streams = self.registry.streams.lock().unwrap_or_else(|e| e.into_inner());
-        while !streams.is_empty() {
+        let mut open = self.registry.open.lock().unwrap_or_else(|e| e.into_inner());
+        while !open.streams.is_empty() {
             let now = Instant::now();
             if now >= deadline {
                 break;
             }
-            streams = self.registry.emptied.wait_timeout(streams, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+            open = self.registry.emptied.wait_timeout(open, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
         }
-        if !streams.is_empty() {
-            log::info!("shutdown grace over; closing {} session(s)", streams.len());
+        if !open.streams.is_empty() {
+            log::info!("shutdown grace over; closing {} session(s)", open.streams.len());
             self.shutdown.grace_over.store(true, Ordering::SeqCst);
-            for stream in streams.values() {
+            for stream in open.streams.values() {
                 let _ = stream.shutdown(Shutdown::Read);
             }
         }
-        while !streams.is_empty() {
-            streams = self.registry.emptied.wait(streams).unwrap_or_else(|e| e.into_inner());
+        while !open.streams.is_empty() {
+            open = self.registry.emptied.wait(open).unwrap_or_else(|e| e.into_inner());
         }
     }
 }
@@ -144,7 +206,7 @@ fn accept_loop(
     serve: Serve,
     shutdown: Arc<ShutdownSignal>,
     registry: Arc<Registry>,
-    max_connections: usize,
+    limits: Limits,
 ) {
     let busy = Arc::new(busy);
     loop {
@@ -161,21 +223,32 @@ fn accept_loop(
         if shutdown.begun() {
             return;
         }
+        let client = client_key(peer.ip());
         let registration = {
-            let mut streams = registry.streams.lock().unwrap_or_else(|e| e.into_inner());
-            if streams.len() >= max_connections {
-                None
-            } else {
-                let id = registry.next_id.fetch_add(1, Ordering::Relaxed);
-                stream.try_clone().ok().map(|clone| {
-                    streams.insert(id, clone);
-                    Registration { registry: registry.clone(), id }
-                })
+            let mut open = registry.open.lock().unwrap_or_else(|e| e.into_inner());
+            match open.refusal(&limits, name, client) {
+                Some(reason) => Err(reason),
+                None => {
+                    let id = registry.next_id.fetch_add(1, Ordering::Relaxed);
+                    match stream.try_clone() {
+                        Ok(clone) => {
+                            open.streams.insert(id, clone);
+                            *open.per_listener.entry(name).or_default() += 1;
+                            *open.per_client.entry((name, client)).or_default() += 1;
+                            Ok(Registration { registry: registry.clone(), id, listener: name, client })
+                        }
+                        Err(error) => Err(format!("cannot register the connection: {error}")),
+                    }
+                }
             }
         };
-        let Some(registration) = registration else {
-            refuse(stream, &busy);
-            continue;
+        let registration = match registration {
+            Ok(registration) => registration,
+            Err(reason) => {
+                log::warn!("{name}: connection refused: client={} reason=\"{reason}\"", peer.ip().to_canonical());
+                refuse(stream, &busy);
+                continue;
+            }
         };
         let (serve, shutdown_for_worker) = (serve.clone(), shutdown.clone());
         let refused = stream.try_clone();

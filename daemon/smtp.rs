@@ -33,6 +33,12 @@ impl Session for SmtpSession {
     fn is_closed(&self) -> bool {
         SmtpSession::is_closed(self)
     }
+    fn is_paused(&self) -> bool {
+        SmtpSession::is_paused(self)
+    }
+    fn resume(&mut self, actions: &mut Vec<Action>) {
+        SmtpSession::resume(self, actions)
+    }
 }
 
 struct SmtpHandler {
@@ -56,8 +62,8 @@ impl Handler<SmtpSession> for SmtpHandler {
             Action::StartTls => conn.start_tls(self.tls.as_ref())?,
             Action::Authenticate(credentials) => {
                 conn.flush()?;
-                let user = self.logins.check(self.client, &credentials.user, &credentials.password);
-                session.auth_finished(user, next);
+                let verdict = self.logins.check(self.client, &credentials.user, &credentials.password);
+                session.auth_finished(verdict, next);
             }
             Action::Commit(message) => {
                 // Replies queued before the commit go out now, not after the fsync.

@@ -312,7 +312,21 @@ fn an_idle_crowd_does_not_delay_a_transaction() {
 
 #[test]
 fn past_the_connection_limit_clients_get_421_and_threads_stay_bounded() {
-    let maild = maild_with_users(&["u@d.test"], &["--domain", "d.test", "--max-connections", "50"]);
+    // All from one address on one listener: the per-listener and per-client limits are
+    // raised to the total so that the total is what is tested (tests/limits.rs has those).
+    let maild = maild_with_users(
+        &["u@d.test"],
+        &[
+            "--domain",
+            "d.test",
+            "--max-connections",
+            "50",
+            "--max-listener-connections",
+            "50",
+            "--max-client-connections",
+            "50",
+        ],
+    );
     let held: Vec<Client> = (0..50)
         .map(|_| {
             let mut c = maild.smtp_client();

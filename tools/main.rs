@@ -60,6 +60,8 @@ enum Command {
 }
 
 fn main() {
+    // Stores, backups, exports and fetched mail are their owner's only.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
     let result: Result<()> = match cli.command {
         Command::User(command) => admin::user_request(command).and_then(|r| admin::run(&cli.data, r)),

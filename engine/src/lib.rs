@@ -8,6 +8,7 @@
 
 pub mod address;
 pub mod admin;
+pub mod budget;
 pub mod dialogue;
 pub mod directory;
 pub mod durable;

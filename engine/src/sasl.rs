@@ -20,6 +20,21 @@ impl fmt::Debug for Credentials {
     }
 }
 
+/// The daemon's answer to a password check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The password is right: the user's key.
+    Accepted(String),
+    /// Unknown user or wrong password: the two are not told apart.
+    Rejected,
+    /// Not checked: this address or account has too many attempts under way or waiting.
+    Throttled,
+}
+
+/// Failed password checks one connection may make before it is closed; guessing goes on
+/// only over new connections, which the per-address limits see.
+pub const MAX_FAILURES_PER_CONNECTION: u32 = 3;
+
 /// Why an `AUTH PLAIN` response was refused before any password check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthFailure {

@@ -525,7 +525,7 @@ impl Harness {
                 self.span = self.span.max(*numbers.end());
                 let result = {
                     let _armed = Armed::new(fault);
-                    self.store().commit(head, &records)
+                    self.store().commit(head, records.clone())
                 };
                 match result {
                     Ok(new_head) => {

@@ -154,7 +154,7 @@ fn commit(store: &Store, head: u64, batch: &mut [Submission], config: &PipelineC
             body: std::mem::take(&mut submission.message.body),
         };
         let bytes = rkyv::to_bytes::<rancor::Error>(&record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        records.push(bytes.to_vec());
+        records.push(bytes);
     }
-    store.commit(head, &records)
+    store.commit(head, records)
 }

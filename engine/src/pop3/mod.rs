@@ -38,6 +38,7 @@ pub mod message;
 pub mod receiver;
 pub mod reply;
 
+use crate::sasl;
 use std::fmt;
 use std::sync::Arc;
 
@@ -78,6 +79,8 @@ pub enum LoginError {
     Locked,
     /// The store could not be read.
     Unavailable,
+    /// Not checked: too many attempts from this address or for this account under way.
+    Throttled,
 }
 
 /// What the daemon must do for the session, in order.
@@ -151,15 +154,6 @@ impl Maildrop {
             return None;
         }
         Some((index + 1, *self.entries.get(index)?))
-    }
-
-    fn live_entries(&self) -> impl Iterator<Item = (usize, MaildropEntry)> + '_ {
-        self.entries
-            .iter()
-            .zip(&self.deleted)
-            .enumerate()
-            .filter(|(_, (_, &deleted))| !deleted)
-            .map(|(i, (e, _))| (i + 1, *e))
     }
 
     fn delete(&mut self, msg: Msg) -> Reply {
@@ -243,6 +237,29 @@ pub struct Pop3Session {
     local_client: bool,
     /// Set when a command got `+OK` or `+ `; restarts the daemon's idle timer.
     activity: bool,
+    /// Failed password checks in this session (see [`sasl::MAX_FAILURES_PER_CONNECTION`]).
+    login_failures: u32,
+    /// A multi-line LIST or UIDL answer being sent a chunk at a time.
+    listing: Option<Listing>,
+    /// Reply octets produced since the daemon last fed or resumed the session.
+    round_output: usize,
+    /// Set when a round stopped at [`OUTPUT_ROUND`] with work left: the daemon sends what
+    /// it has, then calls [`Pop3Session::resume`] before it reads more.
+    paused: bool,
+}
+
+/// Reply octets one round may produce before the session pauses, so that a client that
+/// pipelines commands without reading the answers holds only this much of our memory.
+pub const OUTPUT_ROUND: usize = 64 * 1024;
+
+/// Octets of LIST or UIDL lines sent as one piece.
+const LISTING_CHUNK: usize = 16 * 1024;
+
+/// A LIST or UIDL answer in progress: the next maildrop index to list.
+#[derive(Debug)]
+struct Listing {
+    uids: bool,
+    next: usize,
 }
 
 impl Pop3Session {
@@ -257,6 +274,10 @@ impl Pop3Session {
             tls_active: false,
             local_client,
             activity: false,
+            login_failures: 0,
+            listing: None,
+            round_output: 0,
+            paused: false,
         }
     }
 
@@ -287,6 +308,18 @@ impl Pop3Session {
     /// Returns (and clears) whether a command got a positive answer since the last call.
     pub fn take_activity(&mut self) -> bool {
         std::mem::take(&mut self.activity)
+    }
+
+    /// True when the last round stopped with work left (see [`OUTPUT_ROUND`]).
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Continues after a pause, once the daemon has sent what the last round produced.
+    pub fn resume(&mut self, actions: &mut Vec<Pop3Action>) {
+        if std::mem::take(&mut self.paused) {
+            self.process(actions);
+        }
     }
 
     /// Feeds bytes from the client; pushes what to do, in order.
@@ -338,9 +371,17 @@ impl Pop3Session {
                         LoginError::BadCredentials => Reply::bad_credentials(),
                         LoginError::Locked => Reply::locked(),
                         LoginError::Unavailable => Reply::maildrop_unavailable(),
+                        LoginError::Throttled => Reply::login_throttled(),
                     },
                     actions,
                 );
+                if error == LoginError::BadCredentials {
+                    self.login_failures += 1;
+                    if self.login_failures >= sasl::MAX_FAILURES_PER_CONNECTION {
+                        self.close_with(Reply::too_many_login_failures(), actions);
+                        return;
+                    }
+                }
             }
         }
         if std::mem::take(&mut self.overflowed) {
@@ -374,6 +415,8 @@ impl Pop3Session {
             actions.push(Pop3Action::Close);
             self.state = State::Closed;
             self.pending = Vec::new();
+            self.listing = None;
+            self.paused = false;
         }
     }
 
@@ -381,14 +424,51 @@ impl Pop3Session {
         if reply.is_positive() {
             self.activity = true;
         }
-        actions.push(Pop3Action::Send(reply.into_bytes()));
+        self.send(reply.into_bytes(), actions);
+    }
+
+    fn send(&mut self, bytes: Vec<u8>, actions: &mut Vec<Pop3Action>) {
+        self.round_output = self.round_output.saturating_add(bytes.len());
+        actions.push(Pop3Action::Send(bytes));
+    }
+
+    /// Sends the next chunk of the listing in progress, and its end once it is complete.
+    fn continue_listing(&mut self, actions: &mut Vec<Pop3Action>) {
+        let (Some(listing), State::Transaction { maildrop, .. }) = (&mut self.listing, &self.state) else {
+            self.listing = None;
+            return;
+        };
+        let mut chunk = Vec::with_capacity(LISTING_CHUNK + 64);
+        while chunk.len() < LISTING_CHUNK {
+            let Some((entry, deleted)) = maildrop.entries.get(listing.next).zip(maildrop.deleted.get(listing.next))
+            else {
+                chunk.extend_from_slice(b".\r\n");
+                self.listing = None;
+                break;
+            };
+            listing.next += 1;
+            if !deleted {
+                let value = if listing.uids { entry.number } else { entry.size };
+                Reply::listing_line(&mut chunk, listing.next, value);
+            }
+        }
+        self.send(chunk, actions);
     }
 
     /// Runs every complete line in `pending` until the input runs out or the session
     /// waits for the daemon, then keeps only what is left.
     fn process(&mut self, actions: &mut Vec<Pop3Action>) {
         let mut pos = 0;
+        self.round_output = 0;
         loop {
+            if self.round_output >= OUTPUT_ROUND {
+                self.paused = true;
+                break;
+            }
+            if self.listing.is_some() {
+                self.continue_listing(actions);
+                continue;
+            }
             let limit = match self.state {
                 State::Authorization { .. } | State::Transaction { .. } => MAX_COMMAND_LINE,
                 State::SaslResponse => MAX_SASL_LINE,
@@ -554,14 +634,18 @@ impl Pop3Session {
         let reply = match command {
             Command::Stat => Reply::stat(maildrop.live_count, maildrop.live_octets),
             Command::List(None) => {
-                let lines = maildrop.live_entries().map(|(msg, entry)| (msg, entry.size));
-                Reply::listing(maildrop.live_count, maildrop.live_octets, lines)
+                // The lines follow a chunk at a time (see `continue_listing`).
+                self.listing = Some(Listing { uids: false, next: 0 });
+                Reply::listing_header(maildrop.live_count, maildrop.live_octets)
             }
             Command::List(Some(msg)) => match maildrop.live(msg) {
                 Some((msg, entry)) => Reply::list_one(msg, entry.size),
                 None => Reply::no_such_message(),
             },
-            Command::Uidl(None) => Reply::unique_ids(maildrop.live_entries().map(|(msg, entry)| (msg, entry.number))),
+            Command::Uidl(None) => {
+                self.listing = Some(Listing { uids: true, next: 0 });
+                Reply::unique_ids_header()
+            }
             Command::Uidl(Some(msg)) => match maildrop.live(msg) {
                 Some((msg, entry)) => Reply::unique_id(msg, entry.number),
                 None => Reply::no_such_message(),
@@ -572,8 +656,10 @@ impl Pop3Session {
                         Command::Top { lines, .. } => Some(lines),
                         _ => None,
                     };
-                    // The daemon writes the +OK with the message; it counts as one.
+                    // The daemon writes the +OK with the message; it counts as one, and
+                    // as output of this round.
                     self.activity = true;
+                    self.round_output = self.round_output.saturating_add(entry.size as usize);
                     actions.push(Pop3Action::Retrieve { number: entry.number, size: entry.size, top_lines });
                     return State::Transaction { user, maildrop };
                 }

@@ -105,6 +105,14 @@ impl Reply {
     }
 
     /// RFC 2449 §8.1.2: the maildrop is open in another session.
+    pub fn login_throttled() -> Reply {
+        Reply::negative("[SYS/TEMP] too many login attempts, try again later")
+    }
+
+    pub fn too_many_login_failures() -> Reply {
+        Reply::negative("[AUTH] too many failed logins, closing")
+    }
+
     pub fn locked() -> Reply {
         Reply::negative("[IN-USE] maildrop locked")
     }
@@ -165,18 +173,31 @@ impl Reply {
     }
 
     /// RFC 1939 §5 LIST: one `msg size` line per message not marked deleted.
-    pub fn listing(messages: usize, octets: u64, lines: impl IntoIterator<Item = (usize, u64)>) -> Reply {
-        let lines = lines.into_iter().map(|(msg, size)| format!("{msg} {size}"));
-        Reply::multi(format_args!("{messages} messages ({octets} octets)"), lines)
+    /// RFC 1939 §7 LIST without an argument: this first line, then one [`listing_line`]
+    /// per message not marked deleted, then `.`.
+    ///
+    /// [`listing_line`]: Reply::listing_line
+    pub fn listing_header(messages: usize, octets: u64) -> Reply {
+        Reply::positive(format_args!("{messages} messages ({octets} octets)"))
+    }
+
+    /// One `msg value` line of a LIST (size) or UIDL (unique id) answer. Digits only, so
+    /// no line needs byte-stuffing.
+    pub fn listing_line(out: &mut Vec<u8>, msg: usize, value: u64) {
+        use std::io::Write as _;
+        let _ = write!(out, "{msg} {value}\r\n");
     }
 
     pub fn list_one(msg: usize, size: u64) -> Reply {
         Reply::positive(format_args!("{msg} {size}"))
     }
 
-    /// RFC 1939 §7 UIDL: one `msg unique-id` line per message not marked deleted.
-    pub fn unique_ids(lines: impl IntoIterator<Item = (usize, u64)>) -> Reply {
-        Reply::multi("unique-id listing follows", lines.into_iter().map(|(msg, uid)| format!("{msg} {uid}")))
+    /// RFC 1939 §7 UIDL without an argument: this line, then one [`listing_line`] per
+    /// message not marked deleted, then `.`.
+    ///
+    /// [`listing_line`]: Reply::listing_line
+    pub fn unique_ids_header() -> Reply {
+        Reply::positive("unique-id listing follows")
     }
 
     pub fn unique_id(msg: usize, uid: u64) -> Reply {
@@ -263,9 +284,8 @@ mod tests {
             (Reply::mechanisms(), "+OK\r\nPLAIN\r\n.\r\n"),
             (Reply::continuation(), "+ \r\n"),
             (Reply::ok(), "+OK\r\n"),
-            (Reply::listing(2, 30, [(1, 10), (3, 20)]), "+OK 2 messages (30 octets)\r\n1 10\r\n3 20\r\n.\r\n"),
-            (Reply::listing(0, 0, []), "+OK 0 messages (0 octets)\r\n.\r\n"),
-            (Reply::unique_ids([(1, 7)]), "+OK unique-id listing follows\r\n1 7\r\n.\r\n"),
+            (Reply::listing_header(2, 30), "+OK 2 messages (30 octets)\r\n"),
+            (Reply::unique_ids_header(), "+OK unique-id listing follows\r\n"),
             (Reply::logged_in("a@d", 1, 5), "+OK a@d's maildrop has 1 messages (5 octets)\r\n"),
             (Reply::locked(), "-ERR [IN-USE] maildrop locked\r\n"),
             (

@@ -120,6 +120,12 @@ impl Harness {
         let mut actions = Vec::new();
         self.session.receive(bytes, &mut actions);
         self.apply(actions);
+        // As the daemon does: a paused session is resumed once its output is sent.
+        while self.session.is_paused() {
+            let mut actions = Vec::new();
+            self.session.resume(&mut actions);
+            self.apply(actions);
+        }
     }
 
     fn next_line(&mut self) -> Option<String> {
@@ -254,6 +260,26 @@ fn a_wrong_password_sends_the_client_back_to_user() {
          S: +OK alice@d.test's maildrop has 3 messages"
     ));
     assert_eq!(h.logins.len(), 2);
+}
+
+#[test]
+fn the_third_wrong_password_ends_the_session() {
+    let h = run("S: +OK
+         C: USER alice@d.test
+         S: +OK send PASS
+         C: PASS one
+         S: -ERR [AUTH] invalid user name or password
+         C: USER alice@d.test
+         S: +OK send PASS
+         C: PASS two
+         S: -ERR [AUTH] invalid user name or password
+         C: USER alice@d.test
+         S: +OK send PASS
+         C: PASS three
+         S: -ERR [AUTH] invalid user name or password
+         S: -ERR [AUTH] too many failed logins, closing
+         X: close");
+    assert_eq!(h.logins.len(), 3);
 }
 
 #[test]
@@ -986,4 +1012,51 @@ fn random_input_never_panics_and_stays_bounded() {
             assert!(h.session.pending.len() <= receiver::MAX_SASL_LINE, "round {round}: {}", h.session.pending.len());
         }
     }
+}
+
+#[test]
+fn a_client_that_pipelines_listings_gets_them_a_round_at_a_time() {
+    let config = Arc::new(Pop3Config { hostname: "pop.d.test".into(), tls_available: false });
+    let mut session = Pop3Session::new(config, true);
+    let mut actions = Vec::new();
+    session.receive(b"USER big@d.test\r\nPASS pw\r\n", &mut actions);
+    let entries: Vec<MaildropEntry> =
+        (1..=20_000).map(|n| MaildropEntry { number: 1_000_000 + n, size: 100 + n }).collect();
+    let mut actions = Vec::new();
+    session.login_finished(Ok(entries), &mut actions);
+    session.receive(b"DELE 2\r\n", &mut actions);
+    let sent = |actions: &[Pop3Action]| -> Vec<u8> {
+        actions.iter().flat_map(|a| if let Pop3Action::Send(b) = a { b.clone() } else { Vec::new() }).collect()
+    };
+    // 100 listings of ~400 KB each, pipelined: one round produces about OUTPUT_ROUND.
+    let mut actions = Vec::new();
+    session.receive("LIST\r\nUIDL\r\n".repeat(50).as_bytes(), &mut actions);
+    let mut output = sent(&actions);
+    assert!(session.is_paused());
+    assert!(output.len() < OUTPUT_ROUND + 2 * LISTING_CHUNK, "{} octets in one round", output.len());
+    let mut rounds = 1;
+    while session.is_paused() {
+        let mut actions = Vec::new();
+        session.resume(&mut actions);
+        let round = sent(&actions);
+        assert!(round.len() < OUTPUT_ROUND + 2 * LISTING_CHUNK, "{} octets in one round", round.len());
+        output.extend(round);
+        rounds += 1;
+    }
+    let text = String::from_utf8(output).unwrap();
+    let answers: Vec<&str> = text.split_inclusive(".\r\n").filter(|a| a.starts_with("+OK")).collect();
+    assert_eq!(answers.len(), 100);
+    let list = answers[0];
+    assert!(list.starts_with("+OK 19999 messages ("), "{}", &list[..40]);
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 1 + 19_999 + 1);
+    assert_eq!(lines[1], "1 101");
+    assert_eq!(lines[2], "3 103", "message 2 is marked deleted");
+    assert_eq!(lines[19_999], "20000 20100");
+    let uidl: Vec<&str> = answers[1].lines().collect();
+    assert_eq!(uidl[0], "+OK unique-id listing follows");
+    assert_eq!(uidl[1], "1 1000001");
+    assert_eq!(uidl[2], "3 1000003");
+    assert!(rounds > 100, "{rounds} rounds");
+    assert!(answers.iter().all(|a| *a == answers[0] || *a == answers[1]));
 }

@@ -24,8 +24,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::address::{Address, AddressError};
+use crate::budget::{MemoryBudget, Share};
 use crate::directory::{Directory, Route};
-use crate::sasl::{self, AuthFailure, Credentials};
+use crate::sasl::{self, AuthFailure, Credentials, Verdict};
 use command::Command;
 use receiver::{DataProgress, DataReceiver, Line, LineReceiver};
 pub use reply::Reply;
@@ -44,6 +45,8 @@ pub struct SmtpConfig {
     /// The submission service: AUTH (RFC 4954) is offered and required before MAIL, and
     /// an authenticated user may send to any domain, from their own address only.
     pub submission: bool,
+    /// Message data in memory over all sessions sharing it.
+    pub data_budget: Arc<MemoryBudget>,
 }
 
 impl SmtpConfig {
@@ -55,6 +58,7 @@ impl SmtpConfig {
             max_errors: 20,
             tls_available: false,
             submission: false,
+            data_budget: MemoryBudget::unlimited(),
         }
     }
 }
@@ -137,6 +141,9 @@ enum State {
     Committing {
         helo: String,
         extended: bool,
+        /// The message's share of the memory budget, held (never read) until the pipeline
+        /// answers.
+        _share: Option<Share>,
     },
     /// An AUTH exchange waiting for the client's next line.
     Auth {
@@ -168,6 +175,8 @@ pub struct SmtpSession {
     /// Input not yet consumed (only while a commit is outstanding, or a partial line).
     pending: Vec<u8>,
     errors: u32,
+    /// Failed password checks in this session (see [`sasl::MAX_FAILURES_PER_CONNECTION`]).
+    auth_failures: u32,
     /// Set when a valid command or message data arrived; restarts the daemon's timer.
     activity: bool,
     /// True after STARTTLS: not offered again, and the trace header says so.
@@ -177,7 +186,16 @@ pub struct SmtpSession {
     /// Set by STARTTLS: what the client sent behind it was sent in the clear and is
     /// dropped unread (RFC 3207 §4.2; the CVE-2011-0411 command injection).
     discard_input: bool,
+    /// Reply octets produced since the daemon last fed or resumed the session.
+    round_output: usize,
+    /// Set when a round stopped at [`OUTPUT_ROUND`] with input left: the daemon sends
+    /// what it has, then calls [`SmtpSession::resume`] before it reads more.
+    paused: bool,
 }
+
+/// Reply octets one round may produce before the session pauses, so that a client that
+/// pipelines commands without reading the replies holds only this much of our memory.
+pub const OUTPUT_ROUND: usize = 64 * 1024;
 
 impl SmtpSession {
     pub fn new(config: Arc<SmtpConfig>, directory: Arc<dyn Directory>, client_ip: IpAddr) -> SmtpSession {
@@ -189,10 +207,13 @@ impl SmtpSession {
             lines: LineReceiver::default(),
             pending: Vec::new(),
             errors: 0,
+            auth_failures: 0,
             activity: false,
             tls_active: false,
             authenticated: None,
             discard_input: false,
+            round_output: 0,
+            paused: false,
         }
     }
 
@@ -214,6 +235,18 @@ impl SmtpSession {
         std::mem::take(&mut self.activity)
     }
 
+    /// True when the last round stopped with input left (see [`OUTPUT_ROUND`]).
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Continues after a pause, once the daemon has sent what the last round produced.
+    pub fn resume(&mut self, actions: &mut Vec<Action>) {
+        if std::mem::take(&mut self.paused) {
+            self.process(actions);
+        }
+    }
+
     /// Feeds bytes from the client; returns what to do, in order.
     pub fn receive(&mut self, input: &[u8], actions: &mut Vec<Action>) {
         self.pending.extend_from_slice(input);
@@ -222,7 +255,7 @@ impl SmtpSession {
 
     /// The pipeline's answer to the last [`Action::Commit`].
     pub fn commit_finished(&mut self, outcome: Result<u64, CommitError>, actions: &mut Vec<Action>) {
-        let State::Committing { helo, extended } = std::mem::replace(&mut self.state, State::Closed) else {
+        let State::Committing { helo, extended, .. } = std::mem::replace(&mut self.state, State::Closed) else {
             return;
         };
         self.state = State::Greeted { helo, extended };
@@ -236,21 +269,26 @@ impl SmtpSession {
         self.process(actions);
     }
 
-    /// The daemon's answer to [`Action::Authenticate`]: the user's key, or `None` when
-    /// the credentials are wrong.
-    pub fn auth_finished(&mut self, user: Option<String>, actions: &mut Vec<Action>) {
+    /// The daemon's answer to [`Action::Authenticate`].
+    pub fn auth_finished(&mut self, verdict: Verdict, actions: &mut Vec<Action>) {
         let State::Authenticating { helo, extended } = std::mem::replace(&mut self.state, State::Closed) else {
             return;
         };
         self.state = State::Greeted { helo, extended };
-        let reply = match user {
-            Some(user) => {
+        match verdict {
+            Verdict::Accepted(user) => {
                 self.authenticated = Some(user);
-                Reply::auth_succeeded()
+                self.reply(Reply::auth_succeeded(), actions);
             }
-            None => Reply::auth_failed(),
-        };
-        self.reply(reply, actions);
+            Verdict::Rejected => {
+                self.auth_failures += 1;
+                self.reply(Reply::auth_failed(), actions);
+                if self.auth_failures >= sasl::MAX_FAILURES_PER_CONNECTION {
+                    self.close_with(Reply::too_many_auth_failures(&self.config.hostname), actions);
+                }
+            }
+            Verdict::Throttled => self.reply(Reply::auth_throttled(), actions),
+        }
         self.process(actions);
     }
 
@@ -269,12 +307,18 @@ impl SmtpSession {
             actions.push(Action::Send(reply));
             actions.push(Action::Close);
             self.state = State::Closed;
+            self.paused = false;
         }
     }
 
     fn process(&mut self, actions: &mut Vec<Action>) {
         let mut pos = 0;
+        self.round_output = 0;
         loop {
+            if self.round_output >= OUTPUT_ROUND && !self.is_closed() {
+                self.paused = true;
+                break;
+            }
             match &mut self.state {
                 State::Closed | State::Committing { .. } | State::Authenticating { .. } => break,
                 _ if self.discard_input => {
@@ -328,6 +372,7 @@ impl SmtpSession {
 
     /// Sends a reply, counting errors; the 20th error closes the session.
     fn reply(&mut self, reply: Reply, actions: &mut Vec<Action>) {
+        self.round_output = self.round_output.saturating_add(reply.as_bytes().len());
         if reply.is_error() {
             self.errors += 1;
         } else {
@@ -351,6 +396,11 @@ impl SmtpSession {
             self.reply(Reply::too_big(), actions);
             return;
         }
+        if data.starved() {
+            self.state = State::Greeted { helo, extended };
+            self.reply(Reply::memory_full(), actions);
+            return;
+        }
         let envelope = Envelope {
             helo: helo.clone(),
             extended,
@@ -360,8 +410,9 @@ impl SmtpSession {
             sender,
             recipients,
         };
-        actions.push(Action::Commit(Message { envelope, body: data.into_body() }));
-        self.state = State::Committing { helo, extended };
+        let (body, share) = data.into_parts();
+        actions.push(Action::Commit(Message { envelope, body }));
+        self.state = State::Committing { helo, extended, _share: share };
     }
 
     fn execute(&mut self, command: Command, actions: &mut Vec<Action>) {
@@ -498,7 +549,7 @@ impl SmtpSession {
             State::Greeted { helo, extended }
             | State::Mail { helo, extended, .. }
             | State::Data { helo, extended, .. }
-            | State::Committing { helo, extended }
+            | State::Committing { helo, extended, .. }
             | State::Auth { helo, extended, .. }
             | State::Authenticating { helo, extended } => Some((helo.clone(), *extended)),
             State::Fresh | State::Closed => None,
@@ -571,7 +622,7 @@ impl SmtpSession {
                 if recipients.is_empty() {
                     (State::Mail { helo, extended, sender, recipients }, Some(Reply::need_rcpt()))
                 } else {
-                    let data = DataReceiver::new(config.max_message_size);
+                    let data = DataReceiver::with_budget(config.max_message_size, config.data_budget.share());
                     (State::Data { helo, extended, sender, recipients, data }, Some(Reply::start_data()))
                 }
             }

@@ -7,6 +7,7 @@
 /// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets, CRLF included.
 pub const MAX_COMMAND_LINE: usize = 512;
 
+use crate::budget::Share;
 pub use crate::lines::{Line, LineReceiver};
 
 /// Where the data receiver is within the current line (RFC 5321 §4.5.2).
@@ -36,6 +37,10 @@ pub struct DataReceiver {
     /// Unstuffed octets seen, kept or not.
     size: usize,
     limit: usize,
+    /// What `body`'s capacity holds of the sessions' memory budget, if there is one.
+    share: Option<Share>,
+    /// Set when the budget could not cover the message: it is dropped like an oversized one.
+    starved: bool,
 }
 
 /// The result of feeding bytes to a [`DataReceiver`].
@@ -49,7 +54,12 @@ pub enum DataProgress {
 
 impl DataReceiver {
     pub fn new(limit: usize) -> DataReceiver {
-        DataReceiver { state: DataState::LineStart, body: Vec::new(), size: 0, limit }
+        DataReceiver { state: DataState::LineStart, body: Vec::new(), size: 0, limit, share: None, starved: false }
+    }
+
+    /// A receiver whose buffer is paid for from a memory budget.
+    pub fn with_budget(limit: usize, share: Share) -> DataReceiver {
+        DataReceiver { share: Some(share), ..DataReceiver::new(limit) }
     }
 
     /// True once more unstuffed octets arrived than the limit allows.
@@ -57,17 +67,51 @@ impl DataReceiver {
         self.size > self.limit
     }
 
+    /// True when the memory budget could not hold the message.
+    pub fn starved(&self) -> bool {
+        self.starved
+    }
+
     pub fn into_body(self) -> Vec<u8> {
         self.body
     }
 
+    /// The message and its share of the budget, which the caller holds until the message
+    /// is stored.
+    pub fn into_parts(self) -> (Vec<u8>, Option<Share>) {
+        (self.body, self.share)
+    }
+
     fn keep(&mut self, bytes: &[u8]) {
         self.size = self.size.saturating_add(bytes.len());
-        if self.size <= self.limit {
-            self.body.extend_from_slice(bytes);
-        } else if !self.body.is_empty() {
-            // Over the limit: the message will be refused, so stop holding it.
+        if self.size > self.limit || self.starved {
+            // The message will be refused, so stop holding it.
+            self.drop_body();
+            return;
+        }
+        let needed = self.body.len() + bytes.len();
+        if needed > self.body.capacity() {
+            // Grow as Vec would (doubling), but reserve exactly, so the share covers the
+            // whole allocation.
+            let capacity = (self.body.capacity() * 2).max(needed).max(4096).min(self.limit.max(needed));
+            if let Some(share) = &mut self.share {
+                if !share.grow_to(capacity) {
+                    self.starved = true;
+                    self.drop_body();
+                    return;
+                }
+            }
+            self.body.reserve_exact(capacity - self.body.len());
+        }
+        self.body.extend_from_slice(bytes);
+    }
+
+    fn drop_body(&mut self) {
+        if self.body.capacity() > 0 {
             self.body = Vec::new();
+            if let Some(share) = &mut self.share {
+                share.clear();
+            }
         }
     }
 
@@ -206,6 +250,27 @@ mod tests {
         assert!(receiver.over_limit());
         assert_eq!(receiver.feed(b"\r\n.\r\n"), DataProgress::Done { consumed: 5 });
         assert!(receiver.into_body().is_empty());
+    }
+
+    #[test]
+    fn a_spent_budget_starves_the_message_and_gives_its_share_back() {
+        let budget = crate::budget::MemoryBudget::new(8192);
+        let mut held = budget.share();
+        assert!(held.grow_to(4096));
+        let mut receiver = DataReceiver::with_budget(1 << 20, budget.share());
+        assert_eq!(receiver.feed(&[b'x'; 3000]), DataProgress::NeedMore);
+        assert!(!receiver.starved());
+        assert_eq!(budget.used(), 8192);
+        assert_eq!(receiver.feed(&[b'y'; 3000]), DataProgress::NeedMore);
+        assert!(receiver.starved());
+        assert_eq!(budget.used(), 4096, "the starved receiver holds nothing");
+        assert_eq!(receiver.feed(b"\r\n.\r\n"), DataProgress::Done { consumed: 5 });
+        drop(held);
+        let mut fed = DataReceiver::with_budget(1 << 20, budget.share());
+        assert_eq!(fed.feed(b"hi\r\n.\r\n"), DataProgress::Done { consumed: 7 });
+        let (body, share) = fed.into_parts();
+        assert_eq!(body, b"hi\r\n");
+        assert_eq!(share.map(|s| s.bytes()), Some(body.capacity()));
     }
 
     #[test]

@@ -147,6 +147,11 @@ impl Reply {
         Reply::line(451, "4.3.0 Error: queue file write error, try again later")
     }
 
+    /// The sessions' memory budget for message data is spent (`--max-data-in-flight`).
+    pub fn memory_full() -> Reply {
+        Reply::line(452, "4.3.1 Insufficient system resources: too much mail in flight, try again later")
+    }
+
     pub fn store_full() -> Reply {
         Reply::line(452, "4.3.1 Insufficient system storage")
     }
@@ -182,6 +187,15 @@ impl Reply {
 
     pub fn auth_failed() -> Reply {
         Reply::line(535, "5.7.8 Error: authentication failed")
+    }
+
+    /// RFC 4954 §6: the check was not made; the client may try again later.
+    pub fn auth_throttled() -> Reply {
+        Reply::line(454, "4.7.0 Temporary authentication failure: too many attempts, try again later")
+    }
+
+    pub fn too_many_auth_failures(hostname: &str) -> Reply {
+        Reply::line(421, format_args!("4.7.0 {hostname} Error: too many failed authentications"))
     }
 
     pub fn auth_aborted() -> Reply {

@@ -160,6 +160,47 @@ fn replies(actions: &[Action]) -> Vec<String> {
 }
 
 #[test]
+fn a_client_that_pipelines_without_reading_gets_its_replies_a_round_at_a_time() {
+    let mut s = session(1000);
+    let mut actions = Vec::new();
+    s.receive(&b"NOOP\r\n".repeat(30_000), &mut actions);
+    let mut count = replies(&actions).len();
+    let octets: usize = replies(&actions).iter().map(|r| r.len() + 2).sum();
+    assert!(s.is_paused());
+    assert!((OUTPUT_ROUND..OUTPUT_ROUND + 1024).contains(&octets), "{octets} octets in one round");
+    while s.is_paused() {
+        let mut actions = Vec::new();
+        s.resume(&mut actions);
+        let octets: usize = replies(&actions).iter().map(|r| r.len() + 2).sum();
+        assert!(octets < OUTPUT_ROUND + 1024, "{octets} octets in one round");
+        assert!(replies(&actions).iter().all(|r| r.starts_with("250 2.0.0")));
+        count += replies(&actions).len();
+    }
+    assert_eq!(count, 30_000);
+}
+
+#[test]
+fn a_message_the_memory_budget_cannot_hold_gets_452_and_the_budget_is_given_back() {
+    let budget = crate::budget::MemoryBudget::new(64 * 1024);
+    let config = SmtpConfig { data_budget: budget.clone(), ..SmtpConfig::new("mx.test", 1 << 20) };
+    let directory = Arc::new(FakeDirectory { domains: vec!["d.test".into()], users: vec!["u@d.test".into()] });
+    let mut s = SmtpSession::new(Arc::new(config), directory, Ipv4Addr::LOCALHOST.into());
+    let mut actions = Vec::new();
+    s.receive(b"HELO x\r\nMAIL FROM:<u@d.test>\r\nRCPT TO:<u@d.test>\r\nDATA\r\n", &mut actions);
+    s.receive(&[b'y'; 100_000], &mut actions);
+    assert_eq!(budget.used(), 0, "a starved message holds nothing");
+    s.receive(b"\r\n.\r\nMAIL FROM:<u@d.test>\r\nRCPT TO:<u@d.test>\r\nDATA\r\nsmall\r\n.\r\n", &mut actions);
+    let r = replies(&actions);
+    assert!(r[4].starts_with("452 4.3.1"), "{r:?}");
+    let Some(Action::Commit(message)) = actions.last() else { panic!("the small message is committed: {r:?}") };
+    assert_eq!(message.body, b"small\r\n");
+    assert!(budget.used() > 0, "held until the pipeline answers");
+    let mut actions = Vec::new();
+    s.commit_finished(Ok(1), &mut actions);
+    assert_eq!(budget.used(), 0);
+}
+
+#[test]
 fn oversized_data_gets_552_and_no_commit() {
     let mut s = session(10);
     let mut actions = Vec::new();
@@ -325,7 +366,7 @@ fn submission_wants_auth_before_mail_and_then_relays_for_the_user_alone() {
     assert_eq!(credentials(&actions), Some(("u@d.test".into(), "secret pw".into())));
     assert!(replies(&actions).is_empty(), "{:?}", replies(&actions));
     let mut actions = Vec::new();
-    s.auth_finished(Some("u@d.test".into()), &mut actions);
+    s.auth_finished(Verdict::Accepted("u@d.test".into()), &mut actions);
     s.receive(
         b"MAIL FROM:<U@D.TEST>\r\nRCPT TO:<far@elsewhere.example>\r\nRCPT TO:<u@d.test>\r\nDATA\r\nhi\r\n.\r\n",
         &mut actions,
@@ -355,11 +396,32 @@ fn auth_login_asks_for_user_then_password_and_a_wrong_one_gets_535() {
     assert_eq!(replies(&actions), ["334 UGFzc3dvcmQ6"]);
     assert_eq!(credentials(&actions), Some(("u@d.test".into(), "wrong".into())));
     let mut actions = Vec::new();
-    s.auth_finished(None, &mut actions);
+    s.auth_finished(Verdict::Rejected, &mut actions);
     s.receive(b"MAIL FROM:<u@d.test>\r\n", &mut actions);
     let r = replies(&actions);
     assert_eq!(r[0], "535 5.7.8 Error: authentication failed");
     assert!(r[1].starts_with("530"), "{r:?}");
+}
+
+#[test]
+fn the_third_failed_auth_closes_the_session_and_a_throttled_check_gets_454() {
+    let mut s = submission_session(false);
+    let mut actions = Vec::new();
+    s.receive(b"EHLO x\r\n", &mut actions);
+    let attempt = format!("AUTH PLAIN {}\r\n", b64(b"\0u@d.test\0wrong"));
+    let mut r = Vec::new();
+    for verdict in [Verdict::Throttled, Verdict::Rejected, Verdict::Rejected, Verdict::Rejected] {
+        let mut actions = Vec::new();
+        s.receive(attempt.as_bytes(), &mut actions);
+        assert!(credentials(&actions).is_some());
+        let mut actions = Vec::new();
+        s.auth_finished(verdict, &mut actions);
+        r.extend(replies(&actions));
+    }
+    assert!(r[0].starts_with("454 4.7.0"), "{r:?}");
+    assert_eq!(&r[1..4], ["535 5.7.8 Error: authentication failed"; 3]);
+    assert!(r[4].starts_with("421 4.7.0") && r[4].contains("too many failed authentications"), "{r:?}");
+    assert!(s.is_closed());
 }
 
 #[test]
@@ -490,7 +552,9 @@ mod hostile {
                             Action::Close => closed = true,
                             Action::StartTls => {}
                             Action::Authenticate(_) => {
-                                s.auth_finished(accept_password.then(|| "u@d.test".to_string()), &mut next)
+                                let verdict =
+                                    if accept_password { Verdict::Accepted("u@d.test".into()) } else { Verdict::Rejected };
+                                s.auth_finished(verdict, &mut next)
                             }
                             Action::Commit(message) => {
                                 prop_assert!(!message.envelope.recipients.is_empty());

@@ -248,13 +248,15 @@ impl Store {
     /// Writes `records` (numbered `head+1 ..`) and the new head in one atomic batch, then
     /// flushes. On any failure nothing of the batch remains (a failed flush is undone), or,
     /// if even the undo fails, the error is [`StoreError::Broken`].
-    pub fn commit(&self, head: u64, records: &[Vec<u8>]) -> Result<u64> {
+    pub fn commit<R: AsRef<[u8]>>(&self, head: u64, records: Vec<R>) -> Result<u64> {
         let _watched = self.in_progress.watch();
         let mut batch = Batch::default();
         let mut number = head;
+        // Each record is dropped once the batch holds its copy: a large message is in
+        // memory at most twice on its way to the log.
         for record in records {
             number += 1;
-            batch.insert(&keys::message(number), record.as_slice());
+            batch.insert(&keys::message(number), record.as_ref());
         }
         batch.insert(keys::HEAD, &number.to_be_bytes());
         failpoint::hit("persist.before_batch").map_err(StoreError::from_io)?;
@@ -633,8 +635,8 @@ mod tests {
         {
             let store = Store::open(dir.path()).unwrap();
             assert_eq!(store.head().unwrap(), 0);
-            assert_eq!(store.commit(0, &[record(1, b"one"), record(2, b"two")]).unwrap(), 2);
-            assert_eq!(store.commit(2, &[record(3, b"three")]).unwrap(), 3);
+            assert_eq!(store.commit(0, vec![record(1, b"one"), record(2, b"two")]).unwrap(), 2);
+            assert_eq!(store.commit(2, vec![record(3, b"three")]).unwrap(), 3);
         }
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.head().unwrap(), 3);
@@ -677,7 +679,7 @@ mod tests {
     fn records_are_collected_once_no_mailbox_holds_them_and_they_are_backed_up() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.commit(0, &[record(1, b"one"), record(2, b"two"), record(3, b"three")]).unwrap();
+        store.commit(0, vec![record(1, b"one"), record(2, b"two"), record(3, b"three")]).unwrap();
         store
             .deliver(&[(1, vec!["a@x".into(), "b@x".into()]), (2, vec!["a@x".into()]), (3, vec!["a@x".into()])])
             .unwrap();
