@@ -111,7 +111,7 @@ pub struct Options {
 }
 
 /// The settings maild runs with, every default filled in.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub data: PathBuf,
     pub hostname: String,
@@ -143,10 +143,37 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+impl Config {
+    /// The settings (as flag names) whose values differ in `other`.
+    pub fn changed(&self, other: &Config) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        macro_rules! compare {
+            ($($field:ident => $flag:literal),* $(,)?) => {
+                // Destructured, so a new field cannot be forgotten here.
+                let Config { $($field: _),* } = self;
+                $(if self.$field != other.$field { changed.push($flag); })*
+            };
+        }
+        compare!(
+            data => "data", hostname => "hostname", domains => "domain", smtp => "smtp", pop3 => "pop3",
+            submission => "submission", resolver => "resolver", mx_port => "mx-port",
+            command_timeout => "command-timeout", pop3_timeout => "pop3-timeout",
+            max_message_size => "max-message-size", max_connections => "max-connections",
+            max_listener_connections => "max-listener-connections",
+            max_client_connections => "max-client-connections", max_data_in_flight => "max-data-in-flight",
+            shutdown_grace => "shutdown-grace", store_timeout => "store-timeout",
+            min_free_space => "min-free-space", peers => "peer", retry_min => "retry-min",
+            retry_max => "retry-max", queue_lifetime => "queue-lifetime", discover => "discover",
+            tls => "tls-cert/tls-key",
+        );
+        changed
+    }
 }
 
 fn duration(text: Option<String>, default: &str, what: &str) -> Result<Duration> {
@@ -260,6 +287,38 @@ impl Options {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// contrib/maild.toml names every setting, and with every line uncommented it is a
+    /// valid configuration whose limits and timeouts are the defaults it claims.
+    #[test]
+    fn the_sample_configuration_lists_every_setting_with_its_default() {
+        use clap::CommandFactory;
+        let sample = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/maild.toml")).unwrap();
+        let uncommented: String = sample
+            .lines()
+            .filter_map(|l| l.strip_prefix("# ").filter(|l| l.split_once(" = ").is_some_and(|(k, _)| !k.contains(' '))))
+            .map(|l| format!("{}\n", l.split(" # ").next().unwrap_or(l).trim_end()))
+            .collect();
+        for argument in Options::command().get_arguments() {
+            let key = argument.get_long().unwrap_or_default();
+            if !matches!(key, "config" | "help" | "version" | "") {
+                assert!(
+                    uncommented.contains(&format!("\n{key} = ")) || uncommented.starts_with(&format!("{key} = ")),
+                    "{key} is missing"
+                );
+            }
+        }
+        let options: Options = toml::from_str(&uncommented).expect("the sample parses");
+        let sample =
+            Options { discover: false, discover_interface: Vec::new(), tls_cert: None, tls_key: None, ..options }
+                .resolve()
+                .unwrap();
+        let defaults = Options::default().resolve().unwrap();
+        // The example values (names, addresses, peers) are not defaults; the rest are.
+        let differ = sample.changed(&defaults);
+        let examples = ["hostname", "submission", "resolver", "peer"];
+        assert!(differ.iter().all(|d| examples.contains(d)), "{differ:?}");
+    }
 
     #[test]
     fn a_flag_beats_the_file_and_the_file_beats_the_default() {

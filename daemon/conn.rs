@@ -59,14 +59,14 @@ impl Conn {
     /// then on every byte goes through TLS. The handshake is bounded by the socket's
     /// timeouts; an error ends the connection, and so does having no certificate (a
     /// session only asks for TLS when it was offered).
-    pub fn start_tls(&mut self, config: Option<&Arc<ServerConfig>>) -> io::Result<()> {
+    pub fn start_tls(&mut self, config: Option<Arc<ServerConfig>>) -> io::Result<()> {
         self.flush()?;
         let Some(config) = config else {
             self.request_close();
             return Ok(());
         };
         self.transport.tcp().set_read_timeout(Some(self.timeout))?;
-        let session = ServerConnection::new(config.clone()).map_err(io::Error::other)?;
+        let session = ServerConnection::new(config).map_err(io::Error::other)?;
         self.transport.upgrade(session)
     }
 }

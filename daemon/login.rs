@@ -161,9 +161,13 @@ impl Logins {
 
     /// Checks a password on behalf of a client, waiting for its turn and a slot; a failure
     /// is answered after [`FAILURE_ANSWER`].
-    pub fn check(&self, client: IpAddr, user: &str, password: &str) -> Verdict {
+    ///
+    /// Failures and refusals are logged, one line each, for fail2ban
+    /// (`contrib/fail2ban/filter.d/maild.conf`).
+    pub fn check(&self, client: IpAddr, mechanism: &str, user: &str, password: &str) -> Verdict {
+        let client_ip = client.to_canonical();
         let Some(mut turn) = self.take_turn(client, user) else {
-            log::warn!("auth throttled: client={} user={user:?}", client.to_canonical());
+            log::warn!("auth throttled: client={client_ip} mechanism={mechanism} user={user:?}");
             return Verdict::Throttled;
         };
         if let Some(wait) = turn.start.checked_duration_since(Instant::now()) {
@@ -176,6 +180,7 @@ impl Logins {
         match key {
             Some(key) => Verdict::Accepted(key),
             None => {
+                log::warn!("auth failed: client={client_ip} mechanism={mechanism} user={user:?}");
                 turn.failed = true;
                 let answer_at = turn.start + FAILURE_ANSWER;
                 drop(turn);

@@ -29,7 +29,7 @@ use engine::pop3::Pop3Config;
 use engine::smtp::{Reply, SmtpConfig};
 use engine::users::Users;
 use engine::{Store, StoreError};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use config::{Config, Options};
@@ -46,8 +46,8 @@ fn main() {
     return_large_buffers_to_the_system();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     if let Err(error) = run() {
+        // One line, through the log so it carries a time stamp like every other line.
         log::error!("{error:#}");
-        eprintln!("maild: {error:#}");
         std::process::exit(1);
     }
 }
@@ -67,9 +67,10 @@ fn return_large_buffers_to_the_system() {
 fn run() -> Result<()> {
     let config = Options::parse().resolve()?;
     raise_file_limit(config.max_connections)?;
-    let tls = config.tls.as_ref().map(tls::load).transpose()?;
-    // Signals are caught before anything starts, so an early SIGTERM is still orderly.
-    let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
+    let tls = config.tls.as_ref().map(tls::Certificates::load).transpose()?;
+    // Signals are caught before anything starts, so an early SIGTERM is still orderly and
+    // an early SIGHUP (a terminal closing) does not kill maild.
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).context("installing signal handlers")?;
 
     let opening = std::time::Instant::now();
     let store = Store::open(&config.data).map_err(|e| match e {
@@ -107,10 +108,15 @@ fn run() -> Result<()> {
     let admin_context =
         AdminContext { store: store.clone(), peers: Some(peers.clone()), forward: Some(pipeline.forward_waker()) };
     let admin = admin::AdminSocket::start(admin_context, &config.data)?;
-    let (server, discovery) = start_listeners(&config, &store, directory, &pipeline, &peers, tls)?;
+    let (server, discovery) = start_listeners(&config, &store, directory, &pipeline, &peers, tls.clone())?;
 
-    if let Some(signal) = signals.forever().next() {
+    for signal in signals.forever() {
+        if signal == SIGHUP {
+            reload(&config, tls.as_deref());
+            continue;
+        }
         log::info!("signal {signal}: shutting down (grace {:?})", config.shutdown_grace);
+        break;
     }
     // Goodbye first, so peers stop sending here while the sessions finish.
     if let Some(discovery) = discovery {
@@ -122,6 +128,29 @@ fn run() -> Result<()> {
     store.flush().context("final flush")?;
     log::info!("maild stopped");
     Ok(())
+}
+
+/// SIGHUP: reads the certificate and key again, and the settings (flags and `--config`
+/// file) to say which of them changed; those need a restart to take effect.
+fn reload(running: &Config, tls: Option<&tls::Certificates>) {
+    log::info!("SIGHUP: reloading");
+    if let Some(certificates) = tls {
+        match certificates.reload() {
+            Ok(()) => log::info!("SIGHUP: certificate and key reloaded; new TLS sessions use them"),
+            Err(error) => log::error!("SIGHUP: keeping the running certificate: {error:#}"),
+        }
+    }
+    match Options::parse().resolve() {
+        Ok(fresh) => {
+            let changed = running.changed(&fresh);
+            if changed.is_empty() {
+                log::info!("SIGHUP: no other setting changed");
+            } else {
+                log::warn!("SIGHUP: changed, needs a restart to take effect: {}", changed.join(", "));
+            }
+        }
+        Err(error) => log::error!("SIGHUP: the configuration does not load, keeping the running one: {error:#}"),
+    }
 }
 
 /// Descriptors each client connection holds (its socket, and a clone for TLS or the
@@ -159,7 +188,7 @@ fn start_listeners(
     directory: Arc<MailDirectory>,
     pipeline: &Pipeline,
     peers: &Arc<PeerTable>,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<Arc<tls::Certificates>>,
 ) -> Result<(Server, Option<Discovery>)> {
     let smtp_listener = server::bind(config.smtp, "smtp")?;
     let pop3_listener = server::bind(config.pop3, "pop3")?;

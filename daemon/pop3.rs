@@ -12,11 +12,11 @@ use engine::mbox::return_path;
 use engine::pop3::{write_message, LoginError, MaildropEntry, Pop3Action, Pop3Config, Pop3Session};
 use engine::sasl::Verdict;
 use engine::{Store, StoreError};
-use rustls::ServerConfig;
 
 use crate::conn::{self, Conn, Handler, Session};
 use crate::login::Logins;
 use crate::server::ShutdownSignal;
+use crate::tls::Certificates;
 
 impl Session for Pop3Session {
     type Action = Pop3Action;
@@ -50,7 +50,7 @@ pub struct Pop3Service {
     pub logins: Arc<Logins>,
     pub timeout: Duration,
     /// Set with --tls-cert/--tls-key: STLS is offered.
-    pub tls: Option<Arc<ServerConfig>>,
+    pub tls: Option<Arc<Certificates>>,
     /// Maildrops open in a session (RFC 1939 §8: exclusive access).
     locks: Mutex<HashSet<String>>,
 }
@@ -61,7 +61,7 @@ impl Pop3Service {
         store: Store,
         logins: Arc<Logins>,
         timeout: Duration,
-        tls: Option<Arc<ServerConfig>>,
+        tls: Option<Arc<Certificates>>,
     ) -> Pop3Service {
         Pop3Service {
             // STLS is offered exactly when there is a certificate to start it with.
@@ -119,9 +119,9 @@ impl Pop3Handler {
         }
     }
 
-    fn login(&mut self, user: &str, password: &str) -> Result<Vec<MaildropEntry>, LoginError> {
+    fn login(&mut self, mechanism: &str, user: &str, password: &str) -> Result<Vec<MaildropEntry>, LoginError> {
         let service = &self.service;
-        let key = match service.logins.check(self.client, user, password) {
+        let key = match service.logins.check(self.client, mechanism, user, password) {
             Verdict::Accepted(key) => key,
             Verdict::Rejected => return Err(LoginError::BadCredentials),
             Verdict::Throttled => return Err(LoginError::Throttled),
@@ -176,7 +176,7 @@ impl Handler<Pop3Session> for Pop3Handler {
             }
             Pop3Action::Login { user, password } => {
                 conn.flush()?;
-                let outcome = self.login(&user, &password);
+                let outcome = self.login(session.login_mechanism(), &user, &password);
                 session.login_finished(outcome, next);
             }
             Pop3Action::Retrieve { number, size, top_lines } => self.retrieve(number, size, top_lines, conn)?,
@@ -193,7 +193,7 @@ impl Handler<Pop3Session> for Pop3Handler {
                 };
                 session.commit_finished(ok, next);
             }
-            Pop3Action::StartTls => conn.start_tls(self.service.tls.as_ref())?,
+            Pop3Action::StartTls => conn.start_tls(self.service.tls.as_ref().map(|c| c.current()))?,
         }
         Ok(())
     }

@@ -105,6 +105,8 @@ struct Registration {
     id: u64,
     listener: &'static str,
     client: IpAddr,
+    peer: SocketAddr,
+    opened: Instant,
 }
 
 impl Drop for Registration {
@@ -116,6 +118,14 @@ impl Drop for Registration {
         if open.streams.is_empty() {
             self.registry.emptied.notify_all();
         }
+        drop(open);
+        log::info!(
+            "{}: disconnect client={} port={} duration={:.3}s",
+            self.listener,
+            self.peer.ip().to_canonical(),
+            self.peer.port(),
+            self.opened.elapsed().as_secs_f64()
+        );
     }
 }
 
@@ -235,7 +245,14 @@ fn accept_loop(
                             open.streams.insert(id, clone);
                             *open.per_listener.entry(name).or_default() += 1;
                             *open.per_client.entry((name, client)).or_default() += 1;
-                            Ok(Registration { registry: registry.clone(), id, listener: name, client })
+                            Ok(Registration {
+                                registry: registry.clone(),
+                                id,
+                                listener: name,
+                                client,
+                                peer,
+                                opened: Instant::now(),
+                            })
                         }
                         Err(error) => Err(format!("cannot register the connection: {error}")),
                     }
@@ -243,7 +260,10 @@ fn accept_loop(
             }
         };
         let registration = match registration {
-            Ok(registration) => registration,
+            Ok(registration) => {
+                log::info!("{name}: connect client={} port={}", peer.ip().to_canonical(), peer.port());
+                registration
+            }
             Err(reason) => {
                 log::warn!("{name}: connection refused: client={} reason=\"{reason}\"", peer.ip().to_canonical());
                 refuse(stream, &busy);

@@ -10,11 +10,11 @@ use crossbeam_channel::Sender;
 use engine::directory::Directory;
 use engine::pipeline::Submission;
 use engine::smtp::{Action, CommitError, SmtpConfig, SmtpSession};
-use rustls::ServerConfig;
 
 use crate::conn::{self, Conn, Handler, Session};
 use crate::login::Logins;
 use crate::server::ShutdownSignal;
+use crate::tls::Certificates;
 
 impl Session for SmtpSession {
     type Action = Action;
@@ -43,7 +43,7 @@ impl Session for SmtpSession {
 
 struct SmtpHandler {
     intake: Sender<Submission>,
-    tls: Option<Arc<ServerConfig>>,
+    tls: Option<Arc<Certificates>>,
     logins: Arc<Logins>,
     client: IpAddr,
 }
@@ -59,10 +59,11 @@ impl Handler<SmtpSession> for SmtpHandler {
         match action {
             Action::Send(reply) => conn.queue(reply.as_bytes()),
             Action::Close => conn.request_close(),
-            Action::StartTls => conn.start_tls(self.tls.as_ref())?,
+            Action::StartTls => conn.start_tls(self.tls.as_ref().map(|c| c.current()))?,
             Action::Authenticate(credentials) => {
                 conn.flush()?;
-                let verdict = self.logins.check(self.client, &credentials.user, &credentials.password);
+                let mechanism = session.auth_mechanism();
+                let verdict = self.logins.check(self.client, mechanism, &credentials.user, &credentials.password);
                 session.auth_finished(verdict, next);
             }
             Action::Commit(message) => {
@@ -87,7 +88,7 @@ pub struct SmtpService {
     pub intake: Sender<Submission>,
     pub timeout: Duration,
     /// Set with --tls-cert/--tls-key: STARTTLS is offered.
-    pub tls: Option<Arc<ServerConfig>>,
+    pub tls: Option<Arc<Certificates>>,
     /// Password checks for AUTH (submission).
     pub logins: Arc<Logins>,
 }

@@ -1,7 +1,8 @@
 //! The server's TLS settings for STARTTLS (SMTP, RFC 3207) and STLS (POP3, RFC 2595),
-//! read once at start-up from `--tls-cert` and `--tls-key`.
+//! read at start-up from `--tls-cert` and `--tls-key`, and again on SIGHUP (a renewed
+//! certificate needs no restart; connections already in TLS keep the old one).
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use anyhow::{bail, Context, Result};
 use rustls::pki_types::pem::PemObject;
@@ -10,9 +11,33 @@ use rustls::ServerConfig;
 
 use crate::config::TlsFiles;
 
+/// The certificate every new TLS handshake uses; replaced whole on reload.
+pub struct Certificates {
+    files: TlsFiles,
+    current: RwLock<Arc<ServerConfig>>,
+}
+
+impl Certificates {
+    pub fn load(files: &TlsFiles) -> Result<Arc<Certificates>> {
+        let current = RwLock::new(load(files)?);
+        Ok(Arc::new(Certificates { files: files.clone(), current }))
+    }
+
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Reads the files again; on any error the running certificate stays.
+    pub fn reload(&self) -> Result<()> {
+        let fresh = load(&self.files)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
+}
+
 /// Loads the certificate chain and its key; a missing file, bad PEM or a key that does
 /// not fit the certificate stops maild at start rather than at a client's STARTTLS.
-pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>> {
+fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>> {
     let cert_name = files.cert.display();
     let chain = CertificateDer::pem_file_iter(&files.cert)
         .with_context(|| format!("--tls-cert {cert_name}"))?

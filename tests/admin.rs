@@ -298,3 +298,39 @@ fn a_data_dir_too_long_for_the_admin_socket_is_a_clear_error_at_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("longer than a Unix socket allows") && stderr.contains("shorter --data"), "{stderr}");
 }
+
+#[test]
+fn user_del_takes_the_mail_with_it_and_mailbox_clear_empties_a_mailbox() {
+    let maild = maild_with_users(&["u@d.test", "v@d.test"], &["--domain", "d.test"]);
+    let mut c = maild.smtp_client();
+    c.reply();
+    c.expect("HELO x", "250");
+    c.send_message("s@d.test", &["u@d.test", "v@d.test"], b"Subject: shared\r\n\r\nfor both\r\n");
+    c.send_message("s@d.test", &["u@d.test"], b"Subject: only u\r\n\r\nfor u\r\n");
+    c.send_message("s@d.test", &["v@d.test"], b"Subject: only v\r\n\r\nfor v\r\n");
+    let stat = |user: &str| {
+        let mut pop = pop3_login(maild.pop3, user, &format!("pw-{user}"));
+        pop.cmd("STAT");
+        let reply = pop.line().unwrap();
+        pop.cmd("QUIT");
+        pop.line();
+        reply
+    };
+    eventually("delivery", || stat("u@d.test").starts_with("+OK 2 ") && stat("v@d.test").starts_with("+OK 2 "));
+    // u goes, with its two messages; a new u starts empty; v keeps the shared one.
+    let out = mailtool(&maild.data, &["user", "del", "u@d.test"], None);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(out.stdout_text(), "deleted u@d.test and 2 message(s)\n");
+    add_users(&maild.data, &["u@d.test"]);
+    assert!(stat("u@d.test").starts_with("+OK 0 "));
+    assert!(stat("v@d.test").starts_with("+OK 2 "));
+    let out = mailtool(&maild.data, &["mailbox", "clear", "v@d.test"], None);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(out.stdout_text(), "cleared 2 message(s) from v@d.test\n");
+    assert!(stat("v@d.test").starts_with("+OK 0 "));
+    let out = mailtool(&maild.data, &["mailbox", "clear", "nobody@d.test"], None);
+    assert!(!out.status.success() && out.stderr.contains("no user nobody@d.test"), "{}", out.stderr);
+    // The numbers stay gapless and the store consistent: the removed messages are collectable.
+    let verify = mailtool(&maild.data, &["verify"], None);
+    assert!(verify.status.success(), "{}", verify.stdout_text());
+}

@@ -91,3 +91,47 @@ fn export_filters_by_number_range() {
     let entries = export_entries(&maild.data, &["--from", "1", "--to", "1"]);
     assert!(contains(&entries[0], b"\r\n>From me\r\nmessage 1\r\n"));
 }
+
+#[test]
+fn every_command_that_needs_a_password_takes_both_flags_and_names_them_without_a_terminal() {
+    let tmp = new_data_dir();
+    let data = tmp.path();
+    let secret = data.join("secret");
+    std::fs::write(&secret, "from-a-file\n").unwrap();
+    let secret = secret.to_str().unwrap();
+    // Without a terminal and without a flag: the error names both flags.
+    for args in [&["user", "add", "a@d.test"][..], &["user", "passwd", "a@d.test"]] {
+        let out = mailtool(data, args, None);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(out.stderr.contains("--password-stdin") && out.stderr.contains("--password-file"), "{}", out.stderr);
+    }
+    // An empty password is refused, from stdin or a file.
+    let out = mailtool(data, &["user", "add", "a@d.test", "--password-stdin"], Some(b"\n"));
+    assert!(!out.status.success() && out.stderr.contains("an empty password is refused"), "{}", out.stderr);
+    let out = mailtool(data, &["user", "add", "a@d.test", "--password-file", secret], None);
+    assert!(out.status.success(), "{}", out.stderr);
+    let out = mailtool(data, &["user", "passwd", "a@d.test", "--password-file", secret], None);
+    assert!(out.status.success(), "{}", out.stderr);
+
+    let mut maild = Maild::start_on(data, &["--domain", "d.test", "--submission", "127.0.0.1:0"]);
+    let (pop3, submission) = (maild.pop3.to_string(), maild.submission().to_string());
+    // send: the password on stdin's first line, the message after it.
+    let send = ["send", "--smtp", &submission, "--user", "a@d.test", "--from", "a@d.test", "--to", "a@d.test"];
+    let out = mailtool(
+        data,
+        &[&send[..], &["--subject", "hi", "--password-stdin"]].concat(),
+        Some(b"from-a-file\nthe body\n"),
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    let out = mailtool(data, &[&send[..], &["--subject", "hi"]].concat(), Some(b"the body\n"));
+    assert!(!out.status.success() && out.stderr.contains("--password-file"), "{}", out.stderr);
+    // fetch: no flag and no terminal is an error, not an empty password.
+    let mbox = data.join("in.mbox");
+    let fetch = ["fetch", "--pop3", &pop3, "--user", "a@d.test", "-o", mbox.to_str().unwrap()];
+    let out = mailtool(data, &fetch, Some(b"from-a-file\n"));
+    assert!(!out.status.success() && out.stderr.contains("--password-stdin"), "{}", out.stderr);
+    let out = mailtool(data, &[&fetch[..], &["--password-file", secret]].concat(), None);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(std::fs::read_to_string(&mbox).unwrap().contains("the body"));
+    maild.stop();
+}

@@ -34,6 +34,10 @@ fn stress_finds_no_mismatch_and_every_reported_message_is_stored() {
     let keys = keys(&out);
     assert_eq!(keys.get("mismatches").map(String::as_str), Some("0"), "{report}");
     assert!(number(&keys, "ops/s") > 0.0, "{report}");
+    // CONTRACT §7: the output ends with `ops/s:` and `mismatches:`.
+    let stdout = out.stdout_text();
+    let last: Vec<&str> = stdout.lines().rev().take(2).collect();
+    assert!(last[1].starts_with("ops/s: ") && last[0].starts_with("mismatches: "), "{report}");
     let messages = number(&keys, "messages") as u64;
     assert!(messages > 0, "{report}");
     // Every error case of CONTRACT §3 that fits a duration was exercised (the 101st

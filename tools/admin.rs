@@ -2,7 +2,7 @@
 //! parsed here, run by `engine::admin` either through a running maild's admin socket or,
 //! when maild is not running, on the store opened in this process. Same code, same output.
 
-use std::io::{self, BufReader, BufWriter, IsTerminal, Read, Write};
+use std::io::{self, BufReader, BufWriter, IsTerminal, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -14,25 +14,39 @@ use engine::admin::{execute, AdminContext, ExportFormat, Output, Request};
 use engine::{Store, StoreError};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::password::{PasswordArgs, Stdin};
+
 #[derive(Subcommand)]
 pub enum UserCommand {
     /// Create a user (creates the store if DIR is empty).
     Add {
         address: String,
-        /// Read the password from stdin (one trailing newline is stripped).
-        #[arg(long)]
-        password_stdin: bool,
+        #[command(flatten)]
+        password: PasswordArgs,
     },
-    /// Remove a user (mail already in the mailbox stays in the store).
+    /// Remove a user and the mail in their mailbox (a new account with the same address
+    /// starts empty).
     Del { address: String },
     /// List users.
     List,
     /// Set a user's password.
     Passwd {
         address: String,
-        #[arg(long)]
-        password_stdin: bool,
+        #[command(flatten)]
+        password: PasswordArgs,
     },
+}
+
+#[derive(Subcommand)]
+pub enum MailboxCommand {
+    /// Remove every message from a user's mailbox (the user stays).
+    Clear { address: String },
+}
+
+pub fn mailbox_request(command: MailboxCommand) -> Result<Request> {
+    Ok(match command {
+        MailboxCommand::Clear { address } => Request::MailboxClear { address: checked(&address)? },
+    })
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -65,25 +79,6 @@ pub enum QueueCommand {
     Flush,
 }
 
-/// A password given as text (stdin, a file): CONTRACT §7 strips one trailing newline.
-pub(crate) fn strip_final_newline(text: &str) -> &str {
-    text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(text)
-}
-
-fn read_password(from_stdin: bool) -> Result<String> {
-    if from_stdin {
-        let mut text = String::new();
-        io::stdin().read_to_string(&mut text).context("reading the password from stdin")?;
-        return Ok(strip_final_newline(&text).to_string());
-    }
-    let first = rpassword::prompt_password("Password: ").context("reading the password")?;
-    let second = rpassword::prompt_password("Again: ").context("reading the password")?;
-    if first != second {
-        bail!("the passwords differ");
-    }
-    Ok(first)
-}
-
 fn checked(address: &str) -> Result<String> {
     user_key(address).map_err(|_| anyhow::anyhow!("{address:?} is not a valid address (want local@domain)"))?;
     Ok(address.to_string())
@@ -95,15 +90,15 @@ fn absolute(path: &Path) -> Result<String> {
 
 pub fn user_request(command: UserCommand) -> Result<Request> {
     Ok(match command {
-        UserCommand::Add { address, password_stdin } => {
+        UserCommand::Add { address, password } => {
             let address = checked(&address)?;
-            Request::UserAdd { address, password: read_password(password_stdin)? }
+            Request::UserAdd { password: password.read(&address, true, Stdin::Whole)?, address }
         }
         UserCommand::Del { address } => Request::UserDel { address: checked(&address)? },
         UserCommand::List => Request::UserList,
-        UserCommand::Passwd { address, password_stdin } => {
+        UserCommand::Passwd { address, password } => {
             let address = checked(&address)?;
-            Request::UserPasswd { address, password: read_password(password_stdin)? }
+            Request::UserPasswd { password: password.read(&address, true, Stdin::Whole)?, address }
         }
     })
 }

@@ -9,7 +9,7 @@
 //! deleted before our copy is on disk.
 
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,8 +17,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
-use crate::admin::strip_final_newline;
 use crate::client::UtcTime;
+use crate::password::{PasswordArgs, Stdin};
 
 #[derive(Args)]
 pub struct FetchArgs {
@@ -35,10 +35,8 @@ pub struct FetchArgs {
     /// The mbox file to append to (created if missing).
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: PathBuf,
-    /// Read the password from stdin (one trailing newline stripped). Also done, without
-    /// the flag, when stdin is not a terminal; otherwise the password is prompted for.
-    #[arg(long)]
-    password_stdin: bool,
+    #[command(flatten)]
+    password: PasswordArgs,
 }
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -47,7 +45,7 @@ pub fn run(args: FetchArgs) -> Result<()> {
     if args.user.contains(['\r', '\n']) || args.user.is_empty() {
         bail!("--user needs an address on one line");
     }
-    let password = password(&args)?;
+    let password = args.password.read(&args.user, false, Stdin::Whole)?;
     let mut file = OpenOptions::new()
         .create(true)
         .append(true)
@@ -106,21 +104,6 @@ pub fn run(args: FetchArgs) -> Result<()> {
         println!("deleted: {deleted}");
     }
     Ok(())
-}
-
-fn password(args: &FetchArgs) -> Result<String> {
-    let stdin = std::io::stdin();
-    let password = if args.password_stdin || !stdin.is_terminal() {
-        let mut text = String::new();
-        stdin.lock().read_to_string(&mut text).context("reading the password from stdin")?;
-        strip_final_newline(&text).to_string()
-    } else {
-        rpassword::prompt_password(format!("Password for {}: ", args.user)).context("reading the password")?
-    };
-    if password.contains(['\r', '\n']) {
-        bail!("the password must be one line");
-    }
-    Ok(password)
 }
 
 /// The sender for the `From ` line: the `Return-Path:` of the header block, or

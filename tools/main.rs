@@ -7,6 +7,7 @@ mod admin;
 mod bench;
 mod client;
 mod fetch;
+mod password;
 mod send;
 mod stress;
 
@@ -30,6 +31,9 @@ enum Command {
     /// Add, remove, list users and set passwords.
     #[command(subcommand)]
     User(admin::UserCommand),
+    /// Manage mailboxes (`mailbox clear ADDR` empties one).
+    #[command(subcommand)]
+    Mailbox(admin::MailboxCommand),
     /// Write messages as mboxrd (stdout or -o FILE) or Maildir (-o DIR).
     Export(admin::ExportArgs),
     /// A consistent full copy of the store (taken while maild runs) into a new DIR.
@@ -65,6 +69,7 @@ fn main() {
     let cli = Cli::parse();
     let result: Result<()> = match cli.command {
         Command::User(command) => admin::user_request(command).and_then(|r| admin::run(&cli.data, r)),
+        Command::Mailbox(command) => admin::mailbox_request(command).and_then(|r| admin::run(&cli.data, r)),
         Command::Export(args) => admin::export_request(args).and_then(|r| admin::run(&cli.data, r)),
         Command::Backup { output } => admin::backup_request(&output).and_then(|r| admin::run(&cli.data, r)),
         Command::Restore { backup } => admin::restore(&cli.data, &backup),

@@ -22,8 +22,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
 
-use crate::admin::strip_final_newline;
 use crate::client::{data_payload, tls_server_name, Reply, SmtpClient, UtcTime};
+use crate::password::{PasswordArgs, Stdin};
 
 #[derive(Args)]
 pub struct SendArgs {
@@ -52,12 +52,12 @@ pub struct SendArgs {
     #[arg(long, value_name = "FILE", requires = "starttls")]
     tls_ca: Option<PathBuf>,
     /// Log in as this user with AUTH PLAIN (RFC 4954), as a submission port requires. The
-    /// password is prompted for on the terminal, or read from --password-file.
+    /// password is prompted for on the terminal, read from --password-file, or with
+    /// --password-stdin taken from the first line of stdin (the message follows it).
     #[arg(long, value_name = "ADDR")]
     user: Option<String>,
-    /// Read the --user password from this file (one trailing newline stripped).
-    #[arg(long, value_name = "FILE", requires = "user")]
-    password_file: Option<PathBuf>,
+    #[command(flatten)]
+    password: PasswordArgs,
 }
 
 /// Replies and connects wait at most this long.
@@ -71,7 +71,7 @@ pub fn run(args: SendArgs) -> Result<()> {
         bail!("--to needs an address");
     }
     let login = match &args.user {
-        Some(user) => Some(Login { user: user.clone(), password: password(user, args.password_file.as_deref())? }),
+        Some(user) => Some(Login { user: user.clone(), password: args.password.read(user, false, Stdin::FirstLine)? }),
         None => None,
     };
     let tls = match (&args.tls_ca, args.starttls) {
@@ -101,24 +101,6 @@ pub fn run(args: SendArgs) -> Result<()> {
 struct Login {
     user: String,
     password: String,
-}
-
-/// From the file (one trailing newline stripped), or a prompt on the terminal: stdin is
-/// the message.
-fn password(user: &str, file: Option<&Path>) -> Result<String> {
-    let password = match file {
-        Some(file) => {
-            let text =
-                std::fs::read_to_string(file).with_context(|| format!("reading --password-file {}", file.display()))?;
-            strip_final_newline(&text).to_string()
-        }
-        None => rpassword::prompt_password(format!("Password for {user}: "))
-            .context("reading the password from the terminal (or give --password-file FILE)")?,
-    };
-    if password.contains(['\r', '\n', '\0']) {
-        bail!("the password must be one line");
-    }
-    Ok(password)
 }
 
 /// A TLS client that trusts only the CA certificates in `ca`.

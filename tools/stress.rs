@@ -1484,7 +1484,6 @@ pub fn run(args: StressArgs) -> Result<()> {
     println!("seconds: {:.3}", summary.seconds);
     println!("sessions: {}", summary.sessions);
     println!("operations: {}", summary.operations);
-    println!("ops/s: {:.1}", per_second(summary.operations, summary.seconds));
     println!("messages: {}", summary.messages);
     println!("msgs/s: {:.1}", per_second(summary.messages, summary.seconds));
     println!("highest-number: {}", summary.highest);
@@ -1501,6 +1500,8 @@ pub fn run(args: StressArgs) -> Result<()> {
     if summary.unfinished > 0 {
         println!("unfinished-connections: {}", summary.unfinished);
     }
+    // CONTRACT §7: the report ends with these two lines.
+    println!("ops/s: {:.1}", per_second(summary.operations, summary.seconds));
     println!("mismatches: {}", summary.mismatches);
     if summary.mismatches > MAX_PRINTED {
         eprintln!("({} more mismatches not shown)", summary.mismatches - MAX_PRINTED);

@@ -17,7 +17,7 @@ fn printable(word: &str) -> String {
 /// folded over three lines, CRLF-terminated.
 pub fn received_header(envelope: &Envelope, hostname: &str, number: u64, when: OffsetDateTime) -> String {
     // RFC 3848: S for STARTTLS, A for AUTH.
-    let protocol = match (envelope.extended, envelope.tls, envelope.authenticated) {
+    let protocol = match (envelope.extended, envelope.tls, envelope.user.is_some()) {
         (false, _, _) => "SMTP",
         (true, false, false) => "ESMTP",
         (true, true, false) => "ESMTPS",
@@ -68,7 +68,7 @@ mod tests {
             helo: "client\u{7f}x".into(),
             extended: false,
             tls: false,
-            authenticated: false,
+            user: None,
             client_ip: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)),
             sender: "a@b".into(),
             recipients: vec!["TA@CS4410".into()],

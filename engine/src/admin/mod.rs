@@ -49,6 +49,7 @@ pub enum ExportFormat {
 pub enum Request {
     UserAdd { address: String, password: String },
     UserDel { address: String },
+    MailboxClear { address: String },
     UserList,
     UserPasswd { address: String, password: String },
     Export { user: Option<String>, from: Option<u64>, to: Option<u64>, format: ExportFormat, output: Option<String> },
@@ -87,12 +88,29 @@ pub fn execute(context: &AdminContext, request: Request, out: &mut dyn Output) -
     let users = Users::new(store.users_tree());
     match request {
         Request::UserAdd { address, password } => {
+            // A new account starts empty, even where a deletion was cut short after the
+            // user went but before the mailbox was emptied.
+            let key = mailbox_key(&address)?;
+            if !users.exists(&key)? {
+                store.clear_mailbox(&key)?;
+            }
             users.add(&address, &password)?;
             out.stdout(format!("added {address}\n").as_bytes())?;
         }
         Request::UserDel { address } => {
+            // The user first, so that nothing is delivered to the mailbox after it is emptied.
             users.delete(&address)?;
-            out.stdout(format!("deleted {address}\n").as_bytes())?;
+            store.flush()?;
+            let removed = store.clear_mailbox(&mailbox_key(&address)?)?;
+            out.stdout(format!("deleted {address} and {removed} message(s)\n").as_bytes())?;
+        }
+        Request::MailboxClear { address } => {
+            let key = mailbox_key(&address)?;
+            if !users.exists(&key)? {
+                return Err(AdminError::Failed(format!("no user {address}")));
+            }
+            let removed = store.clear_mailbox(&key)?;
+            out.stdout(format!("cleared {removed} message(s) from {address}\n").as_bytes())?;
         }
         Request::UserList => {
             for user in users.list()? {
@@ -120,6 +138,11 @@ pub fn execute(context: &AdminContext, request: Request, out: &mut dyn Output) -
         }
     }
     Ok(())
+}
+
+/// The key of an address's mailbox, or why the address is not one.
+fn mailbox_key(address: &str) -> Result<String> {
+    user_key(address).map_err(|_| AdminError::Failed(format!("{address:?} is not a valid address (want local@domain)")))
 }
 
 fn millis_text(millis: u64) -> String {

@@ -415,7 +415,7 @@ impl Scheduler {
             helo: self.config.hostname.clone(),
             extended: true,
             tls: false,
-            authenticated: false,
+            user: None,
             client_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             sender: String::new(),
             recipients: vec![sender.to_string()],

@@ -237,7 +237,7 @@ mod tests {
                 helo: "h".into(),
                 extended: true,
                 tls: false,
-                authenticated: false,
+                user: None,
                 client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 sender: "s@x.test".into(),
                 recipients: rcpts.iter().map(|r| r.to_string()).collect(),

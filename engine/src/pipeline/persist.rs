@@ -108,7 +108,9 @@ pub fn run(
                     let number = head + 1 + offset as u64;
                     let envelope = &submission.message.envelope;
                     log::info!(
-                        "accepted message {number} from=<{}> to=<{}> size={size}",
+                        "accepted message {number} client={} user={} from=<{}> to=<{}> size={size}",
+                        envelope.client_ip.to_canonical(),
+                        envelope.user.as_deref().unwrap_or("-"),
                         envelope.sender,
                         envelope.recipients.join(">,<"),
                     );

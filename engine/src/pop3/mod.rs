@@ -194,6 +194,8 @@ enum State {
     /// Credentials handed to the daemon; waiting for `login_finished`.
     LoggingIn {
         user: String,
+        /// `USER` (USER/PASS) or `PLAIN` (AUTH PLAIN), for the daemon's log.
+        mechanism: &'static str,
     },
     Transaction {
         user: String,
@@ -310,6 +312,14 @@ impl Pop3Session {
         std::mem::take(&mut self.activity)
     }
 
+    /// The mechanism of the [`Pop3Action::Login`] being answered, for the log.
+    pub fn login_mechanism(&self) -> &'static str {
+        match self.state {
+            State::LoggingIn { mechanism, .. } => mechanism,
+            _ => "-",
+        }
+    }
+
     /// True when the last round stopped with work left (see [`OUTPUT_ROUND`]).
     pub fn is_paused(&self) -> bool {
         self.paused
@@ -350,7 +360,7 @@ impl Pop3Session {
     /// The daemon's answer to the last [`Pop3Action::Login`].
     pub fn login_finished(&mut self, outcome: Result<Vec<MaildropEntry>, LoginError>, actions: &mut Vec<Pop3Action>) {
         let user = match std::mem::replace(&mut self.state, State::Closed) {
-            State::LoggingIn { user } => user,
+            State::LoggingIn { user, .. } => user,
             other => {
                 self.state = other;
                 return;
@@ -552,7 +562,7 @@ impl Pop3Session {
             }
             (State::Authorization { user: Some(user) }, Input::Command(Command::Pass(password))) => {
                 actions.push(Pop3Action::Login { user: user.clone(), password });
-                State::LoggingIn { user }
+                State::LoggingIn { user, mechanism: "USER" }
             }
             (State::Authorization { user: None }, Input::Command(Command::Pass(_))) => {
                 self.reply(Reply::need_user(), actions);
@@ -570,7 +580,7 @@ impl Pop3Session {
             | (State::SaslResponse, Input::SaslResponse(response)) => match response {
                 Ok(Credentials { user, password }) => {
                     actions.push(Pop3Action::Login { user: user.clone(), password });
-                    State::LoggingIn { user }
+                    State::LoggingIn { user, mechanism: "PLAIN" }
                 }
                 Err(failure) => {
                     self.reply(

@@ -71,8 +71,8 @@ pub struct Envelope {
     pub extended: bool,
     /// True if the message came over TLS (the trace header says ESMTPS then).
     pub tls: bool,
-    /// True if the client authenticated (ESMTPA, ESMTPSA).
-    pub authenticated: bool,
+    /// The user key the client authenticated as (ESMTPA, ESMTPSA), if it did.
+    pub user: Option<String>,
     pub client_ip: IpAddr,
     /// The reverse path; empty for the null sender `<>`.
     pub sender: String,
@@ -155,6 +155,7 @@ enum State {
     Authenticating {
         helo: String,
         extended: bool,
+        mechanism: &'static str,
     },
     Closed,
 }
@@ -230,6 +231,14 @@ impl SmtpSession {
         matches!(self.state, State::Mail { .. } | State::Data { .. } | State::Committing { .. })
     }
 
+    /// The SASL mechanism of the [`Action::Authenticate`] being answered, for the log.
+    pub fn auth_mechanism(&self) -> &'static str {
+        match self.state {
+            State::Authenticating { mechanism, .. } => mechanism,
+            _ => "-",
+        }
+    }
+
     /// Returns (and clears) whether a valid command or data arrived since the last call.
     pub fn take_activity(&mut self) -> bool {
         std::mem::take(&mut self.activity)
@@ -271,7 +280,7 @@ impl SmtpSession {
 
     /// The daemon's answer to [`Action::Authenticate`].
     pub fn auth_finished(&mut self, verdict: Verdict, actions: &mut Vec<Action>) {
-        let State::Authenticating { helo, extended } = std::mem::replace(&mut self.state, State::Closed) else {
+        let State::Authenticating { helo, extended, .. } = std::mem::replace(&mut self.state, State::Closed) else {
             return;
         };
         self.state = State::Greeted { helo, extended };
@@ -405,7 +414,7 @@ impl SmtpSession {
             helo: helo.clone(),
             extended,
             tls: self.tls_active,
-            authenticated: self.authenticated.is_some(),
+            user: self.authenticated.clone(),
             client_ip: self.client_ip,
             sender,
             recipients,
@@ -479,7 +488,7 @@ impl SmtpSession {
             ("PLAIN", Some(initial)) => {
                 let credentials = sasl::decode_initial_response(initial);
                 self.state = State::Greeted { helo, extended };
-                return self.check_credentials(credentials, actions);
+                return self.check_credentials(credentials, "PLAIN", actions);
             }
             ("LOGIN", None) => AuthStep::LoginUser,
             ("LOGIN", Some(user)) => match sasl::decode_login_field(user.as_bytes()) {
@@ -500,7 +509,7 @@ impl SmtpSession {
         };
         self.state = State::Greeted { helo: helo.clone(), extended };
         match step {
-            AuthStep::Plain => self.check_credentials(sasl::decode_continuation(line), actions),
+            AuthStep::Plain => self.check_credentials(sasl::decode_continuation(line), "PLAIN", actions),
             AuthStep::LoginUser => match sasl::decode_login_field(line) {
                 Ok(user) => {
                     self.state = State::Auth { helo, extended, step: AuthStep::LoginPassword { user } };
@@ -510,16 +519,21 @@ impl SmtpSession {
             },
             AuthStep::LoginPassword { user } => {
                 let credentials = sasl::decode_login_field(line).map(|password| Credentials { user, password });
-                self.check_credentials(credentials, actions);
+                self.check_credentials(credentials, "LOGIN", actions);
             }
         }
     }
 
-    fn check_credentials(&mut self, credentials: Result<Credentials, AuthFailure>, actions: &mut Vec<Action>) {
+    fn check_credentials(
+        &mut self,
+        credentials: Result<Credentials, AuthFailure>,
+        mechanism: &'static str,
+        actions: &mut Vec<Action>,
+    ) {
         match credentials {
             Ok(credentials) => {
                 if let State::Greeted { helo, extended } = std::mem::replace(&mut self.state, State::Closed) {
-                    self.state = State::Authenticating { helo, extended };
+                    self.state = State::Authenticating { helo, extended, mechanism };
                 }
                 self.activity = true;
                 actions.push(Action::Authenticate(credentials));
@@ -551,7 +565,7 @@ impl SmtpSession {
             | State::Data { helo, extended, .. }
             | State::Committing { helo, extended, .. }
             | State::Auth { helo, extended, .. }
-            | State::Authenticating { helo, extended } => Some((helo.clone(), *extended)),
+            | State::Authenticating { helo, extended, .. } => Some((helo.clone(), *extended)),
             State::Fresh | State::Closed => None,
         }
     }
@@ -675,6 +689,15 @@ impl SmtpSession {
         Ok(())
     }
 
+    /// The operator's line for a refused recipient (docs/SECURITY.md lists the formats).
+    fn log_refused(&self, recipient: &Address, reason: &str) {
+        log::info!(
+            "recipient refused: client={} user={} to=<{recipient}> reason=\"{reason}\"",
+            self.client_ip.to_canonical(),
+            self.authenticated.as_deref().unwrap_or("-"),
+        );
+    }
+
     fn add_recipient(&self, path: &str, recipients: &mut Vec<String>) -> Reply {
         let address = match Address::parse(path, Some(self.directory.default_domain())) {
             Ok(address) => address,
@@ -686,9 +709,15 @@ impl SmtpSession {
             return Reply::too_many_recipients();
         }
         match self.directory.route(&address) {
-            Route::UnknownUser => return Reply::user_unknown(path),
+            Route::UnknownUser => {
+                self.log_refused(&address, "User unknown");
+                return Reply::user_unknown(path);
+            }
             // Only an authenticated user is relayed for; never an open relay.
-            Route::Remote if self.authenticated.is_none() => return Reply::relay_denied(path),
+            Route::Remote if self.authenticated.is_none() => {
+                self.log_refused(&address, "Relay access denied");
+                return Reply::relay_denied(path);
+            }
             Route::Local | Route::Peer | Route::Remote => {}
         }
         let text = address.to_string();

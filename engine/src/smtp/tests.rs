@@ -378,7 +378,7 @@ fn submission_wants_auth_before_mail_and_then_relays_for_the_user_alone() {
     assert!(r[3].starts_with("250 2.1.5") && r[4].starts_with("250 2.1.5"), "{r:?}");
     let Some(Action::Commit(message)) = actions.last() else { panic!("no commit: {r:?}") };
     assert_eq!(message.envelope.recipients, ["far@elsewhere.example", "u@d.test"]);
-    assert!(message.envelope.authenticated);
+    assert_eq!(message.envelope.user.as_deref(), Some("u@d.test"));
     let mut actions = Vec::new();
     s.commit_finished(Ok(1), &mut actions);
     s.receive(b"AUTH PLAIN\r\n", &mut actions);

@@ -450,6 +450,14 @@ impl Store {
         Ok(count)
     }
 
+    /// Empties a user's mailbox in one atomic, flushed step; returns how many messages it
+    /// held. Each message no other mailbox holds becomes collectable.
+    pub fn clear_mailbox(&self, user: &str) -> Result<usize> {
+        let numbers = self.mailbox(user)?;
+        self.remove_entries(user, &numbers)?;
+        Ok(numbers.len())
+    }
+
     /// Removes entries from a user's mailbox in one atomic, flushed step. A message no
     /// mailbox holds any more is marked collectable (see [`Store::collect`]).
     pub fn remove_entries(&self, user: &str, numbers: &[u64]) -> Result<()> {
