@@ -72,6 +72,7 @@ fn run() -> Result<()> {
     // an early SIGHUP (a terminal closing) does not kill maild.
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).context("installing signal handlers")?;
 
+    let listeners = Listeners::bind(&config)?;
     let opening = std::time::Instant::now();
     let store = Store::open(&config.data).map_err(|e| match e {
         StoreError::Locked(path) => {
@@ -108,7 +109,7 @@ fn run() -> Result<()> {
     let admin_context =
         AdminContext { store: store.clone(), peers: Some(peers.clone()), forward: Some(pipeline.forward_waker()) };
     let admin = admin::AdminSocket::start(admin_context, &config.data)?;
-    let (server, discovery) = start_listeners(&config, &store, directory, &pipeline, &peers, tls.clone())?;
+    let (server, discovery) = start_listeners(&config, &store, directory, &pipeline, &peers, tls.clone(), listeners)?;
 
     for signal in signals.forever() {
         if signal == SIGHUP {
@@ -182,6 +183,24 @@ fn raise_file_limit(max_connections: usize) -> Result<()> {
     Ok(())
 }
 
+/// The listening sockets, bound before the store is opened: a port in use is found (and
+/// named) before anything else starts.
+struct Listeners {
+    smtp: std::net::TcpListener,
+    pop3: std::net::TcpListener,
+    submission: Option<std::net::TcpListener>,
+}
+
+impl Listeners {
+    fn bind(config: &Config) -> Result<Listeners> {
+        Ok(Listeners {
+            smtp: server::bind(config.smtp, "smtp")?,
+            pop3: server::bind(config.pop3, "pop3")?,
+            submission: config.submission.map(|address| server::bind(address, "submission")).transpose()?,
+        })
+    }
+}
+
 fn start_listeners(
     config: &Config,
     store: &Store,
@@ -189,10 +208,9 @@ fn start_listeners(
     pipeline: &Pipeline,
     peers: &Arc<PeerTable>,
     tls: Option<Arc<tls::Certificates>>,
+    listeners: Listeners,
 ) -> Result<(Server, Option<Discovery>)> {
-    let smtp_listener = server::bind(config.smtp, "smtp")?;
-    let pop3_listener = server::bind(config.pop3, "pop3")?;
-    let submission_listener = config.submission.map(|address| server::bind(address, "submission")).transpose()?;
+    let Listeners { smtp: smtp_listener, pop3: pop3_listener, submission: submission_listener } = listeners;
     let (smtp_address, pop3_address) = (smtp_listener.local_addr()?, pop3_listener.local_addr()?);
     // Discovery announces the bound SMTP address (port 0 is resolved by now) and is up
     // before the readiness line; connections that come early wait in the listen backlog.

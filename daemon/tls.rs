@@ -46,8 +46,10 @@ fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>> {
     if chain.is_empty() {
         bail!("--tls-cert {cert_name}: no CERTIFICATE block in the file");
     }
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .with_context(|| format!("--tls-key {}: no PEM private key in the file", files.key.display()))?;
+    let key_name = files.key.display();
+    let key_pem = std::fs::read(&files.key).with_context(|| format!("--tls-key {key_name}: cannot read the file"))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .with_context(|| format!("--tls-key {key_name}: expected a PEM private key (BEGIN PRIVATE KEY) in the file"))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

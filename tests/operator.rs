@@ -153,3 +153,36 @@ fn sighup_reloads_the_certificate_and_never_stops_maild() {
     c.expect("HELO x", "250");
     assert_eq!(c.send_message("s@d.test", &["u@d.test"], b"after SIGHUP\r\n"), 1);
 }
+
+#[test]
+fn a_busy_port_is_named_once_with_its_flag_before_the_store_is_touched() {
+    let busy = std::net::TcpListener::bind("127.0.0.98:0").unwrap();
+    let tmp = new_data_dir();
+    let data = tmp.path().join("never-created");
+    let out = Command::new(env!("CARGO_BIN_EXE_maild"))
+        .args(["--data", data.to_str().unwrap(), "--smtp", &busy.local_addr().unwrap().to_string(), "--pop3"])
+        .arg("127.0.0.98:0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("binding the smtp listener")).collect();
+    assert_eq!(lines.len(), 1, "printed once: {stderr}");
+    assert!(lines[0].contains("--smtp") && lines[0].contains("in use"), "{stderr}");
+    assert!(!data.exists(), "the store was opened before the listeners were bound");
+}
+
+#[test]
+fn a_missing_key_file_says_so() {
+    let tmp = new_data_dir();
+    let missing = tmp.path().join("missing-key.pem");
+    let out = Command::new(env!("CARGO_BIN_EXE_maild"))
+        .args(["--data", tmp.path().join("d").to_str().unwrap(), "--smtp", "127.0.0.1:0", "--pop3", "127.0.0.1:0"])
+        .args(["--tls-cert", &test_cert("cert.pem"), "--tls-key", missing.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("missing-key.pem: cannot read the file: No such file or directory"), "{stderr}");
+    assert!(!stderr.contains("no PEM private key"), "{stderr}");
+}
