@@ -41,6 +41,13 @@ pub struct Options {
     /// domain (relayed by MX lookup). [default: off]
     #[arg(long, value_name = "ADDR")]
     pub submission: Option<String>,
+    /// Submission over implicit TLS (RFC 8314, port 465): TLS from the first byte, then as
+    /// --submission. Needs --tls-cert. [default: off]
+    #[arg(long, value_name = "ADDR")]
+    pub smtps: Option<String>,
+    /// POP3 over implicit TLS (port 995). Needs --tls-cert. [default: off]
+    #[arg(long, value_name = "ADDR")]
+    pub pop3s: Option<String>,
     /// DNS server for MX lookups when relaying. [default: the system's /etc/resolv.conf]
     #[arg(long, value_name = "IP:PORT")]
     pub resolver: Option<String>,
@@ -120,6 +127,9 @@ pub struct Config {
     pub pop3: SocketAddr,
     /// `--submission`; `None` when off.
     pub submission: Option<SocketAddr>,
+    /// `--smtps` and `--pop3s` (implicit TLS); `None` when off.
+    pub smtps: Option<SocketAddr>,
+    pub pop3s: Option<SocketAddr>,
     /// `--resolver`; `None` means the system's configuration.
     pub resolver: Option<SocketAddr>,
     pub mx_port: u16,
@@ -162,7 +172,7 @@ impl Config {
         }
         compare!(
             data => "data", hostname => "hostname", domains => "domain", smtp => "smtp", pop3 => "pop3",
-            submission => "submission", resolver => "resolver", mx_port => "mx-port",
+            submission => "submission", smtps => "smtps", pop3s => "pop3s", resolver => "resolver", mx_port => "mx-port",
             command_timeout => "command-timeout", pop3_timeout => "pop3-timeout",
             max_message_size => "max-message-size", max_connections => "max-connections",
             max_listener_connections => "max-listener-connections",
@@ -242,6 +252,15 @@ impl Options {
             (Some(_), None) => bail!("--tls-cert needs --tls-key FILE (the certificate's private key)"),
             (None, Some(_)) => bail!("--tls-key needs --tls-cert FILE (the certificate chain)"),
         };
+        let smtps = self.smtps.or(file.smtps).map(|a| address(&a, "smtps")).transpose()?;
+        let pop3s = self.pop3s.or(file.pop3s).map(|a| address(&a, "pop3s")).transpose()?;
+        if tls.is_none() {
+            for (flag, on) in [("--smtps", smtps.is_some()), ("--pop3s", pop3s.is_some())] {
+                if on {
+                    bail!("{flag} needs --tls-cert FILE and --tls-key FILE (implicit TLS needs a certificate)");
+                }
+            }
+        }
         let max_message_size = self.max_message_size.or(file.max_message_size).unwrap_or(26_214_400);
         let max_connections = self.max_connections.or(file.max_connections).unwrap_or(1000).max(1);
         let max_listener_connections = self
@@ -262,6 +281,8 @@ impl Options {
             smtp: address(self.smtp.or(file.smtp).as_deref().unwrap_or("127.0.0.1:2525"), "smtp")?,
             pop3: address(self.pop3.or(file.pop3).as_deref().unwrap_or("127.0.0.1:1100"), "pop3")?,
             submission: self.submission.or(file.submission).map(|a| address(&a, "submission")).transpose()?,
+            smtps,
+            pop3s,
             resolver: self.resolver.or(file.resolver).map(|a| address(&a, "resolver")).transpose()?,
             mx_port: self.mx_port.or(file.mx_port).unwrap_or(25),
             command_timeout: Duration::from_secs(self.command_timeout.or(file.command_timeout).unwrap_or(300).max(1)),
@@ -309,14 +330,21 @@ mod tests {
             }
         }
         let options: Options = toml::from_str(&uncommented).expect("the sample parses");
-        let sample =
-            Options { discover: false, discover_interface: Vec::new(), tls_cert: None, tls_key: None, ..options }
-                .resolve()
-                .unwrap();
+        let sample = Options {
+            discover: false,
+            discover_interface: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            smtps: None,
+            pop3s: None,
+            ..options
+        }
+        .resolve()
+        .unwrap();
         let defaults = Options::default().resolve().unwrap();
         // The example values (names, addresses, peers) are not defaults; the rest are.
         let differ = sample.changed(&defaults);
-        let examples = ["hostname", "submission", "resolver", "peer"];
+        let examples = ["hostname", "submission", "smtps", "pop3s", "resolver", "peer"];
         assert!(differ.iter().all(|d| examples.contains(d)), "{differ:?}");
     }
 

@@ -86,9 +86,10 @@ pub trait Handler<S: Session> {
 const READ_BUFFER: usize = 64 * 1024;
 
 /// Runs a session on `stream` until either side closes, the idle timeout fires, or the
-/// shutdown grace runs out.
+/// shutdown grace runs out. With `implicit_tls` the connection is TLS from the first byte.
 pub fn drive<S: Session, H: Handler<S>>(
     stream: TcpStream,
+    implicit_tls: Option<Arc<ServerConfig>>,
     greeting: &[u8],
     mut session: S,
     mut handler: H,
@@ -98,6 +99,10 @@ pub fn drive<S: Session, H: Handler<S>>(
     let _ = stream.set_nodelay(true);
     stream.set_write_timeout(Some(timeout))?;
     let mut conn = Conn { transport: Transport::Plain(stream), out: Vec::new(), close: false, timeout };
+    if implicit_tls.is_some() {
+        // Implicit TLS (RFC 8314): the handshake comes first, the greeting goes through it.
+        conn.start_tls(implicit_tls)?;
+    }
     conn.queue(greeting);
     conn.flush()?;
     let mut buffer = vec![0u8; READ_BUFFER];

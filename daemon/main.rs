@@ -99,7 +99,7 @@ fn run() -> Result<()> {
     if config.submission.is_some() && config.tls.is_none() {
         log::warn!("--submission without --tls-cert/--tls-key: AUTH passwords travel in the clear");
     }
-    if config.submission.is_some() {
+    if config.submission.is_some() || config.smtps.is_some() {
         pipeline_config.forward.relay = Some(RelayConfig { resolver: config.resolver, mx_port: config.mx_port });
     }
     let pipeline =
@@ -189,6 +189,8 @@ struct Listeners {
     smtp: std::net::TcpListener,
     pop3: std::net::TcpListener,
     submission: Option<std::net::TcpListener>,
+    smtps: Option<std::net::TcpListener>,
+    pop3s: Option<std::net::TcpListener>,
 }
 
 impl Listeners {
@@ -197,6 +199,8 @@ impl Listeners {
             smtp: server::bind(config.smtp, "smtp")?,
             pop3: server::bind(config.pop3, "pop3")?,
             submission: config.submission.map(|address| server::bind(address, "submission")).transpose()?,
+            smtps: config.smtps.map(|address| server::bind(address, "smtps")).transpose()?,
+            pop3s: config.pop3s.map(|address| server::bind(address, "pop3s")).transpose()?,
         })
     }
 }
@@ -210,7 +214,8 @@ fn start_listeners(
     tls: Option<Arc<tls::Certificates>>,
     listeners: Listeners,
 ) -> Result<(Server, Option<Discovery>)> {
-    let Listeners { smtp: smtp_listener, pop3: pop3_listener, submission: submission_listener } = listeners;
+    let Listeners { smtp: smtp_listener, pop3: pop3_listener, submission: submission_listener, smtps, pop3s } =
+        listeners;
     let (smtp_address, pop3_address) = (smtp_listener.local_addr()?, pop3_listener.local_addr()?);
     // Discovery announces the bound SMTP address (port 0 is resolved by now) and is up
     // before the readiness line; connections that come early wait in the listen backlog.
@@ -233,54 +238,68 @@ fn start_listeners(
         data_budget: MemoryBudget::new(config.max_data_in_flight),
         ..SmtpConfig::new(&config.hostname, config.max_message_size)
     };
-    let smtp_service = |submission: bool| {
+    let smtp_service = |submission: bool, implicit_tls: bool| {
         Arc::new(SmtpService {
             config: Arc::new(SmtpConfig { submission, ..smtp_config.clone() }),
             directory: directory.clone(),
             intake: pipeline.intake(),
             timeout: config.command_timeout,
             tls: tls.clone(),
+            implicit_tls,
             logins: logins.clone(),
         })
     };
     let busy = Reply::too_many_connections(server.hostname()).as_bytes().to_vec();
-    let smtp = smtp_service(false);
+    let smtp = smtp_service(false, false);
     server.listen(
         "smtp",
         smtp_listener,
         busy.clone(),
         Arc::new(move |stream, peer, shutdown| smtp.serve(stream, peer, shutdown)),
     )?;
-    let mut submission_address = None;
-    if let Some(listener) = submission_listener {
-        submission_address = Some(listener.local_addr()?);
-        let submission = smtp_service(true);
-        server.listen(
-            "submission",
-            listener,
-            busy,
-            Arc::new(move |stream, peer, shutdown| submission.serve(stream, peer, shutdown)),
-        )?;
+    // Every listener but smtp and pop3 is optional; each one on is named in the readiness line.
+    let mut others = String::new();
+    for (name, listener, implicit_tls) in [("submission", submission_listener, false), ("smtps", smtps, true)] {
+        if let Some(listener) = listener {
+            others.push_str(&format!(" {name}={}", listener.local_addr()?));
+            let service = smtp_service(true, implicit_tls);
+            server.listen(
+                name,
+                listener,
+                busy.clone(),
+                Arc::new(move |stream, peer, shutdown| service.serve(stream, peer, shutdown)),
+            )?;
+        }
     }
 
-    let pop3 = Arc::new(Pop3Service::new(
-        Pop3Config { hostname: config.hostname.clone(), tls_available: tls.is_some() },
-        store.clone(),
-        logins,
-        config.pop3_timeout,
-        tls,
-    ));
+    let pop3_service = |implicit_tls: bool| {
+        Arc::new(Pop3Service::new(
+            Pop3Config { hostname: config.hostname.clone(), tls_available: tls.is_some() },
+            store.clone(),
+            logins.clone(),
+            config.pop3_timeout,
+            tls.clone(),
+            implicit_tls,
+        ))
+    };
     let busy = b"-ERR [SYS/TEMP] too many connections, try again later\r\n".to_vec();
-    server.listen(
-        "pop3",
-        pop3_listener,
-        busy,
-        Arc::new(move |stream, peer, shutdown| pop3.serve(stream, peer, shutdown)),
-    )?;
+    for (name, listener, implicit_tls) in [("pop3", Some(pop3_listener), false), ("pop3s", pop3s, true)] {
+        if let Some(listener) = listener {
+            if implicit_tls {
+                others.push_str(&format!(" {name}={}", listener.local_addr()?));
+            }
+            let service = pop3_service(implicit_tls);
+            server.listen(
+                name,
+                listener,
+                busy.clone(),
+                Arc::new(move |stream, peer, shutdown| service.serve(stream, peer, shutdown)),
+            )?;
+        }
+    }
 
-    let submission = submission_address.map(|a| format!(" submission={a}")).unwrap_or_default();
     log::info!(
-        "maild ready: smtp={smtp_address} pop3={pop3_address}{submission} hostname={} domains={} data={}",
+        "maild ready: smtp={smtp_address} pop3={pop3_address}{others} hostname={} domains={} data={}",
         config.hostname,
         config.domains.join(","),
         config.data.display()

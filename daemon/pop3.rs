@@ -51,6 +51,8 @@ pub struct Pop3Service {
     pub timeout: Duration,
     /// Set with --tls-cert/--tls-key: STLS is offered.
     pub tls: Option<Arc<Certificates>>,
+    /// `--pop3s`: TLS from the first byte.
+    implicit_tls: bool,
     /// Maildrops open in a session (RFC 1939 §8: exclusive access).
     locks: Mutex<HashSet<String>>,
 }
@@ -62,6 +64,7 @@ impl Pop3Service {
         logins: Arc<Logins>,
         timeout: Duration,
         tls: Option<Arc<Certificates>>,
+        implicit_tls: bool,
     ) -> Pop3Service {
         Pop3Service {
             // STLS is offered exactly when there is a certificate to start it with.
@@ -70,15 +73,20 @@ impl Pop3Service {
             store,
             logins,
             timeout,
+            implicit_tls,
             locks: Mutex::default(),
         }
     }
 
     pub fn serve(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, shutdown: &ShutdownSignal) {
-        let session = Pop3Session::new(self.config.clone(), peer.ip().to_canonical().is_loopback());
+        let mut session = Pop3Session::new(self.config.clone(), peer.ip().to_canonical().is_loopback());
+        let implicit_tls = self.tls.as_ref().filter(|_| self.implicit_tls).map(|c| c.current());
+        if implicit_tls.is_some() {
+            session.tls_from_the_start();
+        }
         let greeting = session.greeting();
         let handler = Pop3Handler { service: self.clone(), client: peer.ip(), maildrop: None };
-        if let Err(error) = conn::drive(stream, &greeting, session, handler, self.timeout, shutdown) {
+        if let Err(error) = conn::drive(stream, implicit_tls, &greeting, session, handler, self.timeout, shutdown) {
             log::debug!("pop3 {peer}: {error}");
         }
     }

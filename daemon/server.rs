@@ -26,7 +26,9 @@ pub fn bind(address: SocketAddr, what: &str) -> Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     socket.bind(&address.into()).with_context(|| {
-        format!("binding the {what} listener to {address} (another server may be using it: choose another with --{what})")
+        format!(
+            "binding the {what} listener to {address} (another server may be using it: choose another with --{what})"
+        )
     })?;
     socket.listen(1024)?;
     Ok(socket.into())

@@ -89,13 +89,19 @@ pub struct SmtpService {
     pub timeout: Duration,
     /// Set with --tls-cert/--tls-key: STARTTLS is offered.
     pub tls: Option<Arc<Certificates>>,
+    /// `--smtps`: TLS from the first byte (RFC 8314).
+    pub implicit_tls: bool,
     /// Password checks for AUTH (submission).
     pub logins: Arc<Logins>,
 }
 
 impl SmtpService {
     pub fn serve(&self, stream: TcpStream, peer: SocketAddr, shutdown: &ShutdownSignal) {
-        let session = SmtpSession::new(self.config.clone(), self.directory.clone(), peer.ip());
+        let mut session = SmtpSession::new(self.config.clone(), self.directory.clone(), peer.ip());
+        let implicit_tls = self.tls.as_ref().filter(|_| self.implicit_tls).map(|c| c.current());
+        if implicit_tls.is_some() {
+            session.tls_from_the_start();
+        }
         let greeting = session.greeting();
         let handler = SmtpHandler {
             intake: self.intake.clone(),
@@ -103,7 +109,9 @@ impl SmtpService {
             logins: self.logins.clone(),
             client: peer.ip(),
         };
-        if let Err(error) = conn::drive(stream, greeting.as_bytes(), session, handler, self.timeout, shutdown) {
+        if let Err(error) =
+            conn::drive(stream, implicit_tls, greeting.as_bytes(), session, handler, self.timeout, shutdown)
+        {
             log::debug!("smtp {peer}: {error}");
         }
     }

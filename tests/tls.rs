@@ -264,3 +264,96 @@ fn with_tls_on_a_client_on_another_host_must_use_stls_before_its_password() {
     maild.stop();
     drop(host);
 }
+
+/// A listener's address from the readiness line (`name=IP:PORT`).
+fn listener(maild: &Maild, name: &str) -> std::net::SocketAddr {
+    let log = maild.log();
+    let line = log.lines().find(|l| l.contains("maild ready:")).expect("readiness line");
+    let start = line.find(&format!(" {name}=")).unwrap_or_else(|| panic!("{name} in {line}")) + name.len() + 2;
+    line[start..].split_whitespace().next().and_then(|a| a.parse().ok()).expect("an address")
+}
+
+#[test]
+fn implicit_tls_on_smtps_and_pop3s_with_python_swaks_and_fetchmail() {
+    let mut args = tls_args();
+    args.extend(["--smtps", "127.0.0.1:0", "--pop3s", "127.0.0.1:0"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let maild = maild_with_users(&["u@d.test"], &args);
+    let (smtps, pop3s) = (listener(&maild, "smtps"), listener(&maild, "pop3s"));
+    // Python's SMTP_SSL and POP3_SSL, checking the certificate against the test CA.
+    let script = "import poplib, smtplib, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+host, sport, pport = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+with smtplib.SMTP_SSL(host, sport, context=ctx, timeout=60) as s:
+    s.ehlo('client.test')
+    assert 'starttls' not in s.esmtp_features, s.esmtp_features
+    s.login('u@d.test', 'pw-u@d.test')
+    s.sendmail('u@d.test', ['u@d.test'], b'Subject: over 465\\r\\n\\r\\nimplicit\\r\\n')
+p = poplib.POP3_SSL(host, pport, context=ctx, timeout=60)
+p.user('u@d.test'); p.pass_('pw-u@d.test')
+lines = b'\\n'.join(p.retr(1)[1])
+assert b'implicit' in lines and b'ESMTPSA' in lines, lines
+p.quit()
+print('ok')";
+    let ca = test_cert("ca.pem");
+    let out = Command::new("python3")
+        .args(["-c", script, &ca, "127.0.0.1", &smtps.port().to_string(), &pop3s.port().to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+
+    // swaks --tlsc (TLS on connect), with AUTH.
+    let out = Command::new("swaks")
+        .args(["--server", &smtps.to_string(), "--tlsc", "--auth", "PLAIN", "--auth-user", "u@d.test"])
+        .args(["--auth-password", "pw-u@d.test", "--from", "u@d.test", "--to", "u@d.test", "--body", "by swaks"])
+        .args(["--helo", "client.test", "--timeout", "60"])
+        .output()
+        .expect("swaks is needed (apt-get install swaks; .ci/run installs it)");
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && transcript.contains("250 2.0.0"), "{transcript}");
+
+    // fetchmail --ssl on 995 takes both messages.
+    let home = new_data_dir();
+    let rc = home.path().join("fetchmailrc");
+    let mbox = home.path().join("inbox.mbox");
+    let mda = repo_root().join("tests/py/mda.py");
+    std::fs::write(
+        &rc,
+        format!(
+            "poll 127.0.0.1 service {} protocol pop3 auth password\n  user \"u@d.test\" there with password \"pw-u@d.test\" is root here\n  ssl sslcertck sslcertfile \"{ca}\" sslcommonname mx.test mda \"python3 {} {}\"\n",
+            pop3s.port(),
+            mda.display(),
+            mbox.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&rc, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = Command::new("fetchmail")
+        .args(["-f", rc.to_str().unwrap(), "--nodetach", "--nosyslog", "-v", "--idfile"])
+        .arg(home.path().join("fetchids"))
+        .env("HOME", home.path())
+        .env("FETCHMAILHOME", home.path())
+        .output()
+        .expect("fetchmail is needed (apt-get install fetchmail)");
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "fetchmail failed:\n{log}");
+    let fetched = std::fs::read_to_string(&mbox).unwrap();
+    assert!(fetched.contains("by swaks"), "{fetched}");
+
+    // Plain text on an implicit TLS port is not a session.
+    let mut plain = Client::connect(smtps);
+    plain.send(b"EHLO x\r\n");
+    assert!(plain.line().is_none_or(|l| !l.starts_with("220")));
+}
+
+#[test]
+fn implicit_tls_without_a_certificate_is_refused_at_start() {
+    let tmp = new_data_dir();
+    let out = Command::new(env!("CARGO_BIN_EXE_maild"))
+        .args(["--data", tmp.path().to_str().unwrap(), "--smtp", "127.0.0.1:0", "--pop3", "127.0.0.1:0"])
+        .args(["--pop3s", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("--pop3s needs --tls-cert"), "{stderr}");
+}

@@ -320,6 +320,12 @@ impl Pop3Session {
         }
     }
 
+    /// The connection is in TLS from its first byte (port 995): no STLS, and passwords
+    /// may be sent.
+    pub fn tls_from_the_start(&mut self) {
+        self.tls_active = true;
+    }
+
     /// True when the last round stopped with work left (see [`OUTPUT_ROUND`]).
     pub fn is_paused(&self) -> bool {
         self.paused

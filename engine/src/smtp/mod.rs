@@ -244,6 +244,12 @@ impl SmtpSession {
         std::mem::take(&mut self.activity)
     }
 
+    /// The connection is in TLS from its first byte (RFC 8314 implicit TLS): STARTTLS is
+    /// not offered, AUTH is, and the trace header says ESMTPS.
+    pub fn tls_from_the_start(&mut self) {
+        self.tls_active = true;
+    }
+
     /// True when the last round stopped with input left (see [`OUTPUT_ROUND`]).
     pub fn is_paused(&self) -> bool {
         self.paused
