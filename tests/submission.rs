@@ -353,3 +353,92 @@ fn mail_for_a_peer_that_is_away_waits_for_it_instead_of_going_to_dns() {
     assert_eq!(queue_depth(&a), 1);
     drop(dns);
 }
+
+/// The malformed endings of the SMTP smuggling research (SEC Consult, 2023; smtpsmug):
+/// each, in a message relayed to an MX host, must reach it with CRLF line ends only.
+const SMUGGLING_ENDINGS: &[&[u8]] = &[
+    b"\n.\n",
+    b"\n.\r\n",
+    b"\r\n.\n",
+    b"\r.\r\n",
+    b"\r\n.\r",
+    b"\r.\r",
+    b"\n.\r",
+    b"\r\n\x00.\r\n",
+    b"\r.\n",
+    b"\n\n.\n\n",
+];
+
+#[test]
+fn what_is_relayed_to_mx_hosts_has_crlf_line_ends_only_and_stays_one_message() {
+    let mx = mx_host("127.0.0.7", "0", &["remote.test"], &["bob@remote.test"]);
+    let mx_port = mx.smtp.port().to_string();
+    let dns = Dns::start(
+        r#"{"mx": {"remote.test": [[10, "mx.remote.test"]]}, "a": {"mx.remote.test": ["127.0.0.7"]}, "aaaa": {}}"#,
+    );
+    let resolver = format!("127.0.0.1:{}", dns.port);
+    let a = maild_with_users(
+        &["u@d.test"],
+        &["--domain", "d.test", "--submission", "127.0.0.1:0", "--resolver", &resolver, "--mx-port", &mx_port],
+    );
+    let mut c = Client::connect(a.submission());
+    c.reply();
+    c.expect("EHLO client.test", "250");
+    use base64::Engine as _;
+    let plain = base64::engine::general_purpose::STANDARD.encode("\0u@d.test\0pw-u@d.test");
+    c.expect(&format!("AUTH PLAIN {plain}"), "235");
+    for (i, ending) in SMUGGLING_ENDINGS.iter().enumerate() {
+        c.expect("MAIL FROM:<u@d.test>", "250");
+        c.expect("RCPT TO:<bob@remote.test>", "250");
+        c.expect("DATA", "354");
+        let mut body = format!("Subject: smuggle {i}\r\n\r\nfirst part").into_bytes();
+        body.extend_from_slice(ending);
+        body.extend_from_slice(b"MAIL FROM:<admin@remote.test>\r\nRCPT TO:<bob@remote.test>\r\nDATA\r\nforged\r\n");
+        body.extend_from_slice(b"\r\n.\r\n");
+        c.send(&body);
+        assert!(c.reply().starts_with("250"), "ending {i} must not end the data at maild");
+    }
+    // Each arrives at the MX as one message (nothing forged), with CRLF line ends only.
+    let mut received = Vec::new();
+    eventually("every message at the MX", || {
+        received = mailbox(&mx, "bob@remote.test");
+        received.len() >= SMUGGLING_ENDINGS.len()
+    });
+    assert_eq!(received.len(), SMUGGLING_ENDINGS.len());
+    for entry in &received {
+        for (at, &b) in entry.iter().enumerate() {
+            let bare_lf = b == b'\n' && (at == 0 || entry[at - 1] != b'\r');
+            let bare_cr = b == b'\r' && entry.get(at + 1) != Some(&b'\n');
+            assert!(!bare_lf && !bare_cr, "a bare line end at {at}: {:?}", String::from_utf8_lossy(entry));
+        }
+        assert!(contains(entry, b"forged"), "the forged part is text inside the one message");
+    }
+    // What maild stored stays as received.
+    let stored = export_entries(&a.data, &[]);
+    assert!(stored.iter().any(|e| contains(e, b"first part\n.\nMAIL FROM:")), "stored as received");
+}
+
+#[test]
+fn addresses_that_would_change_meaning_when_sent_on_are_refused_and_submission_sends_no_null_sender() {
+    let a =
+        maild_with_users(&["u@d.test"], &["--domain", "d.test", "--submission", "127.0.0.1:0", "--resolver", NO_DNS]);
+    let mut c = a.smtp_client();
+    c.reply();
+    c.expect("HELO x", "250");
+    c.expect("MAIL FROM:", "501 5.5.4");
+    c.expect("MAIL FROM:<s\"x@d.test>", "501");
+    c.expect("MAIL FROM:<s@d.test>", "250");
+    for bad in ["x>y@d.test", "x\\y@d.test", "\"unterminated@d.test", "u@d.test>x"] {
+        c.expect(&format!("RCPT TO:{bad}"), "501");
+    }
+    // A valid quoted local part passes the syntax check (and is then not a user here).
+    c.expect("RCPT TO:<\"a<b\"@d.test>", "550 5.1.1");
+    let mut s = Client::connect(a.submission());
+    s.reply();
+    s.expect("EHLO x", "250");
+    use base64::Engine as _;
+    let plain = base64::engine::general_purpose::STANDARD.encode("\0u@d.test\0pw-u@d.test");
+    s.expect(&format!("AUTH PLAIN {plain}"), "235");
+    s.expect("MAIL FROM:<>", "553 5.7.1");
+    s.expect("MAIL FROM:<u@d.test>", "250");
+}

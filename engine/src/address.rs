@@ -23,7 +23,9 @@ pub struct Address {
 pub enum AddressError {
     Empty,
     TooLong,
-    /// Whitespace or a control character somewhere inside.
+    /// Whitespace or a control character somewhere inside, or `<`, `>`, `"` or `\`
+    /// outside a valid quoted local part (they would change the meaning of the address
+    /// when it is sent on, as `RCPT TO:<x>y@peer>` would).
     BadCharacter,
     /// `a@` or `@b` or `a@b@c`.
     BadShape,
@@ -50,6 +52,14 @@ impl Address {
         };
         if local.is_empty() || domain.is_empty() || local.contains('@') {
             return Err(AddressError::BadShape);
+        }
+        let specials = |s: &str| s.contains(['<', '>', '"', '\\']);
+        let quoted = local.len() >= 2 && local.starts_with('"') && local.ends_with('"');
+        if (quoted && !valid_quoted_content(&local[1..local.len() - 1])) || (!quoted && specials(local)) {
+            return Err(AddressError::BadCharacter);
+        }
+        if specials(domain) {
+            return Err(AddressError::BadCharacter);
         }
         if domain.starts_with('.') || domain.ends_with('.') || domain.contains("..") {
             return Err(AddressError::BadShape);
@@ -82,6 +92,25 @@ impl fmt::Display for Address {
     }
 }
 
+/// RFC 5321 §4.1.2 Quoted-string content: printable ASCII, with `"` and `\` only as a
+/// quoted pair (`\"`, `\\`).
+fn valid_quoted_content(content: &str) -> bool {
+    let mut chars = content.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if !chars.next().is_some_and(|c| (' '..='~').contains(&c)) {
+                    return false;
+                }
+            }
+            '"' => return false,
+            c if !(' '..='~').contains(&c) => return false,
+            _ => {}
+        }
+    }
+    true
+}
+
 /// Normalises an address given on the command line (e.g. `mailtool user add`).
 pub fn user_key(text: &str) -> Result<String, AddressError> {
     Address::parse(text.trim(), None).map(|a| a.key())
@@ -106,6 +135,15 @@ mod tests {
             ("a@.b", Err(AddressError::BadShape)),
             ("", Err(AddressError::Empty)),
             ("nodomain", Err(AddressError::BadShape)),
+            ("x>y@peer", Err(AddressError::BadCharacter)),
+            ("x<y@peer", Err(AddressError::BadCharacter)),
+            ("a\"b@c", Err(AddressError::BadCharacter)),
+            ("a\\b@c", Err(AddressError::BadCharacter)),
+            ("a@c>d", Err(AddressError::BadCharacter)),
+            ("\"a.b,c\"@d", Ok("\"a.b,c\"@d")),
+            ("\"a\\\"b\"@d", Ok("\"a\\\"b\"@d")),
+            ("\"a\"b\"@d", Err(AddressError::BadCharacter)),
+            ("\"a\\\"@d", Err(AddressError::BadCharacter)),
         ];
         for (input, expected) in table {
             let got = Address::parse(input, None).map(|a| a.key());

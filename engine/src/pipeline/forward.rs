@@ -481,12 +481,21 @@ impl Worker {
                 (_, Ok(None)) => Err(format!("message {} is not in the store", record.number)),
                 (Some((conn, server)), Ok(Some(message))) => {
                     let stored = message.record();
-                    let parts = [stored.trace.as_bytes(), stored.body.as_slice()];
-                    let outbound = OutboundMessage {
-                        sender: stored.sender.as_str(),
-                        recipients: &record.recipients,
-                        parts: &parts,
+                    // To MX hosts, bare CR and bare LF go out as CRLF: a receiver that
+                    // ends DATA at `\n.\n` or `\r.\r\n` must not see a second message
+                    // (SMTP smuggling). Peers are maild and keep the bytes as stored.
+                    let clean;
+                    let stored_parts = [stored.trace.as_bytes(), stored.body.as_slice()];
+                    let parts: [&[u8]; 1];
+                    let parts: &[&[u8]] = if relay.is_some() {
+                        clean = crlf_line_ends(&stored_parts);
+                        parts = [clean.as_slice()];
+                        &parts
+                    } else {
+                        &stored_parts
                     };
+                    let outbound =
+                        OutboundMessage { sender: stored.sender.as_str(), recipients: &record.recipients, parts };
                     conn.send(&outbound).map_err(|e: SendError| format!("{server}: {e}"))
                 }
             };
@@ -559,8 +568,46 @@ fn enhanced_code(reply: &str) -> Option<String> {
         .then(|| code.to_string())
 }
 
+/// The message with every line ending CRLF: a bare LF and a bare CR each become CRLF, a
+/// CRLF split between parts stays one.
+pub fn crlf_line_ends(parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(parts.iter().map(|p| p.len()).sum::<usize>() + 64);
+    let mut after_cr = false;
+    for &b in parts.iter().flat_map(|p| p.iter()) {
+        match b {
+            b'\n' if after_cr => out.push(b'\n'),
+            b'\n' => out.extend_from_slice(b"\r\n"),
+            _ if after_cr => {
+                // The CR before this byte was bare.
+                out.extend_from_slice(&[b'\n', b]);
+            }
+            _ => out.push(b),
+        }
+        after_cr = b == b'\r';
+    }
+    if after_cr {
+        out.push(b'\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn what_goes_to_mx_hosts_has_crlf_line_ends_only() {
+        let table: &[(&[&[u8]], &[u8])] = &[
+            (&[b"a\r\nb\r\n"], b"a\r\nb\r\n"),
+            (&[b"a\n.\nMAIL FROM:<x@y>\n"], b"a\r\n.\r\nMAIL FROM:<x@y>\r\n"),
+            (&[b"a\r.\r\nRSET\r"], b"a\r\n.\r\nRSET\r\n"),
+            (&[b"a\r\r\n"], b"a\r\n\r\n"),
+            (&[b"trace\r", b"\nbody\n"], b"trace\r\nbody\r\n"),
+            (&[b"x\r", b"y"], b"x\r\ny"),
+        ];
+        for (parts, expected) in table {
+            assert_eq!(crlf_line_ends(parts), expected.to_vec(), "{parts:?}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -111,7 +111,8 @@ fn path_after(rest: &str, keyword: &str) -> Option<(String, Params)> {
         let close = inner.find('>')?;
         (&inner[..close], &inner[close + 1..])
     } else {
-        bare_path(tail)
+        // No address at all is a syntax error: the null path is written `<>`.
+        Some(bare_path(tail)).filter(|(path, _)| !path.is_empty())?
     };
     let params = parse_params(params_text)?;
     Some((strip_source_route(path).to_string(), params))
@@ -193,6 +194,9 @@ mod tests {
             ("MAIL", Command::MailSyntax),
             ("MAIL TO:<a@b>", Command::MailSyntax),
             ("MAIL FROM:<a@b", Command::MailSyntax),
+            ("MAIL FROM:", Command::MailSyntax),
+            ("MAIL FROM: ", Command::MailSyntax),
+            ("RCPT TO:", Command::RcptSyntax),
             ("RCPT TO: TA@CS4410", Command::Rcpt { path: "TA@CS4410".into(), params: vec![] }),
             ("RCPT TO: TA @CS4410", Command::Rcpt { path: "TA @CS4410".into(), params: vec![] }),
             ("RCPT FROM:<a@b>", Command::RcptSyntax),

@@ -670,7 +670,11 @@ impl SmtpSession {
     }
 
     fn check_sender(&self, path: &str, params: &[(String, Option<String>)]) -> Result<(), Reply> {
-        // The null reverse-path `<>` is how bounces are sent (RFC 5321 §4.5.5).
+        // The null reverse-path `<>` is how bounces are sent (RFC 5321 §4.5.5); a user
+        // of the submission service sends no bounces.
+        if path.is_empty() && self.config.submission {
+            return Err(Reply::null_sender_on_submission());
+        }
         if !path.is_empty() && Address::parse(path, None).is_err() {
             return Err(Reply::bad_sender(path));
         }

@@ -115,6 +115,10 @@ impl Reply {
         Reply::line(501, "5.5.4 Syntax: RCPT TO:<address>")
     }
 
+    pub fn null_sender_on_submission() -> Reply {
+        Reply::line(553, "5.7.1 <>: Sender address rejected: the null sender is for bounces, not for submission")
+    }
+
     pub fn bad_sender(address: &str) -> Reply {
         Reply::line(501, format_args!("5.1.7 <{address}>: Sender address rejected: invalid address"))
     }
