@@ -48,6 +48,9 @@ pub struct Options {
     /// POP3 over implicit TLS (port 995). Needs --tls-cert. [default: off]
     #[arg(long, value_name = "ADDR")]
     pub pop3s: Option<String>,
+    /// Prometheus metrics over HTTP (`GET /metrics`) on this address. [default: off]
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
     /// DNS server for MX lookups when relaying. [default: the system's /etc/resolv.conf]
     #[arg(long, value_name = "IP:PORT")]
     pub resolver: Option<String>,
@@ -130,6 +133,8 @@ pub struct Config {
     /// `--smtps` and `--pop3s` (implicit TLS); `None` when off.
     pub smtps: Option<SocketAddr>,
     pub pop3s: Option<SocketAddr>,
+    /// `--metrics`; `None` when off.
+    pub metrics: Option<SocketAddr>,
     /// `--resolver`; `None` means the system's configuration.
     pub resolver: Option<SocketAddr>,
     pub mx_port: u16,
@@ -172,7 +177,7 @@ impl Config {
         }
         compare!(
             data => "data", hostname => "hostname", domains => "domain", smtp => "smtp", pop3 => "pop3",
-            submission => "submission", smtps => "smtps", pop3s => "pop3s", resolver => "resolver", mx_port => "mx-port",
+            submission => "submission", smtps => "smtps", pop3s => "pop3s", metrics => "metrics", resolver => "resolver", mx_port => "mx-port",
             command_timeout => "command-timeout", pop3_timeout => "pop3-timeout",
             max_message_size => "max-message-size", max_connections => "max-connections",
             max_listener_connections => "max-listener-connections",
@@ -283,6 +288,7 @@ impl Options {
             submission: self.submission.or(file.submission).map(|a| address(&a, "submission")).transpose()?,
             smtps,
             pop3s,
+            metrics: self.metrics.or(file.metrics).map(|a| address(&a, "metrics")).transpose()?,
             resolver: self.resolver.or(file.resolver).map(|a| address(&a, "resolver")).transpose()?,
             mx_port: self.mx_port.or(file.mx_port).unwrap_or(25),
             command_timeout: Duration::from_secs(self.command_timeout.or(file.command_timeout).unwrap_or(300).max(1)),
@@ -344,7 +350,7 @@ mod tests {
         let defaults = Options::default().resolve().unwrap();
         // The example values (names, addresses, peers) are not defaults; the rest are.
         let differ = sample.changed(&defaults);
-        let examples = ["hostname", "submission", "smtps", "pop3s", "resolver", "peer"];
+        let examples = ["hostname", "submission", "smtps", "pop3s", "metrics", "resolver", "peer"];
         assert!(differ.iter().all(|d| examples.contains(d)), "{differ:?}");
     }
 

@@ -20,9 +20,10 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use engine::metrics::Metrics;
 use engine::sasl::Verdict;
 use engine::users::Users;
 
@@ -109,6 +110,7 @@ struct Throttle {
 
 pub struct Logins {
     users: Users,
+    metrics: Arc<Metrics>,
     throttle: Mutex<Throttle>,
     /// Free argon2 slots, and the condition a waiting check sleeps on.
     free_slots: Mutex<usize>,
@@ -150,9 +152,16 @@ impl Drop for Turn<'_> {
 }
 
 impl Logins {
-    pub fn new(users: Users) -> Logins {
+    pub fn new(users: Users, metrics: Arc<Metrics>) -> Logins {
         let slots = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
-        Logins { users, throttle: Mutex::default(), free_slots: Mutex::new(slots), slot_freed: Condvar::new(), slots }
+        Logins {
+            users,
+            metrics,
+            throttle: Mutex::default(),
+            free_slots: Mutex::new(slots),
+            slot_freed: Condvar::new(),
+            slots,
+        }
     }
 
     fn lock_throttle(&self) -> MutexGuard<'_, Throttle> {
@@ -181,6 +190,7 @@ impl Logins {
             Some(key) => Verdict::Accepted(key),
             None => {
                 log::warn!("auth failed: client={client_ip} mechanism={mechanism} user={user:?}");
+                self.metrics.auth_failed(mechanism);
                 turn.failed = true;
                 let answer_at = turn.start + FAILURE_ANSWER;
                 drop(turn);

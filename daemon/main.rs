@@ -10,6 +10,7 @@ mod config;
 mod conn;
 mod discover;
 mod login;
+mod metrics;
 mod pop3;
 mod server;
 mod smtp;
@@ -191,6 +192,7 @@ struct Listeners {
     submission: Option<std::net::TcpListener>,
     smtps: Option<std::net::TcpListener>,
     pop3s: Option<std::net::TcpListener>,
+    metrics: Option<std::net::TcpListener>,
 }
 
 impl Listeners {
@@ -201,6 +203,7 @@ impl Listeners {
             submission: config.submission.map(|address| server::bind(address, "submission")).transpose()?,
             smtps: config.smtps.map(|address| server::bind(address, "smtps")).transpose()?,
             pop3s: config.pop3s.map(|address| server::bind(address, "pop3s")).transpose()?,
+            metrics: config.metrics.map(|address| server::bind(address, "metrics")).transpose()?,
         })
     }
 }
@@ -214,7 +217,7 @@ fn start_listeners(
     tls: Option<Arc<tls::Certificates>>,
     listeners: Listeners,
 ) -> Result<(Server, Option<Discovery>)> {
-    let Listeners { smtp: smtp_listener, pop3: pop3_listener, submission: submission_listener, smtps, pop3s } =
+    let Listeners { smtp: smtp_listener, pop3: pop3_listener, submission: submission_listener, smtps, pop3s, metrics } =
         listeners;
     let (smtp_address, pop3_address) = (smtp_listener.local_addr()?, pop3_listener.local_addr()?);
     // Discovery announces the bound SMTP address (port 0 is resolved by now) and is up
@@ -231,8 +234,8 @@ fn start_listeners(
         per_listener: config.max_listener_connections,
         per_client: config.max_client_connections,
     };
-    let mut server = Server::new(limits, &config.hostname);
-    let logins = Arc::new(Logins::new(Users::new(store.users_tree())));
+    let mut server = Server::new(limits, &config.hostname, pipeline.metrics());
+    let logins = Arc::new(Logins::new(Users::new(store.users_tree()), pipeline.metrics()));
     let smtp_config = SmtpConfig {
         tls_available: tls.is_some(),
         data_budget: MemoryBudget::new(config.max_data_in_flight),
@@ -247,6 +250,7 @@ fn start_listeners(
             tls: tls.clone(),
             implicit_tls,
             logins: logins.clone(),
+            metrics: pipeline.metrics(),
         })
     };
     let busy = Reply::too_many_connections(server.hostname()).as_bytes().to_vec();
@@ -296,6 +300,11 @@ fn start_listeners(
                 Arc::new(move |stream, peer, shutdown| service.serve(stream, peer, shutdown)),
             )?;
         }
+    }
+
+    if let Some(listener) = metrics {
+        others.push_str(&format!(" metrics={}", listener.local_addr()?));
+        metrics::start(listener, pipeline.metrics(), store.clone())?;
     }
 
     log::info!(

@@ -16,6 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use engine::metrics::Metrics;
 use socket2::{Domain, Socket, Type};
 
 /// Worker threads only run a session; they need little stack.
@@ -105,6 +106,7 @@ fn release<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) {
 
 /// Unregisters a connection when its worker ends, however it ends.
 struct Registration {
+    metrics: Arc<Metrics>,
     registry: Arc<Registry>,
     id: u64,
     listener: &'static str,
@@ -123,6 +125,7 @@ impl Drop for Registration {
             self.registry.emptied.notify_all();
         }
         drop(open);
+        self.metrics.connection_closed(self.listener);
         log::info!(
             "{}: disconnect client={} port={} duration={:.3}s",
             self.listener,
@@ -152,14 +155,16 @@ pub struct Server {
     registry: Arc<Registry>,
     limits: Limits,
     hostname: String,
+    metrics: Arc<Metrics>,
     listeners: Vec<(TcpListener, JoinHandle<()>)>,
 }
 
 impl Server {
-    pub fn new(limits: Limits, hostname: &str) -> Server {
+    pub fn new(limits: Limits, hostname: &str, metrics: Arc<Metrics>) -> Server {
         Server {
             shutdown: Arc::default(),
             registry: Arc::default(),
+            metrics,
             limits,
             hostname: hostname.to_string(),
             listeners: Vec::new(),
@@ -171,9 +176,10 @@ impl Server {
     pub fn listen(&mut self, name: &'static str, listener: TcpListener, busy: Vec<u8>, serve: Serve) -> Result<()> {
         let accept_listener = listener.try_clone()?;
         let (shutdown, registry, limits) = (self.shutdown.clone(), self.registry.clone(), self.limits);
+        let metrics = self.metrics.clone();
         let handle = std::thread::Builder::new()
             .name(format!("accept-{name}"))
-            .spawn(move || accept_loop(name, accept_listener, busy, serve, shutdown, registry, limits))?;
+            .spawn(move || accept_loop(name, accept_listener, busy, serve, shutdown, registry, limits, metrics))?;
         self.listeners.push((listener, handle));
         Ok(())
     }
@@ -221,6 +227,7 @@ fn accept_loop(
     shutdown: Arc<ShutdownSignal>,
     registry: Arc<Registry>,
     limits: Limits,
+    metrics: Arc<Metrics>,
 ) {
     let busy = Arc::new(busy);
     loop {
@@ -249,7 +256,9 @@ fn accept_loop(
                             open.streams.insert(id, clone);
                             *open.per_listener.entry(name).or_default() += 1;
                             *open.per_client.entry((name, client)).or_default() += 1;
+                            metrics.connection_opened(name);
                             Ok(Registration {
+                                metrics: metrics.clone(),
                                 registry: registry.clone(),
                                 id,
                                 listener: name,

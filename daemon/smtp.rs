@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use engine::directory::Directory;
+use engine::metrics::Metrics;
 use engine::pipeline::Submission;
 use engine::smtp::{Action, CommitError, SmtpConfig, SmtpSession};
 
@@ -42,6 +43,7 @@ impl Session for SmtpSession {
 }
 
 struct SmtpHandler {
+    metrics: Arc<Metrics>,
     intake: Sender<Submission>,
     tls: Option<Arc<Certificates>>,
     logins: Arc<Logins>,
@@ -57,7 +59,10 @@ impl Handler<SmtpSession> for SmtpHandler {
         next: &mut Vec<Action>,
     ) -> io::Result<()> {
         match action {
-            Action::Send(reply) => conn.queue(reply.as_bytes()),
+            Action::Send(reply) => {
+                self.metrics.smtp_reply(reply.code());
+                conn.queue(reply.as_bytes())
+            }
             Action::Close => conn.request_close(),
             Action::StartTls => conn.start_tls(self.tls.as_ref().map(|c| c.current()))?,
             Action::Authenticate(credentials) => {
@@ -70,10 +75,12 @@ impl Handler<SmtpSession> for SmtpHandler {
                 // Replies queued before the commit go out now, not after the fsync.
                 conn.flush()?;
                 let (submission, outcome) = Submission::new(message);
+                let started = std::time::Instant::now();
                 let result = match self.intake.send(submission) {
                     Ok(()) => outcome.recv().unwrap_or(Err(CommitError::Transient)),
                     Err(_) => Err(CommitError::Transient),
                 };
+                self.metrics.acknowledged(started.elapsed());
                 session.commit_finished(result, next);
             }
         }
@@ -93,6 +100,7 @@ pub struct SmtpService {
     pub implicit_tls: bool,
     /// Password checks for AUTH (submission).
     pub logins: Arc<Logins>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl SmtpService {
@@ -104,6 +112,7 @@ impl SmtpService {
         }
         let greeting = session.greeting();
         let handler = SmtpHandler {
+            metrics: self.metrics.clone(),
             intake: self.intake.clone(),
             tls: self.tls.clone(),
             logins: self.logins.clone(),

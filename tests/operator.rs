@@ -186,3 +186,51 @@ fn a_missing_key_file_says_so() {
     assert!(stderr.contains("missing-key.pem: cannot read the file: No such file or directory"), "{stderr}");
     assert!(!stderr.contains("no PEM private key"), "{stderr}");
 }
+
+/// The value of one sample line (`name{labels} value`) of a scrape.
+fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[test]
+fn metrics_are_served_in_prometheus_text_format_and_count_what_was_sent() {
+    let maild = maild_with_users(
+        &["u@d.test"],
+        &["--domain", "d.test", "--submission", "127.0.0.1:0", "--metrics", "127.0.0.1:0"],
+    );
+    let log = maild.log();
+    let ready = log.lines().find(|l| l.contains("maild ready:")).unwrap();
+    let address = ready.split(" metrics=").nth(1).and_then(|r| r.split_whitespace().next()).expect("metrics=");
+    let mut c = maild.smtp_client();
+    c.reply();
+    c.expect("HELO x", "250");
+    c.expect("MAIL FROM:<s@d.test>", "250");
+    c.expect("RCPT TO:<nobody@d.test>", "550");
+    c.expect("RSET", "250");
+    for i in 0..3 {
+        c.send_message("s@d.test", &["u@d.test"], format!("Subject: {i}\r\n\r\nmetrics\r\n").as_bytes());
+    }
+    let mut sub = Client::connect(maild.submission());
+    sub.reply();
+    sub.expect("EHLO x", "250");
+    sub.expect(&format!("AUTH PLAIN {}", base64_plain("u@d.test", "wrong")), "535");
+    let scrape = |path: &str| {
+        let out =
+            Command::new("curl").args(["-s", "-i", "--max-time", "60", &format!("http://{address}{path}")]).output();
+        String::from_utf8_lossy(&out.expect("curl").stdout).into_owned()
+    };
+    let text = scrape("/metrics");
+    assert!(text.starts_with("HTTP/1.1 200 OK") && text.contains("text/plain; version=0.0.4"), "{text}");
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    assert_eq!(sample(&text, "maild_messages_accepted_total"), Some(3.0), "{text}");
+    assert_eq!(sample(&text, "maild_smtp_replies_total{code=\"550\"}"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "maild_auth_failures_total{mechanism=\"PLAIN\"}"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "maild_commit_batch_size_sum"), Some(3.0), "{text}");
+    assert!(sample(&text, "maild_commit_seconds_count").is_some_and(|n| (1.0..=3.0).contains(&n)), "{text}");
+    assert_eq!(sample(&text, "maild_ack_seconds_count"), Some(3.0), "{text}");
+    assert!(sample(&text, "maild_connections_total{listener=\"smtp\"}").is_some_and(|n| n >= 1.0), "{text}");
+    assert_eq!(sample(&text, "maild_open_connections{listener=\"submission\"}"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "maild_queue_depth"), Some(0.0), "{text}");
+    assert!(sample(&text, "maild_store_size_bytes").is_some_and(|n| n > 0.0), "{text}");
+    assert!(scrape("/other").starts_with("HTTP/1.1 404"));
+}

@@ -17,6 +17,7 @@ pub mod failpoint;
 pub mod forward;
 pub mod lines;
 pub mod mbox;
+pub mod metrics;
 pub mod peers;
 pub mod pipeline;
 pub mod pop3;

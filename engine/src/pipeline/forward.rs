@@ -37,6 +37,7 @@ use crate::forward::client::{OutboundMessage, RecipientOutcome, SendError, SmtpC
 use crate::forward::dsn::{self, FailedRecipient};
 use crate::forward::mx::{Latencies, MxResolver, RouteError};
 use crate::forward::tls;
+use crate::metrics::Metrics;
 use crate::peers::{PeerSource, PeerTable};
 use crate::smtp::{Envelope, Message};
 use crate::store::record::QueueRecord;
@@ -94,6 +95,7 @@ impl Forward {
         peers: Arc<PeerTable>,
         intake: Sender<Submission>,
         config: ForwardConfig,
+        metrics: Arc<Metrics>,
         wake: Signal,
         woken: SignalWaiter,
     ) -> std::io::Result<Forward> {
@@ -105,6 +107,7 @@ impl Forward {
             peers,
             intake,
             config: Arc::new(config),
+            metrics,
             stop: stop.clone(),
             in_flight: HashSet::new(),
             connections: HashMap::new(),
@@ -174,6 +177,7 @@ struct Scheduler {
     peers: Arc<PeerTable>,
     intake: Sender<Submission>,
     config: Arc<ForwardConfig>,
+    metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
     /// Queue keys being attempted now.
     in_flight: HashSet<IVec>,
@@ -331,6 +335,7 @@ impl Scheduler {
         for (recipient, outcome) in record.recipients.iter().zip(outcomes) {
             match outcome {
                 RecipientOutcome::Accepted => {
+                    self.metrics.forwarded(&record.domain, "delivered");
                     log::info!("forwarded message {} to <{recipient}> via {:?}", record.number, server)
                 }
                 RecipientOutcome::Rejected(reply) => failed.push(FailedRecipient {
@@ -358,6 +363,9 @@ impl Scheduler {
             record.last_error = "bounce not yet committed".into();
             self.save(&key, Some(&record));
             return;
+        }
+        for _ in &failed {
+            self.metrics.forwarded(&record.domain, "bounced");
         }
         if remaining.is_empty() {
             self.save(&key, None);

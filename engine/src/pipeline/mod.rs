@@ -26,6 +26,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::directory::MailDirectory;
+use crate::metrics::Metrics;
 use crate::smtp::{CommitError, Message};
 use crate::store::{Store, StoreError};
 use forward::{Forward, ForwardConfig};
@@ -68,6 +69,8 @@ pub struct PipelineConfig {
     /// Free bytes the store's file system keeps in reserve; below it mail gets `452`.
     pub min_free_space: u64,
     pub forward: ForwardConfig,
+    /// Counted into by the stages; served by `--metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 impl PipelineConfig {
@@ -80,6 +83,7 @@ impl PipelineConfig {
             max_batch: 256,
             channel_capacity: 1024,
             min_free_space: 32 << 20,
+            metrics: Metrics::new(),
         }
     }
 }
@@ -152,6 +156,7 @@ pub struct Pipeline {
     stages: Vec<(&'static str, JoinHandle<()>)>,
     forward: Forward,
     forward_wake: Signal,
+    metrics: Arc<Metrics>,
 }
 
 impl Pipeline {
@@ -184,6 +189,7 @@ impl Pipeline {
             directory.peers().clone(),
             intake.clone(),
             config.forward.clone(),
+            config.metrics.clone(),
             forward_wake.clone(),
             forward_woken,
         )
@@ -193,7 +199,7 @@ impl Pipeline {
             .push(spawn("deliver", Box::new(move || deliver::run(to_deliver, &s, &directory, &backup_signal, &wake)))?);
         let s = store.clone();
         stages.push(spawn("backup", Box::new(move || backup::run(backup_waiter, &s)))?);
-        Ok(Pipeline { waiting, intake, stages, forward, forward_wake })
+        Ok(Pipeline { waiting, intake, stages, forward, forward_wake, metrics: config.metrics.clone() })
     }
 
     /// The sessions waiting for a commit (see [`Waiting::abandon`]).
@@ -202,6 +208,11 @@ impl Pipeline {
     }
 
     /// A sender for one more session.
+    /// The counters the stages keep, for `--metrics`.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
     pub fn intake(&self) -> Sender<Submission> {
         self.intake.clone()
     }

@@ -94,6 +94,7 @@ pub fn run(
         }
         let sizes: Vec<usize> = batch.iter().map(|s| s.message.body.len()).collect();
         in_flight.begin(&batch);
+        let started = std::time::Instant::now();
         let committed = commit(store, head, &mut batch, config).and_then(|new_head| {
             // Durable, but no client told yet: a failure here can still take it all back.
             failpoint::hit("persist.after_flush").map(|()| new_head).or_else(|error| {
@@ -104,6 +105,7 @@ pub fn run(
         in_flight.end();
         match committed {
             Ok(new_head) => {
+                config.metrics.committed(batch.len(), started.elapsed());
                 for ((offset, submission), size) in batch.into_iter().enumerate().zip(sizes) {
                     let number = head + 1 + offset as u64;
                     let envelope = &submission.message.envelope;
