@@ -98,11 +98,8 @@ fn valid_quoted_content(content: &str) -> bool {
     let mut chars = content.chars();
     while let Some(c) = chars.next() {
         match c {
-            '\\' => {
-                if !chars.next().is_some_and(|c| (' '..='~').contains(&c)) {
-                    return false;
-                }
-            }
+            '\\' if !chars.next().is_some_and(|c| (' '..='~').contains(&c)) => return false,
+            '\\' => {}
             '"' => return false,
             c if !(' '..='~').contains(&c) => return false,
             _ => {}

@@ -636,6 +636,24 @@ fn read_reply<R: BufRead>(reader: &mut R, deadline: Option<Instant>) -> Result<S
     }
 }
 
+/// For the fuzz target `smtp_reply` (`fuzz/`), not an API: reads replies from `reader`
+/// as `SmtpConnection` does until the first error, and returns each reply's code,
+/// lines, one-line summary and EHLO keywords (`Debug` of what `Extensions` found),
+/// then that error's text.
+#[doc(hidden)]
+pub fn fuzz_read_replies<R: BufRead>(reader: &mut R) -> (Vec<(u16, Vec<String>, String, String)>, String) {
+    let mut replies = Vec::new();
+    loop {
+        match read_reply(reader, None) {
+            Ok(reply) => {
+                let extensions = format!("{:?}", Extensions::parse(&reply.lines));
+                replies.push((reply.code, reply.lines.clone(), reply.summary(), extensions));
+            }
+            Err(error) => return (replies, error.to_string()),
+        }
+    }
+}
+
 /// Reads one line into `line`, its terminator removed.
 fn read_line<R: BufRead>(reader: &mut R, line: &mut Vec<u8>, deadline: Option<Instant>) -> Result<(), SendError> {
     line.clear();
