@@ -255,29 +255,7 @@ fn fetchmail_pulls_every_message_into_an_mbox() {
     let refs: Vec<&[u8]> = bodies.iter().map(|b| b.as_slice()).collect();
     send(&maild, "s@d.test", &["u@d.test"], &refs);
     let home = new_data_dir();
-    let mbox = home.path().join("inbox.mbox");
-    let rc = home.path().join("fetchmailrc");
-    let mda = repo_root().join("tests/py/mda.py");
-    std::fs::write(
-        &rc,
-        format!(
-            "poll 127.0.0.1 service {} protocol pop3 auth password\n  user \"u@d.test\" there with password \"pw-u@d.test\" is root here\n  sslproto \"\" mda \"python3 {} {}\"\n",
-            maild.pop3.port(),
-            mda.display(),
-            mbox.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&rc, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let out = Command::new("fetchmail")
-        .args(["-f", rc.to_str().unwrap(), "--nodetach", "--nosyslog", "-v", "--idfile"])
-        .arg(home.path().join("fetchids"))
-        .env("HOME", home.path())
-        .env("FETCHMAILHOME", home.path())
-        .output()
-        .expect("fetchmail is needed (apt-get install fetchmail)");
-    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "fetchmail failed:\n{log}");
+    let (mbox, log) = fetchmail(home.path(), maild.pop3.port(), "sslproto \"\"");
     let check = std::process::Command::new("python3")
         .arg("-c")
         .arg(

@@ -500,3 +500,33 @@ impl Maild {
         self.wait();
     }
 }
+
+/// Runs fetchmail once against the POP3 service on 127.0.0.1:`port` as u@d.test (password
+/// pw-u@d.test), with `options` added to the poll entry (`sslproto ""`, or `ssl …`),
+/// delivering through tests/py/mda.py into an mbox in `home`. Asserts that it succeeded
+/// and returns the mbox path and fetchmail's log.
+pub fn fetchmail(home: &Path, port: u16, options: &str) -> (PathBuf, String) {
+    let mbox = home.join("inbox.mbox");
+    let rc = home.join("fetchmailrc");
+    let mda = repo_root().join("tests/py/mda.py");
+    std::fs::write(
+        &rc,
+        format!(
+            "poll 127.0.0.1 service {port} protocol pop3 auth password\n  user \"u@d.test\" there with password \"pw-u@d.test\" is root here\n  {options} mda \"python3 {} {}\"\n",
+            mda.display(),
+            mbox.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&rc, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = Command::new("fetchmail")
+        .args(["-f", rc.to_str().unwrap(), "--nodetach", "--nosyslog", "-v", "--idfile"])
+        .arg(home.join("fetchids"))
+        .env("HOME", home)
+        .env("FETCHMAILHOME", home)
+        .output()
+        .expect("fetchmail is needed (apt-get install fetchmail; .ci/run installs it)");
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "fetchmail failed:\n{log}");
+    (mbox, log)
+}
