@@ -81,6 +81,9 @@ pub struct Options {
     /// messages get 452 until memory frees up. [default: 268435456]
     #[arg(long, value_name = "BYTES")]
     pub max_data_in_flight: Option<u64>,
+    /// Memory for the store's page cache (recent records; all are on disk too). [default: 67108864]
+    #[arg(long, value_name = "BYTES")]
+    pub cache_size: Option<u64>,
     /// A peer server that owns DOMAIN (repeatable): mail for it is forwarded there.
     #[arg(long, value_name = "DOMAIN=HOST:PORT")]
     #[serde(default)]
@@ -145,6 +148,7 @@ pub struct Config {
     pub max_listener_connections: usize,
     pub max_client_connections: usize,
     pub max_data_in_flight: usize,
+    pub cache_size: u64,
     pub shutdown_grace: Duration,
     pub store_timeout: Duration,
     pub min_free_space: u64,
@@ -181,7 +185,7 @@ impl Config {
             command_timeout => "command-timeout", pop3_timeout => "pop3-timeout",
             max_message_size => "max-message-size", max_connections => "max-connections",
             max_listener_connections => "max-listener-connections",
-            max_client_connections => "max-client-connections", max_data_in_flight => "max-data-in-flight",
+            max_client_connections => "max-client-connections", max_data_in_flight => "max-data-in-flight", cache_size => "cache-size",
             shutdown_grace => "shutdown-grace", store_timeout => "store-timeout",
             min_free_space => "min-free-space", peers => "peer", retry_min => "retry-min",
             retry_max => "retry-max", queue_lifetime => "queue-lifetime", discover => "discover",
@@ -297,6 +301,7 @@ impl Options {
             max_connections,
             max_listener_connections,
             max_client_connections,
+            cache_size: self.cache_size.or(file.cache_size).unwrap_or(engine::store::DEFAULT_CACHE),
             max_data_in_flight: usize::try_from(max_data_in_flight).context("--max-data-in-flight is too large")?,
             shutdown_grace: Duration::from_secs(self.shutdown_grace.or(file.shutdown_grace).unwrap_or(30)),
             store_timeout: Duration::from_secs(self.store_timeout.or(file.store_timeout).unwrap_or(60).max(1)),

@@ -75,7 +75,7 @@ fn run() -> Result<()> {
 
     let listeners = Listeners::bind(&config)?;
     let opening = std::time::Instant::now();
-    let store = Store::open(&config.data).map_err(|e| match e {
+    let store = Store::open_with_cache(&config.data, config.cache_size).map_err(|e| match e {
         StoreError::Locked(path) => {
             anyhow::anyhow!("{} is in use by another maild (sled allows one process)", path.display())
         }

@@ -166,23 +166,34 @@ impl StoredMessage {
     }
 }
 
+/// sled's page cache: what stays in memory of the records read and written lately. Every
+/// record is also on disk, so a small cache costs reads, not safety.
+pub const DEFAULT_CACHE: u64 = 64 << 20;
+
 impl Store {
-    /// Opens (creating if needed) the store in `dir/store`.
+    /// Opens (creating if needed) the store in `dir/store`, with the default cache.
     pub fn open(dir: &Path) -> Result<Store> {
+        Store::open_with_cache(dir, DEFAULT_CACHE)
+    }
+
+    /// Opens the store with a page cache of about `cache_bytes` (`maild --cache-size`).
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Store> {
         let path = dir.join("store");
         // Private (only the owner may look at everyone's mail) and durable.
         crate::durable::create_dir_all(dir).map_err(StoreError::from_io)?;
-        let db =
-            sled::Config::new().path(&path).cache_capacity(256 << 20).mode(sled::Mode::HighThroughput).open().map_err(
-                |e| match e {
-                    // sled reports its file lock as an I/O error "WouldBlock".
-                    sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-                        StoreError::Locked(path.clone())
-                    }
-                    sled::Error::Io(ref io) if io.to_string().contains("lock") => StoreError::Locked(path.clone()),
-                    other => StoreError::from_sled(other),
-                },
-            )?;
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(cache_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| match e {
+                // sled reports its file lock as an I/O error "WouldBlock".
+                sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    StoreError::Locked(path.clone())
+                }
+                sled::Error::Io(ref io) if io.to_string().contains("lock") => StoreError::Locked(path.clone()),
+                other => StoreError::from_sled(other),
+            })?;
         // sled fsyncs what it creates inside `store/`; the entry of `store/` itself is ours.
         crate::durable::sync_dir(dir).map_err(StoreError::from_io)?;
         let tree = |name: &str| db.open_tree(name).map_err(StoreError::from_sled);
