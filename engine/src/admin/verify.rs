@@ -48,7 +48,9 @@ pub fn run(store: &Store, out: &mut dyn Output) -> Result<()> {
         }
     }
 
-    // Mailboxes and reference counts.
+    // Mailboxes and reference counts, read while no stage changes them: a queue record
+    // removed between reading it and reading its count would look like a fault.
+    let held = store.hold_mailboxes();
     let mut entries_per_message: BTreeMap<u64, u32> = BTreeMap::new();
     let mut counted: BTreeMap<u64, u32> = BTreeMap::new();
     let mut unreferenced: std::collections::BTreeSet<u64> = std::collections::BTreeSet::new();
@@ -111,6 +113,7 @@ pub fn run(store: &Store, out: &mut dyn Output) -> Result<()> {
             faults.push(format!("message {number}: delivered per the mark, but in no mailbox or queue"));
         }
     }
+    drop(held);
 
     // Users.
     let mut users = 0;

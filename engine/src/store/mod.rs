@@ -381,6 +381,12 @@ impl Store {
         self.mailboxes.apply_batch(batch).map_err(StoreError::from_sled)
     }
 
+    /// Holds off every change to mailboxes, the queue and reference counts while the guard
+    /// lives, so that a reader (`mailtool verify` against a running maild) sees them agree.
+    pub fn hold_mailboxes(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.index_lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The numbers in a user's mailbox, oldest first.
     pub fn mailbox(&self, user: &str) -> Result<Vec<u64>> {
         let prefix = keys::mailbox_prefix(user);
