@@ -1,5 +1,6 @@
 //! House rules checked mechanically: every Rust module in the product opens with a `//!`
-//! paragraph saying what it is for, and the engine forbids `unsafe`.
+//! paragraph saying what it is for, the engine forbids `unsafe`, and the tree is
+//! formatted by rustfmt (`rustfmt.toml`).
 
 use std::path::{Path, PathBuf};
 
@@ -38,4 +39,20 @@ fn every_module_opens_with_a_doc_paragraph() {
 fn the_engine_forbids_unsafe_code() {
     let lib = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("engine/src/lib.rs")).unwrap();
     assert!(lib.contains("#![forbid(unsafe_code)]"));
+}
+
+#[test]
+fn the_tree_is_rustfmt_formatted() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["fmt", "--all", "--check"])
+        .current_dir(root)
+        .output()
+        .expect("cargo fmt (rustup component add rustfmt)");
+    assert!(
+        out.status.success(),
+        "cargo fmt --all --check found unformatted code (run `cargo fmt --all`):\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
