@@ -53,9 +53,21 @@ impl LineReceiver {
     }
 }
 
+/// Client text as a reply may quote it: RFC 5321 §4.2 and RFC 1939 allow only printable
+/// ASCII and spaces in reply text, so anything else (a NUL, a bare CR, 8-bit bytes) is
+/// shown as `?`. A reply then cannot carry a control character back to the client.
+pub fn printable(text: &str) -> String {
+    text.chars().map(|c| if c == ' ' || c.is_ascii_graphic() { c } else { '?' }).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_client_text_is_printable() {
+        assert_eq!(printable("a\0b\rc\td é"), "a?b?c?d ?");
+    }
 
     fn lines(input: &[u8], limit: usize) -> Vec<String> {
         let mut receiver = LineReceiver::default();

@@ -97,6 +97,7 @@ impl Reply {
     }
 
     pub fn logged_in(user: &str, messages: usize, octets: u64) -> Reply {
+        let user = crate::lines::printable(user);
         Reply::positive(format_args!("{user}'s maildrop has {messages} messages ({octets} octets)"))
     }
 

@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::lines::printable;
+
 /// One SMTP reply, possibly multi-line, ready for the wire.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply {
@@ -119,16 +121,17 @@ impl Reply {
         Reply::line(553, "5.7.1 <>: Sender address rejected: the null sender is for bounces, not for submission")
     }
 
+    // These three quote what the client sent and failed to parse: made printable.
     pub fn bad_sender(address: &str) -> Reply {
-        Reply::line(501, format_args!("5.1.7 <{address}>: Sender address rejected: invalid address"))
+        Reply::line(501, format_args!("5.1.7 <{}>: Sender address rejected: invalid address", printable(address)))
     }
 
     pub fn bad_recipient(address: &str) -> Reply {
-        Reply::line(501, format_args!("5.1.3 <{address}>: Recipient address rejected: invalid address"))
+        Reply::line(501, format_args!("5.1.3 <{}>: Recipient address rejected: invalid address", printable(address)))
     }
 
     pub fn unknown_parameter(parameter: &str) -> Reply {
-        Reply::line(555, format_args!("5.5.4 Unsupported option: {parameter}"))
+        Reply::line(555, format_args!("5.5.4 Unsupported option: {}", printable(parameter)))
     }
 
     pub fn too_many_recipients() -> Reply {

@@ -570,3 +570,16 @@ mod hostile {
         }
     }
 }
+
+#[test]
+fn replies_quote_client_text_only_as_printable_ascii() {
+    let mut s = session(1000);
+    let mut actions = Vec::new();
+    s.receive(
+        b"HELO x\r\nMAIL FROM:<a\0b\rc@d.test>\r\nMAIL FROM:<s@d.test>\r\nRCPT TO:<\x7fu@d.test>\r\n",
+        &mut actions,
+    );
+    let r = replies(&actions);
+    assert_eq!(r[1], "501 5.1.7 <a?b?c@d.test>: Sender address rejected: invalid address");
+    assert_eq!(r[3], "501 5.1.3 <?u@d.test>: Recipient address rejected: invalid address");
+}
