@@ -255,24 +255,13 @@ fn start_listeners(
     };
     let busy = Reply::too_many_connections(server.hostname()).as_bytes().to_vec();
     let smtp = smtp_service(false, false);
-    server.listen(
-        "smtp",
-        smtp_listener,
-        busy.clone(),
-        Arc::new(move |stream, peer, shutdown| smtp.serve(stream, peer, shutdown)),
-    )?;
+    server.listen("smtp", smtp_listener, &busy, smtp)?;
     // Every listener but smtp and pop3 is optional; each one on is named in the readiness line.
     let mut others = String::new();
     for (name, listener, implicit_tls) in [("submission", submission_listener, false), ("smtps", smtps, true)] {
         if let Some(listener) = listener {
             others.push_str(&format!(" {name}={}", listener.local_addr()?));
-            let service = smtp_service(true, implicit_tls);
-            server.listen(
-                name,
-                listener,
-                busy.clone(),
-                Arc::new(move |stream, peer, shutdown| service.serve(stream, peer, shutdown)),
-            )?;
+            server.listen(name, listener, &busy, smtp_service(true, implicit_tls))?;
         }
     }
 
@@ -286,20 +275,11 @@ fn start_listeners(
             implicit_tls,
         ))
     };
-    let busy = b"-ERR [SYS/TEMP] too many connections, try again later\r\n".to_vec();
-    for (name, listener, implicit_tls) in [("pop3", Some(pop3_listener), false), ("pop3s", pop3s, true)] {
-        if let Some(listener) = listener {
-            if implicit_tls {
-                others.push_str(&format!(" {name}={}", listener.local_addr()?));
-            }
-            let service = pop3_service(implicit_tls);
-            server.listen(
-                name,
-                listener,
-                busy.clone(),
-                Arc::new(move |stream, peer, shutdown| service.serve(stream, peer, shutdown)),
-            )?;
-        }
+    let busy = b"-ERR [SYS/TEMP] too many connections, try again later\r\n";
+    server.listen("pop3", pop3_listener, busy, pop3_service(false))?;
+    if let Some(listener) = pop3s {
+        others.push_str(&format!(" pop3s={}", listener.local_addr()?));
+        server.listen("pop3s", listener, busy, pop3_service(true))?;
     }
 
     if let Some(listener) = metrics {

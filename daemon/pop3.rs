@@ -15,7 +15,7 @@ use engine::{Store, StoreError};
 
 use crate::conn::{self, Conn, Handler, Session};
 use crate::login::Logins;
-use crate::server::ShutdownSignal;
+use crate::server::{Service, ShutdownSignal};
 use crate::tls::Certificates;
 
 impl Session for Pop3Session {
@@ -77,20 +77,24 @@ impl Pop3Service {
             locks: Mutex::default(),
         }
     }
+}
 
-    pub fn serve(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, shutdown: &ShutdownSignal) {
+impl Service for Pop3Service {
+    fn serve(&self, stream: TcpStream, peer: SocketAddr, shutdown: &ShutdownSignal) {
         let mut session = Pop3Session::new(self.config.clone(), peer.ip().to_canonical().is_loopback());
         let implicit_tls = self.tls.as_ref().filter(|_| self.implicit_tls).map(|c| c.current());
         if implicit_tls.is_some() {
             session.tls_from_the_start();
         }
         let greeting = session.greeting();
-        let handler = Pop3Handler { service: self.clone(), client: peer.ip(), maildrop: None };
+        let handler = Pop3Handler { service: self, client: peer.ip(), maildrop: None };
         if let Err(error) = conn::drive(stream, implicit_tls, &greeting, session, handler, self.timeout, shutdown) {
             log::debug!("pop3 {peer}: {error}");
         }
     }
+}
 
+impl Pop3Service {
     fn load_maildrop(&self, user: &str) -> Result<Vec<MaildropEntry>, StoreError> {
         let mut entries = Vec::new();
         for number in self.store.mailbox(user)? {
@@ -107,20 +111,20 @@ impl Pop3Service {
 /// How long a login waits for the deliver stage to catch up before it opens the maildrop.
 const SETTLE: Duration = Duration::from_secs(5);
 
-struct Pop3Handler {
-    service: Arc<Pop3Service>,
+struct Pop3Handler<'a> {
+    service: &'a Pop3Service,
     client: IpAddr,
     /// The maildrop this session holds locked (its user key).
     maildrop: Option<String>,
 }
 
-impl Drop for Pop3Handler {
+impl Drop for Pop3Handler<'_> {
     fn drop(&mut self) {
         self.release_maildrop();
     }
 }
 
-impl Pop3Handler {
+impl Pop3Handler<'_> {
     fn release_maildrop(&mut self) {
         if let Some(user) = self.maildrop.take() {
             self.service.locks.lock().unwrap_or_else(|e| e.into_inner()).remove(&user);
@@ -166,7 +170,7 @@ impl Pop3Handler {
     }
 }
 
-impl Handler<Pop3Session> for Pop3Handler {
+impl Handler<Pop3Session> for Pop3Handler<'_> {
     fn perform(
         &mut self,
         session: &mut Pop3Session,

@@ -148,7 +148,9 @@ pub fn client_key(client: IpAddr) -> IpAddr {
 }
 
 /// What a listener does with an accepted client, on the client's own thread.
-pub type Serve = Arc<dyn Fn(TcpStream, SocketAddr, &ShutdownSignal) + Send + Sync>;
+pub trait Service: Send + Sync + 'static {
+    fn serve(&self, stream: TcpStream, peer: SocketAddr, shutdown: &ShutdownSignal);
+}
 
 pub struct Server {
     shutdown: Arc<ShutdownSignal>,
@@ -173,13 +175,20 @@ impl Server {
 
     /// Starts accepting on `listener`, serving each client with `serve`. `busy` is what a
     /// client is told when the server is full.
-    pub fn listen(&mut self, name: &'static str, listener: TcpListener, busy: Vec<u8>, serve: Serve) -> Result<()> {
+    pub fn listen(
+        &mut self,
+        name: &'static str,
+        listener: TcpListener,
+        busy: &[u8],
+        service: Arc<dyn Service>,
+    ) -> Result<()> {
+        let busy = busy.to_vec();
         let accept_listener = listener.try_clone()?;
         let (shutdown, registry, limits) = (self.shutdown.clone(), self.registry.clone(), self.limits);
         let metrics = self.metrics.clone();
         let handle = std::thread::Builder::new()
             .name(format!("accept-{name}"))
-            .spawn(move || accept_loop(name, accept_listener, busy, serve, shutdown, registry, limits, metrics))?;
+            .spawn(move || accept_loop(name, accept_listener, busy, service, shutdown, registry, limits, metrics))?;
         self.listeners.push((listener, handle));
         Ok(())
     }
@@ -223,7 +232,7 @@ fn accept_loop(
     name: &'static str,
     listener: TcpListener,
     busy: Vec<u8>,
-    serve: Serve,
+    service: Arc<dyn Service>,
     shutdown: Arc<ShutdownSignal>,
     registry: Arc<Registry>,
     limits: Limits,
@@ -283,12 +292,12 @@ fn accept_loop(
                 continue;
             }
         };
-        let (serve, shutdown_for_worker) = (serve.clone(), shutdown.clone());
+        let (service, shutdown_for_worker) = (service.clone(), shutdown.clone());
         let refused = stream.try_clone();
         let spawned =
             std::thread::Builder::new().name(format!("{name}-client")).stack_size(WORKER_STACK).spawn(move || {
                 let _registration = registration;
-                serve(stream, peer, &shutdown_for_worker);
+                service.serve(stream, peer, &shutdown_for_worker);
             });
         if let Err(error) = spawned {
             log::warn!("{name}: cannot start a worker for {peer}: {error}");

@@ -14,7 +14,7 @@ use engine::smtp::{Action, CommitError, SmtpConfig, SmtpSession};
 
 use crate::conn::{self, Conn, Handler, Session};
 use crate::login::Logins;
-use crate::server::ShutdownSignal;
+use crate::server::{Service, ShutdownSignal};
 use crate::tls::Certificates;
 
 impl Session for SmtpSession {
@@ -103,8 +103,8 @@ pub struct SmtpService {
     pub metrics: Arc<Metrics>,
 }
 
-impl SmtpService {
-    pub fn serve(&self, stream: TcpStream, peer: SocketAddr, shutdown: &ShutdownSignal) {
+impl Service for SmtpService {
+    fn serve(&self, stream: TcpStream, peer: SocketAddr, shutdown: &ShutdownSignal) {
         let mut session = SmtpSession::new(self.config.clone(), self.directory.clone(), peer.ip());
         let implicit_tls = self.tls.as_ref().filter(|_| self.implicit_tls).map(|c| c.current());
         if implicit_tls.is_some() {
