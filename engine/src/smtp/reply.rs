@@ -138,12 +138,13 @@ impl Reply {
         Reply::line(452, "4.5.3 Error: too many recipients")
     }
 
+    // Parsed addresses may still hold 8-bit text: quoted printable too.
     pub fn user_unknown(address: &str) -> Reply {
-        Reply::line(550, format_args!("5.1.1 <{address}>: Recipient address rejected: User unknown"))
+        Reply::line(550, format_args!("5.1.1 <{}>: Recipient address rejected: User unknown", printable(address)))
     }
 
     pub fn relay_denied(address: &str) -> Reply {
-        Reply::line(554, format_args!("5.7.1 <{address}>: Relay access denied"))
+        Reply::line(554, format_args!("5.7.1 <{}>: Relay access denied", printable(address)))
     }
 
     pub fn too_big() -> Reply {
@@ -234,6 +235,7 @@ impl Reply {
     }
 
     pub fn sender_not_owned(address: &str, user: &str) -> Reply {
+        let (address, user) = (printable(address), printable(user));
         Reply::line(553, format_args!("5.7.1 <{address}>: Sender address rejected: not owned by user {user}"))
     }
 

@@ -1,0 +1,71 @@
+//! What the session targets share: the input layout and the chunking.
+//!
+//! An input is `[flags] [n] [n chunk lengths] client stream`. The flags pick the session's
+//! configuration; the chunk lengths (cycled; 0 feeds an empty slice) cut the stream for
+//! the chunked run. The stream is what the client sends; the first [`TLS_MARK`] in it
+//! separates the bytes sent in the clear from those sent after a TLS handshake (the
+//! targets do no TLS: after the session asks for the handshake, the rest of the clear
+//! stream is dropped, as a failed or finished handshake would, and the bytes after the
+//! mark are fed instead).
+
+#![allow(dead_code)]
+
+/// Stands for the TLS handshake in a stream.
+pub const TLS_MARK: &[u8] = b"\n<tls>\n";
+
+pub struct Input<'a> {
+    pub flags: u8,
+    chunks: Vec<usize>,
+    /// The clear stream and, after the mark, the stream inside TLS (if any).
+    pub plain: &'a [u8],
+    pub tls: Option<&'a [u8]>,
+}
+
+impl<'a> Input<'a> {
+    pub fn parse(data: &'a [u8]) -> Option<Input<'a>> {
+        let (&flags, rest) = data.split_first()?;
+        let (&n, rest) = rest.split_first()?;
+        let n = usize::from(n % 32).min(rest.len());
+        let (lengths, stream) = rest.split_at(n);
+        let mut chunks: Vec<usize> = lengths.iter().map(|&b| usize::from(b)).collect();
+        if chunks.iter().all(|&c| c == 0) {
+            chunks = vec![1];
+        }
+        let (plain, tls) = match find(stream, TLS_MARK) {
+            Some(at) => (&stream[..at], Some(&stream[at + TLS_MARK.len()..])),
+            None => (stream, None),
+        };
+        Some(Input { flags, chunks, plain, tls })
+    }
+
+    pub fn flag(&self, bit: u8) -> bool {
+        self.flags & (1 << bit) != 0
+    }
+
+    /// `stream` cut by the chunk lengths, cycled.
+    pub fn chunked(&self, stream: &'a [u8]) -> Vec<&'a [u8]> {
+        let mut out = Vec::new();
+        let mut rest = stream;
+        for &len in self.chunks.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (chunk, tail) = rest.split_at(len.min(rest.len()));
+            out.push(chunk);
+            rest = tail;
+        }
+        out
+    }
+}
+
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// `MAILD_FUZZ_STRICT` set (to anything): also check the properties that known, not yet
+/// fixed findings break (README.md, "Findings"), so that their regression inputs fail.
+/// Off by default, so that a run goes on to find what is not known yet.
+pub fn strict() -> bool {
+    static STRICT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *STRICT.get_or_init(|| std::env::var_os("MAILD_FUZZ_STRICT").is_some())
+}
