@@ -69,3 +69,32 @@ pub fn strict() -> bool {
     static STRICT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *STRICT.get_or_init(|| std::env::var_os("MAILD_FUZZ_STRICT").is_some())
 }
+
+/// A session under test with its fake daemon, as both session targets drive it.
+pub trait Run {
+    /// Feeds bytes and answers every effect they cause.
+    fn receive(&mut self, bytes: &[u8]);
+    /// True once the session asked for TLS: the clear stream after that is dropped.
+    fn tls_started(&self) -> bool;
+    /// The client goes quiet: the session times out, and must be closed after.
+    fn time_out(&mut self);
+}
+
+/// Feeds the clear stream (whole, or in the chunks the input chooses) until the session
+/// asks for TLS, then the stream after the handshake, then lets the session time out.
+pub fn feed(run: &mut impl Run, input: &Input, whole: bool) {
+    let plain = if whole { vec![input.plain] } else { input.chunked(input.plain) };
+    for chunk in plain {
+        if run.tls_started() {
+            break;
+        }
+        run.receive(chunk);
+    }
+    if let (true, Some(tls)) = (run.tls_started(), input.tls) {
+        let after = if whole { vec![tls] } else { input.chunked(tls) };
+        for chunk in after {
+            run.receive(chunk);
+        }
+    }
+    run.time_out();
+}

@@ -135,21 +135,18 @@ impl Run {
             actions = next;
         }
     }
+}
 
-    fn feed(&mut self, input: &Input, whole: bool) {
-        let plain = if whole { vec![input.plain] } else { input.chunked(input.plain) };
-        for chunk in plain {
-            if self.tls_started {
-                break;
-            }
-            self.receive(chunk);
-        }
-        if let (true, Some(tls)) = (self.tls_started, input.tls) {
-            let after = if whole { vec![tls] } else { input.chunked(tls) };
-            for chunk in after {
-                self.receive(chunk);
-            }
-        }
+impl common::Run for Run {
+    fn receive(&mut self, bytes: &[u8]) {
+        Run::receive(self, bytes)
+    }
+
+    fn tls_started(&self) -> bool {
+        self.tls_started
+    }
+
+    fn time_out(&mut self) {
         let mut actions = Vec::new();
         self.session.timed_out(&mut actions);
         self.apply(actions);
@@ -213,8 +210,8 @@ fuzz_target!(|data: &[u8]| {
     let config = Arc::new(Pop3Config { hostname: "pop.test".into(), tls_available: input.flag(0) });
     let local = input.flag(1);
     let mut whole = Run::new(&config, local);
-    whole.feed(&input, true);
+    common::feed(&mut whole, &input, true);
     let mut chunked = Run::new(&config, local);
-    chunked.feed(&input, false);
+    common::feed(&mut chunked, &input, false);
     assert_eq!(whole.events, chunked.events, "whole and chunked input differ");
 });

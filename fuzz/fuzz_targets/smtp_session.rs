@@ -149,24 +149,18 @@ impl Run {
             actions = next;
         }
     }
+}
 
-    /// Feeds `chunks` of the clear stream until the session asks for TLS, then the
-    /// stream after the handshake.
-    fn feed(&mut self, input: &Input, whole: bool) {
-        let plain = if whole { vec![input.plain] } else { input.chunked(input.plain) };
-        for chunk in plain {
-            if self.tls_started {
-                break;
-            }
-            self.receive(chunk);
-        }
-        if let (true, Some(tls)) = (self.tls_started, input.tls) {
-            let after = if whole { vec![tls] } else { input.chunked(tls) };
-            for chunk in after {
-                self.receive(chunk);
-            }
-        }
-        // The client then goes quiet.
+impl common::Run for Run {
+    fn receive(&mut self, bytes: &[u8]) {
+        Run::receive(self, bytes)
+    }
+
+    fn tls_started(&self) -> bool {
+        self.tls_started
+    }
+
+    fn time_out(&mut self) {
         let mut actions = Vec::new();
         self.session.timed_out(&mut actions);
         self.apply(actions);
@@ -212,8 +206,8 @@ fuzz_target!(|data: &[u8]| {
     let config = Arc::new(config);
 
     let mut whole = Run::new(&config);
-    whole.feed(&input, true);
+    common::feed(&mut whole, &input, true);
     let mut chunked = Run::new(&config);
-    chunked.feed(&input, false);
+    common::feed(&mut chunked, &input, false);
     assert_eq!(whole.events, chunked.events, "whole and chunked input differ");
 });
