@@ -74,7 +74,7 @@ pub struct Options {
     #[arg(long, value_name = "N")]
     pub max_listener_connections: Option<usize>,
     /// Most connections one client address (an IPv6 /64) may hold on one listener.
-    /// [default: half of --max-listener-connections]
+    /// [default: half of --max-connections, as Postfix's anvil]
     #[arg(long, value_name = "N")]
     pub max_client_connections: Option<usize>,
     /// Bytes of message data held in memory over all sessions at once; past it, new
@@ -280,7 +280,7 @@ impl Options {
         let max_client_connections = self
             .max_client_connections
             .or(file.max_client_connections)
-            .unwrap_or(max_listener_connections / 2)
+            .unwrap_or(max_connections / 2)
             .clamp(1, max_listener_connections);
         let max_data_in_flight = self.max_data_in_flight.or(file.max_data_in_flight).unwrap_or(256 << 20);
         Ok(Config {
