@@ -39,11 +39,14 @@ pub fn write_delivered(out: &mut impl Write, record: &ArchivedMessageRecord, quo
         out.write_all(&record.body)?;
         return Ok(record.body.last().is_none_or(|&b| b == b'\n'));
     }
-    let mut at_line_start = true;
-    for part in [record.trace.as_bytes(), record.body.as_slice()] {
-        at_line_start = write_quoted(out, part, at_line_start)?;
+    let trace = record.trace.as_bytes();
+    if trace.last().is_none_or(|&b| b == b'\n') {
+        let at_line_start = write_quoted(out, trace, true)?;
+        return write_quoted(out, &record.body, at_line_start);
     }
-    Ok(at_line_start)
+    // A trace that ends mid-line (only a damaged or foreign record; maild's ends in CRLF):
+    // a `From ` line may start in it and end in the body, so both are quoted as one text.
+    write_quoted(out, &[trace, record.body.as_slice()].concat(), true)
 }
 
 /// Writes `text`, quoting `>*From ` at line starts; returns whether it ended at one.
@@ -77,6 +80,25 @@ mod tests {
     use super::*;
     use crate::store::record::MessageRecord;
     use rkyv::rancor;
+
+    #[test]
+    fn a_from_line_split_between_trace_and_body_is_quoted() {
+        let record = MessageRecord {
+            number: 1,
+            received_at: 0,
+            sender: "s@x".into(),
+            recipients: vec!["a@x".into()],
+            trace: "Received: t\r\nFr".into(),
+            body: b"om here\r\n".to_vec(),
+        };
+        let bytes = rkyv::to_bytes::<rancor::Error>(&record).unwrap();
+        let archived = rkyv::access::<ArchivedMessageRecord, rancor::Error>(&bytes).unwrap();
+        let mut out = Vec::new();
+        write_entry(&mut out, archived).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("Received: t\r\n>From here\r\n"), "{text}");
+        assert_eq!(crate::admin::verify::split_entries(text.as_bytes()).len(), 1);
+    }
 
     #[test]
     fn entry_layout_and_mboxrd_quoting() {

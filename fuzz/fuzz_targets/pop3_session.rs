@@ -6,8 +6,8 @@
 //! every effect is answered at once and deterministically, and the two runs must produce
 //! the same events: output (compared as the bytes between other events), logins,
 //! retrievals, commits, STLS and close. Output is whole lines ending in CRLF of at most
-//! 512 octets with no other control character (with `MAILD_FUZZ_STRICT` set, no 8-bit
-//! byte either), nothing may be sent after a close, and every RETR or TOP is written
+//! 512 octets with no other control character and no 8-bit byte, nothing may be sent
+//! after a close, and every RETR or TOP is written
 //! with `write_message` from a canned maildrop and checked to unstuff to the message (or,
 //! for TOP, a prefix of it).
 //!

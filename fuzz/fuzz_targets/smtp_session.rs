@@ -7,8 +7,8 @@
 //! password: `pw` is accepted for a user name that is an address, `slow` throttled,
 //! anything else rejected), and the two runs must produce the same events: replies,
 //! committed messages (envelope and body), credentials, STARTTLS and close. Each reply
-//! must also be a well-formed SMTP reply whose text has no control character (with
-//! `MAILD_FUZZ_STRICT` set, no 8-bit byte either), and nothing may be sent after a close.
+//! must also be a well-formed SMTP reply whose text has no control character and no 8-bit
+//! byte, and nothing may be sent after a close.
 //!
 //! Flags: bit 0 STARTTLS offered, bit 1 submission (AUTH required), bit 2 a 64-octet
 //! message size limit, bit 3 at most 3 recipients, bit 4 at most 5 errors.
