@@ -81,6 +81,15 @@ mod tests {
     use crate::store::record::MessageRecord;
     use rkyv::rancor;
 
+    /// The mbox entry of `record`, as its stored (archived) form writes it.
+    fn entry(record: &MessageRecord) -> String {
+        let bytes = rkyv::to_bytes::<rancor::Error>(record).unwrap();
+        let archived = rkyv::access::<ArchivedMessageRecord, rancor::Error>(&bytes).unwrap();
+        let mut out = Vec::new();
+        write_entry(&mut out, archived).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn a_from_line_split_between_trace_and_body_is_quoted() {
         let record = MessageRecord {
@@ -91,11 +100,7 @@ mod tests {
             trace: "Received: t\r\nFr".into(),
             body: b"om here\r\n".to_vec(),
         };
-        let bytes = rkyv::to_bytes::<rancor::Error>(&record).unwrap();
-        let archived = rkyv::access::<ArchivedMessageRecord, rancor::Error>(&bytes).unwrap();
-        let mut out = Vec::new();
-        write_entry(&mut out, archived).unwrap();
-        let text = String::from_utf8(out).unwrap();
+        let text = entry(&record);
         assert!(text.contains("Received: t\r\n>From here\r\n"), "{text}");
         assert_eq!(crate::admin::verify::split_entries(text.as_bytes()).len(), 1);
     }
@@ -110,12 +115,8 @@ mod tests {
             trace: "Received: t\r\n".into(),
             body: b"Subject: s\r\n\r\nFrom here\r\n>From there\r\nnot From\r\n".to_vec(),
         };
-        let bytes = rkyv::to_bytes::<rancor::Error>(&record).unwrap();
-        let archived = rkyv::access::<ArchivedMessageRecord, rancor::Error>(&bytes).unwrap();
-        let mut out = Vec::new();
-        write_entry(&mut out, archived).unwrap();
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            entry(&record),
             "From MAILER-DAEMON Thu Jan  1 00:00:00 1970\nNumber: 3\r\nReturn-Path: <>\r\nDelivered-To: a@x\r\nDelivered-To: b@x\r\n\
              Received: t\r\nSubject: s\r\n\r\n>From here\r\n>>From there\r\nnot From\r\n\n"
         );
