@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use engine::admin::frame::{decode_request, read_frame, write_frame, Frame, FrameOutput};
-use engine::admin::{execute, AdminContext, Request};
+use engine::admin::{execute, AdminContext, ExportFormat, Request};
 
 /// `sun_path` holds 108 bytes on Linux, including the terminating NUL.
 const MAX_SOCKET_PATH: usize = 107;
@@ -26,6 +26,7 @@ pub fn socket_path(data: &Path) -> PathBuf {
 
 pub struct AdminSocket {
     path: PathBuf,
+    context: Arc<AdminContext>,
     stopping: Arc<AtomicBool>,
     active: Arc<AtomicUsize>,
     accept: JoinHandle<()>,
@@ -48,7 +49,7 @@ impl AdminSocket {
             UnixListener::bind(&path).with_context(|| format!("binding the admin socket {}", path.display()))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
         let (stopping, active) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
-        let (stop, count) = (stopping.clone(), active.clone());
+        let (stop, count, shared) = (stopping.clone(), active.clone(), context.clone());
         let accept = std::thread::Builder::new().name("admin".into()).spawn(move || {
             for stream in listener.incoming() {
                 if stop.load(Ordering::SeqCst) {
@@ -69,7 +70,7 @@ impl AdminSocket {
                 }
             }
         })?;
-        Ok(AdminSocket { path, stopping, active, accept })
+        Ok(AdminSocket { path, context: shared, stopping, active, accept })
     }
 
     /// Stops accepting, waits (bounded) for requests in flight, removes the socket.
@@ -78,6 +79,9 @@ impl AdminSocket {
         // Wake the blocked accept with a connection of our own.
         let _ = UnixStream::connect(&self.path);
         let _ = self.accept.join();
+        // The pipeline's shutdown waits for every intake sender, so a request still
+        // running must not hold one.
+        self.context.close_intake();
         let deadline = Instant::now() + grace;
         while self.active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
@@ -107,11 +111,35 @@ fn serve(stream: UnixStream, context: &AdminContext) -> Result<()> {
     Ok(())
 }
 
-/// A log line for a request, without passwords.
+/// A request as the `mailtool` command line that made it (without passwords), for the log.
 fn describe(request: &Request) -> String {
+    let bound = |flag: &str, value: &Option<u64>| value.map(|n| format!(" --{flag} {n}")).unwrap_or_default();
     match request {
-        Request::UserAdd { address, .. } => format!("user add {address}"),
+        Request::UserAdd { address, any_domain, .. } => {
+            format!("user add {address}{}", if *any_domain { " --any-domain" } else { "" })
+        }
+        Request::UserDel { address } => format!("user del {address}"),
+        Request::UserList => "user list".into(),
         Request::UserPasswd { address, .. } => format!("user passwd {address}"),
-        other => format!("{other:?}"),
+        Request::MailboxClear { address } => format!("mailbox clear {address}"),
+        Request::Export { user, from, to, format, output } => format!(
+            "export{}{}{} --format {}{}",
+            user.as_ref().map(|u| format!(" --user {u}")).unwrap_or_default(),
+            bound("from", from),
+            bound("to", to),
+            match format {
+                ExportFormat::Mbox => "mbox",
+                ExportFormat::Maildir => "maildir",
+            },
+            output.as_ref().map(|o| format!(" -o {o}")).unwrap_or_default(),
+        ),
+        Request::Backup { output } => format!("backup -o {output}"),
+        Request::Verify => "verify".into(),
+        Request::Stats => "stats".into(),
+        Request::Queue => "queue".into(),
+        Request::QueueFlush => "queue flush".into(),
+        Request::QueueDelete { number, silent } => {
+            format!("queue delete {number}{}", if *silent { " --silent" } else { "" })
+        }
     }
 }

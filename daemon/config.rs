@@ -195,26 +195,63 @@ impl Config {
     }
 }
 
-fn duration(text: Option<String>, default: &str, what: &str) -> Result<Duration> {
-    let text = text.unwrap_or_else(|| default.to_string());
-    engine::duration::parse(&text).map_err(|e| anyhow::anyhow!("--{what}: {e}"))
+/// Which setting a value came from, as errors name it: the flag, or the key in the file.
+struct Origin<'a> {
+    file: Option<&'a Path>,
 }
 
-/// `DOMAIN=HOST:PORT`.
-fn peer(text: &str) -> Result<(String, SocketAddr)> {
-    let (domain, server) = text.split_once('=').with_context(|| format!("--peer {text:?}: want DOMAIN=HOST:PORT"))?;
+impl Origin<'_> {
+    fn name(&self, key: &str, from_file: bool) -> String {
+        match self.file {
+            Some(file) if from_file => format!("{key} (in {})", file.display()),
+            _ => format!("--{key}"),
+        }
+    }
+
+    /// The command line's value, else the file's, with the name of the one taken.
+    fn pick<T>(&self, key: &str, flag: Option<T>, file: Option<T>) -> Option<(T, String)> {
+        match (flag, file) {
+            (Some(value), _) => Some((value, self.name(key, false))),
+            (None, Some(value)) => Some((value, self.name(key, true))),
+            (None, None) => None,
+        }
+    }
+
+    /// A list from the command line if it gives any items, else the file's.
+    fn pick_list(&self, key: &str, flag: Vec<String>, file: Vec<String>) -> (Vec<String>, String) {
+        if flag.is_empty() {
+            (file, self.name(key, true))
+        } else {
+            (flag, self.name(key, false))
+        }
+    }
+
+    fn address(&self, key: &str, flag: Option<String>, file: Option<String>) -> Result<Option<SocketAddr>> {
+        self.pick(key, flag, file).map(|(text, name)| address(&text, &name)).transpose()
+    }
+
+    fn duration(&self, key: &str, flag: Option<String>, file: Option<String>, default: &str) -> Result<Duration> {
+        let (text, name) = self.pick(key, flag, file).unwrap_or_else(|| (default.to_string(), format!("--{key}")));
+        engine::duration::parse(&text).map_err(|e| anyhow::anyhow!("{name}: {e}"))
+    }
+}
+
+/// `DOMAIN=HOST:PORT`; `name` is the setting it came from.
+fn peer(text: &str, name: &str) -> Result<(String, SocketAddr)> {
+    let (domain, server) = text.split_once('=').with_context(|| format!("{name} {text:?}: want DOMAIN=HOST:PORT"))?;
     let domain = domain.trim().to_ascii_lowercase();
     if engine::Address::parse(&format!("postmaster@{domain}"), None).is_err() {
-        bail!("--peer {text:?}: {domain:?} is not a domain name");
+        bail!("{name} {text:?}: {domain:?} is not a domain name");
     }
-    Ok((domain, address(server.trim(), "peer")?))
+    Ok((domain, address(server.trim(), name)?))
 }
 
-fn address(text: &str, what: &str) -> Result<SocketAddr> {
+/// `IP:PORT`; `name` is the setting it came from.
+fn address(text: &str, name: &str) -> Result<SocketAddr> {
     text.to_socket_addrs()
-        .with_context(|| format!("--{what} {text:?}: want IP:PORT"))?
+        .with_context(|| format!("{name} {text:?}: want IP:PORT"))?
         .next()
-        .with_context(|| format!("--{what} {text:?}: no address"))
+        .with_context(|| format!("{name} {text:?}: no address"))
 }
 
 impl Options {
@@ -229,24 +266,25 @@ impl Options {
             Some(path) => Options::read_file(path)?,
             None => Options::default(),
         };
-        let pick_list = |cli: Vec<String>, file: Vec<String>| if cli.is_empty() { file } else { cli };
-        let mut domains = pick_list(self.domain, file.domain);
+        let origin = Origin { file: self.config.as_deref() };
+        let (mut domains, name) = origin.pick_list("domain", self.domain, file.domain);
         if domains.is_empty() {
             domains.push("localhost".into());
         }
         for domain in &domains {
             if engine::Address::parse(&format!("postmaster@{domain}"), None).is_err() {
-                bail!("--domain {domain:?} is not a domain name");
+                bail!("{name} {domain:?} is not a domain name");
             }
         }
-        let hostname = match self.hostname.or(file.hostname) {
-            Some(name) => name,
+        let hostname = match origin.pick("hostname", self.hostname, file.hostname) {
+            Some((hostname, name)) if hostname.is_empty() || !hostname.chars().all(|c| c.is_ascii_graphic()) => {
+                bail!("{name} {hostname:?} must be a printable name without spaces")
+            }
+            Some((hostname, _)) => hostname,
             None => gethostname::gethostname().to_string_lossy().into_owned(),
         };
-        if hostname.is_empty() || !hostname.chars().all(|c| c.is_ascii_graphic()) {
-            bail!("--hostname {hostname:?} must be a printable name without spaces");
-        }
-        let discover_interfaces = pick_list(self.discover_interface, file.discover_interface);
+        let (discover_interfaces, _) =
+            origin.pick_list("discover-interface", self.discover_interface, file.discover_interface);
         let discover = match (self.discover || file.discover, discover_interfaces.is_empty()) {
             (true, false) => Some(discover_interfaces),
             (false, true) => None,
@@ -261,8 +299,8 @@ impl Options {
             (Some(_), None) => bail!("--tls-cert needs --tls-key FILE (the certificate's private key)"),
             (None, Some(_)) => bail!("--tls-key needs --tls-cert FILE (the certificate chain)"),
         };
-        let smtps = self.smtps.or(file.smtps).map(|a| address(&a, "smtps")).transpose()?;
-        let pop3s = self.pop3s.or(file.pop3s).map(|a| address(&a, "pop3s")).transpose()?;
+        let smtps = origin.address("smtps", self.smtps, file.smtps)?;
+        let pop3s = origin.address("pop3s", self.pop3s, file.pop3s)?;
         if tls.is_none() {
             for (flag, on) in [("--smtps", smtps.is_some()), ("--pop3s", pop3s.is_some())] {
                 if on {
@@ -283,17 +321,19 @@ impl Options {
             .unwrap_or(max_connections / 2)
             .clamp(1, max_listener_connections);
         let max_data_in_flight = self.max_data_in_flight.or(file.max_data_in_flight).unwrap_or(256 << 20);
+        let (peers, name) = origin.pick_list("peer", self.peer, file.peer);
+        let peers = peers.iter().map(|p| peer(p, &name)).collect::<Result<_>>()?;
         Ok(Config {
             data: self.data.or(file.data).unwrap_or_else(|| PathBuf::from("./maild-data")),
             hostname,
             domains,
-            smtp: address(self.smtp.or(file.smtp).as_deref().unwrap_or("127.0.0.1:2525"), "smtp")?,
-            pop3: address(self.pop3.or(file.pop3).as_deref().unwrap_or("127.0.0.1:1100"), "pop3")?,
-            submission: self.submission.or(file.submission).map(|a| address(&a, "submission")).transpose()?,
+            smtp: origin.address("smtp", self.smtp, file.smtp)?.unwrap_or(([127, 0, 0, 1], 2525).into()),
+            pop3: origin.address("pop3", self.pop3, file.pop3)?.unwrap_or(([127, 0, 0, 1], 1100).into()),
+            submission: origin.address("submission", self.submission, file.submission)?,
             smtps,
             pop3s,
-            metrics: self.metrics.or(file.metrics).map(|a| address(&a, "metrics")).transpose()?,
-            resolver: self.resolver.or(file.resolver).map(|a| address(&a, "resolver")).transpose()?,
+            metrics: origin.address("metrics", self.metrics, file.metrics)?,
+            resolver: origin.address("resolver", self.resolver, file.resolver)?,
             mx_port: self.mx_port.or(file.mx_port).unwrap_or(25),
             command_timeout: Duration::from_secs(self.command_timeout.or(file.command_timeout).unwrap_or(300).max(1)),
             pop3_timeout: Duration::from_secs(self.pop3_timeout.or(file.pop3_timeout).unwrap_or(600).max(1)),
@@ -306,10 +346,10 @@ impl Options {
             shutdown_grace: Duration::from_secs(self.shutdown_grace.or(file.shutdown_grace).unwrap_or(30)),
             store_timeout: Duration::from_secs(self.store_timeout.or(file.store_timeout).unwrap_or(60).max(1)),
             min_free_space: self.min_free_space.or(file.min_free_space).unwrap_or(32 << 20),
-            peers: pick_list(self.peer, file.peer).iter().map(|p| peer(p)).collect::<Result<_>>()?,
-            retry_min: duration(self.retry_min.or(file.retry_min), "5s", "retry-min")?,
-            retry_max: duration(self.retry_max.or(file.retry_max), "10m", "retry-max")?,
-            queue_lifetime: duration(self.queue_lifetime.or(file.queue_lifetime), "5d", "queue-lifetime")?,
+            peers,
+            retry_min: origin.duration("retry-min", self.retry_min, file.retry_min, "5s")?,
+            retry_max: origin.duration("retry-max", self.retry_max, file.retry_max, "10m")?,
+            queue_lifetime: origin.duration("queue-lifetime", self.queue_lifetime, file.queue_lifetime, "5d")?,
             discover,
             tls,
         })
@@ -393,6 +433,30 @@ mod tests {
         assert!(resolve(&[]).unwrap().tls.is_none());
         let tls = resolve(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap().tls.unwrap();
         assert_eq!((tls.cert, tls.key), (PathBuf::from("c.pem"), PathBuf::from("k.pem")));
+    }
+
+    #[test]
+    fn errors_name_the_key_in_the_file_or_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("maild.toml");
+        let error = |file: &str, flags: &[&str]| {
+            std::fs::write(&path, file).unwrap();
+            let options = Options::parse_from([&["maild", "--config", path.to_str().unwrap()], flags].concat());
+            format!("{:#}", options.resolve().unwrap_err())
+        };
+        let in_file = |key: &str| format!("{key} (in {})", path.display());
+        let message = error("retry-min = \"soon\"\n", &[]);
+        assert!(message.starts_with(&format!("{}: ", in_file("retry-min"))), "{message}");
+        assert!(error("retry-min = \"5s\"\n", &["--retry-min", "soon"]).starts_with("--retry-min: "));
+        let message = error("smtp = \"nowhere\"\n", &[]);
+        assert!(message.starts_with(&format!("{} \"nowhere\": want IP:PORT", in_file("smtp"))), "{message}");
+        let message = error("peer = [\"b.test\"]\n", &[]);
+        assert!(message.starts_with(&format!("{} \"b.test\": want DOMAIN=HOST:PORT", in_file("peer"))), "{message}");
+        let message = error("domain = [\"not a domain\"]\n", &[]);
+        assert!(message.starts_with(&in_file("domain")), "{message}");
+        // A value of the wrong type: toml's message quotes the line with the key.
+        let message = error("command-timeout = \"7\"\n", &[]);
+        assert!(message.contains("command-timeout = \"7\"") && message.contains("expected u64"), "{message}");
     }
 
     #[test]

@@ -9,6 +9,9 @@ mod admin;
 mod config;
 mod conn;
 mod discover;
+#[cfg(test)]
+#[path = "../tools/generated.rs"]
+mod generated;
 mod login;
 mod metrics;
 mod pop3;
@@ -28,6 +31,7 @@ use engine::pipeline::forward::RelayConfig;
 use engine::pipeline::{Pipeline, PipelineConfig};
 use engine::pop3::Pop3Config;
 use engine::smtp::{Reply, SmtpConfig};
+use engine::store::Served;
 use engine::users::Users;
 use engine::{Store, StoreError};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -82,6 +86,8 @@ fn run() -> Result<()> {
         other => anyhow::anyhow!("opening the store in {}: {other}", config.data.display()),
     })?;
     log::info!("store {} opened in {:?}: head {}", config.data.display(), opening.elapsed(), store.head()?);
+    let served = Served { hostname: config.hostname.clone(), domains: config.domains.clone() };
+    store.record_served(&served).context("recording the served domains in the store")?;
     let peers = Arc::new(PeerTable::default());
     for (domain, address) in &config.peers {
         if config.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) {
@@ -107,8 +113,13 @@ fn run() -> Result<()> {
         Pipeline::start(store.clone(), directory.clone(), pipeline_config).context("starting the pipeline")?;
     watchdog::start(store.clone(), pipeline.waiting(), config.store_timeout).context("starting the store watchdog")?;
 
-    let admin_context =
-        AdminContext { store: store.clone(), peers: Some(peers.clone()), forward: Some(pipeline.forward_waker()) };
+    let admin_context = AdminContext {
+        store: store.clone(),
+        served: Some(served),
+        peers: Some(peers.clone()),
+        forward: Some(pipeline.forward_waker()),
+        intake: std::sync::Mutex::new(Some(pipeline.intake())),
+    };
     let admin = admin::AdminSocket::start(admin_context, &config.data)?;
     let (server, discovery) = start_listeners(&config, &store, directory, &pipeline, &peers, tls.clone(), listeners)?;
 
@@ -294,4 +305,15 @@ fn start_listeners(
         config.data.display()
     );
     Ok((server, discovery))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// maild is a daemon: section 8.
+    #[test]
+    fn generated_man_pages_and_completions_are_current() {
+        super::generated::check(super::Options::command(), "8");
+    }
 }

@@ -186,9 +186,10 @@ impl Server {
         let accept_listener = listener.try_clone()?;
         let (shutdown, registry, limits) = (self.shutdown.clone(), self.registry.clone(), self.limits);
         let metrics = self.metrics.clone();
+        let listening = Listening { name, busy, service, shutdown, registry, limits, metrics };
         let handle = std::thread::Builder::new()
             .name(format!("accept-{name}"))
-            .spawn(move || accept_loop(name, accept_listener, busy, service, shutdown, registry, limits, metrics))?;
+            .spawn(move || accept_loop(accept_listener, listening))?;
         self.listeners.push((listener, handle));
         Ok(())
     }
@@ -228,16 +229,20 @@ impl Server {
     }
 }
 
-fn accept_loop(
+/// What one listener's accept thread serves its clients with.
+struct Listening {
     name: &'static str,
-    listener: TcpListener,
+    /// What a client is told when the server is full.
     busy: Vec<u8>,
     service: Arc<dyn Service>,
     shutdown: Arc<ShutdownSignal>,
     registry: Arc<Registry>,
     limits: Limits,
     metrics: Arc<Metrics>,
-) {
+}
+
+fn accept_loop(listener: TcpListener, listening: Listening) {
+    let Listening { name, busy, service, shutdown, registry, limits, metrics } = listening;
     let busy = Arc::new(busy);
     loop {
         let (stream, peer) = match listener.accept() {

@@ -135,3 +135,29 @@ fn every_command_that_needs_a_password_takes_both_flags_and_names_them_without_a
     assert!(std::fs::read_to_string(&mbox).unwrap().contains("the body"));
     maild.stop();
 }
+
+#[test]
+fn user_add_refuses_a_domain_maild_does_not_serve_unless_any_domain() {
+    let add = |data: &std::path::Path, address: &str, extra: &[&str]| {
+        mailtool(data, &[&["user", "add", address, "--password-stdin"], extra].concat(), Some(b"pw\n"))
+    };
+    let mut maild = maild_with_users(&["u@d.test"], &["--domain", "d.test", "--domain", "e.test"]);
+    let out = add(&maild.data, "carol@nothere.example", &[]);
+    assert!(!out.status.success(), "refused while maild runs");
+    assert!(
+        out.stderr.contains("maild does not serve nothere.example (its domains: d.test, e.test)"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("--domain nothere.example") && out.stderr.contains("--any-domain"), "{}", out.stderr);
+    assert!(add(&maild.data, "carol@E.TEST", &[]).status.success(), "domains compare case-insensitively");
+    let out = add(&maild.data, "carol@nothere.example", &["--any-domain"]);
+    assert!(out.status.success(), "{}", out.stderr);
+    // Stopped, maild's last domains still count.
+    maild.stop();
+    assert!(!add(&maild.data, "dave@nothere.example", &[]).status.success());
+    assert!(add(&maild.data, "dave@d.test", &[]).status.success());
+    let users = mailtool(&maild.data, &["user", "list"], None).stdout_text();
+    assert_eq!(users, "carol@E.TEST\ncarol@nothere.example\ndave@d.test\nu@d.test\n");
+    assert!(maild.log().contains("admin: user add carol@nothere.example --any-domain\n"), "{}", maild.log());
+}

@@ -333,3 +333,47 @@ fn a_message_that_outlives_the_queue_lifetime_bounces_with_4_4_7() {
     assert!(text.contains("Action: failed"), "{text}");
     eventually("A's queue to empty", || queue_depth(&a) == 0);
 }
+
+#[test]
+fn queue_delete_bounces_unless_silent_and_works_with_maild_stopped() {
+    let b_address = free_address();
+    let args = ["--domain", "a.test", "--hostname", "mx.a.test", "--peer", &format!("b.test={b_address}")];
+    let mut a = maild_with_users(&["alice@a.test"], &[&args[..], &["--retry-min", "1h"]].concat());
+    let numbers: Vec<u64> = (1..=3)
+        .map(|i| {
+            send(&a, "alice@a.test", &["bob@b.test", "carol@b.test"], format!("Subject: d{i}\r\n\r\nx\r\n").as_bytes())
+        })
+        .collect();
+    eventually("3 queued", || queue_depth(&a) == 3);
+
+    let out = mailtool(&a.data, &["queue", "delete", &numbers[0].to_string()], None);
+    let said = out.stdout_text();
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(said.contains(&format!("deleted message {} from the queue (2 recipient(s))", numbers[0])), "{said}");
+    assert!(said.contains("bounced to <alice@a.test> as message"), "{said}");
+    assert_eq!(queue_depth(&a), 2);
+    let dsn = String::from_utf8_lossy(&wait_for_mail(&a, "alice@a.test", 1)[0]).into_owned();
+    assert!(dsn.contains("Return-Path: <>\r\n") && dsn.contains("multipart/report"), "{dsn}");
+    assert!(
+        dsn.contains("Final-Recipient: rfc822; bob@b.test") && dsn.contains("Final-Recipient: rfc822; carol@b.test")
+    );
+    assert!(dsn.contains("Status: 5.0.0") && dsn.contains("deleted from the queue by the administrator"), "{dsn}");
+    assert!(a.log().contains(&format!("admin: queue delete {}\n", numbers[0])), "plain words in the log");
+
+    let out = mailtool(&a.data, &["queue", "delete", &numbers[1].to_string(), "--silent"], None);
+    assert!(out.status.success() && !out.stdout_text().contains("bounced"), "{}", out.stdout_text());
+    assert_eq!(queue_depth(&a), 1);
+    let out = mailtool(&a.data, &["queue", "delete", &numbers[1].to_string()], None);
+    assert!(!out.status.success() && out.stderr.contains("is not in the queue"), "{}", out.stderr);
+
+    // With maild stopped the bounce is committed at once and delivered when it starts.
+    a.stop();
+    let out = mailtool(&a.data, &["queue", "delete", &numbers[2].to_string()], None);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(out.stdout_text().contains("(delivered when maild starts)"), "{}", out.stdout_text());
+    let a = Maild::start_on(&a.data, &args);
+    assert_eq!(queue_depth(&a), 0);
+    let bounces = wait_for_mail(&a, "alice@a.test", 2);
+    assert!(String::from_utf8_lossy(&bounces[1]).contains("Subject: d3"), "the third message's headers");
+    assert!(mailtool(&a.data, &["verify"], None).status.success());
+}

@@ -1,6 +1,6 @@
 //! House rules checked mechanically: every Rust module in the product opens with a `//!`
-//! paragraph saying what it is for, the engine forbids `unsafe`, and the tree is
-//! formatted by rustfmt (`rustfmt.toml`).
+//! paragraph saying what it is for, the engine forbids `unsafe`, the tree is formatted
+//! by rustfmt (`rustfmt.toml`) and clippy finds nothing.
 
 use std::path::{Path, PathBuf};
 
@@ -52,6 +52,22 @@ fn the_tree_is_rustfmt_formatted() {
     assert!(
         out.status.success(),
         "cargo fmt --all --check found unformatted code (run `cargo fmt --all`):\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn clippy_finds_nothing() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["clippy", "--workspace", "--all-features", "--all-targets", "--quiet", "--", "-D", "warnings"])
+        .current_dir(root)
+        .output()
+        .expect("cargo clippy (rustup component add clippy)");
+    assert!(
+        out.status.success(),
+        "cargo clippy found problems:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );

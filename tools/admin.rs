@@ -21,6 +21,9 @@ pub enum UserCommand {
     /// Create a user (creates the store if DIR is empty).
     Add {
         address: String,
+        /// Add the user even though maild does not serve the address's domain.
+        #[arg(long)]
+        any_domain: bool,
         #[command(flatten)]
         password: PasswordArgs,
     },
@@ -77,6 +80,21 @@ pub struct ExportArgs {
 pub enum QueueCommand {
     /// Retry every queued message now.
     Flush,
+    /// Remove message N from the queue and bounce it to its sender.
+    Delete {
+        number: u64,
+        /// No bounce.
+        #[arg(long)]
+        silent: bool,
+    },
+}
+
+pub fn queue_request(command: Option<QueueCommand>) -> Request {
+    match command {
+        None => Request::Queue,
+        Some(QueueCommand::Flush) => Request::QueueFlush,
+        Some(QueueCommand::Delete { number, silent }) => Request::QueueDelete { number, silent },
+    }
 }
 
 fn checked(address: &str) -> Result<String> {
@@ -90,9 +108,9 @@ fn absolute(path: &Path) -> Result<String> {
 
 pub fn user_request(command: UserCommand) -> Result<Request> {
     Ok(match command {
-        UserCommand::Add { address, password } => {
+        UserCommand::Add { address, any_domain, password } => {
             let address = checked(&address)?;
-            Request::UserAdd { password: password.read(&address, true, Stdin::Whole)?, address }
+            Request::UserAdd { password: password.read(&address, true, Stdin::Whole)?, address, any_domain }
         }
         UserCommand::Del { address } => Request::UserDel { address: checked(&address)? },
         UserCommand::List => Request::UserList,
@@ -170,7 +188,7 @@ pub fn run(data: &Path, request: Request) -> Result<()> {
     if !creates && !data.join("store").exists() {
         bail!("no maild store in {} (give --data DIR; `mailtool user add` creates one)", data.display());
     }
-    let context = AdminContext::offline(open(data)?);
+    let context = AdminContext::offline(open(data)?).map_err(|e| anyhow::anyhow!("{e}"))?;
     execute(&context, request, &mut terminal).map_err(|e| anyhow::anyhow!("{e}"))
 }
 

@@ -7,6 +7,8 @@ mod admin;
 mod bench;
 mod client;
 mod fetch;
+#[cfg(test)]
+mod generated;
 mod password;
 mod send;
 mod stress;
@@ -47,7 +49,7 @@ enum Command {
     Verify,
     /// Print `key: value` lines about the store.
     Stats,
-    /// The outbound queue (`queue flush` retries everything now).
+    /// The outbound queue (`queue flush` retries everything now, `queue delete N` removes one).
     Queue {
         #[command(subcommand)]
         command: Option<admin::QueueCommand>,
@@ -75,10 +77,7 @@ fn main() {
         Command::Restore { backup } => admin::restore(&cli.data, &backup),
         Command::Verify => admin::run(&cli.data, engine::admin::Request::Verify),
         Command::Stats => admin::run(&cli.data, engine::admin::Request::Stats),
-        Command::Queue { command: None } => admin::run(&cli.data, engine::admin::Request::Queue),
-        Command::Queue { command: Some(admin::QueueCommand::Flush) } => {
-            admin::run(&cli.data, engine::admin::Request::QueueFlush)
-        }
+        Command::Queue { command } => admin::run(&cli.data, admin::queue_request(command)),
         Command::Bench(command) => bench::run(command),
         Command::Stress(args) => stress::run(args),
         Command::Send(args) => send::run(args),
@@ -87,5 +86,15 @@ fn main() {
     if let Err(error) = result {
         eprintln!("mailtool: {error:#}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn generated_man_pages_and_completions_are_current() {
+        super::generated::check(super::Cli::command(), "1");
     }
 }

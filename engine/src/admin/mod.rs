@@ -11,30 +11,48 @@ pub mod frame;
 pub mod verify;
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use crossbeam_channel::Sender;
 use rkyv::{Archive, Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::address::user_key;
+use crate::address::{user_key, Address};
+use crate::forward::dsn::FailedRecipient;
 use crate::peers::{PeerSource, PeerTable};
-use crate::pipeline::Signal;
-use crate::store::{Store, StoreError};
+use crate::pipeline::{forward, persist, Signal, Submission};
+use crate::store::{Served, Store, StoreError};
 use crate::users::{UserError, Users};
 
-/// What a command runs against: the store, and inside a running maild also its peers
-/// and the forward stage's wake-up.
+/// What a command runs against: the store and the name bounces are signed with, and
+/// inside a running maild also its peers, the forward stage's wake-up and the intake.
 pub struct AdminContext {
     pub store: Store,
+    /// What maild serves; offline, what the last maild on the store served, if any ran.
+    pub served: Option<Served>,
     pub peers: Option<Arc<PeerTable>>,
     pub forward: Option<Signal>,
+    /// Taken away ([`AdminContext::close_intake`]) before the pipeline shuts down, which
+    /// waits for every intake sender to go.
+    pub intake: Mutex<Option<Sender<Submission>>>,
 }
 
 impl AdminContext {
     /// A store opened by `mailtool` itself (maild not running).
-    pub fn offline(store: Store) -> AdminContext {
-        AdminContext { store, peers: None, forward: None }
+    pub fn offline(store: Store) -> Result<AdminContext> {
+        let served = store.served()?;
+        Ok(AdminContext { store, served, peers: None, forward: None, intake: Mutex::new(None) })
+    }
+
+    /// No more messages from admin commands (maild is stopping).
+    pub fn close_intake(&self) {
+        self.intake.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// The name bounces are signed with.
+    fn hostname(&self) -> &str {
+        self.served.as_ref().map_or("localhost", |s| s.hostname.as_str())
     }
 }
 
@@ -47,17 +65,42 @@ pub enum ExportFormat {
 /// One admin command, as `mailtool` parsed it. Paths are absolute.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    UserAdd { address: String, password: String },
-    UserDel { address: String },
-    MailboxClear { address: String },
+    /// `any_domain`: also for a domain maild does not serve.
+    UserAdd {
+        address: String,
+        password: String,
+        any_domain: bool,
+    },
+    UserDel {
+        address: String,
+    },
+    MailboxClear {
+        address: String,
+    },
     UserList,
-    UserPasswd { address: String, password: String },
-    Export { user: Option<String>, from: Option<u64>, to: Option<u64>, format: ExportFormat, output: Option<String> },
-    Backup { output: String },
+    UserPasswd {
+        address: String,
+        password: String,
+    },
+    Export {
+        user: Option<String>,
+        from: Option<u64>,
+        to: Option<u64>,
+        format: ExportFormat,
+        output: Option<String>,
+    },
+    Backup {
+        output: String,
+    },
     Verify,
     Stats,
     Queue,
     QueueFlush,
+    /// Removes message `number` from the outbound queue, bouncing it unless `silent`.
+    QueueDelete {
+        number: u64,
+        silent: bool,
+    },
 }
 
 /// Where a command's results go: the terminal, or the socket back to `mailtool`.
@@ -87,7 +130,10 @@ pub fn execute(context: &AdminContext, request: Request, out: &mut dyn Output) -
     let store = &context.store;
     let users = Users::new(store.users_tree());
     match request {
-        Request::UserAdd { address, password } => {
+        Request::UserAdd { address, password, any_domain } => {
+            if !any_domain {
+                check_served(context.served.as_ref(), &address)?;
+            }
             // A new account starts empty, even where a deletion was cut short after the
             // user went but before the mailbox was emptied.
             let key = mailbox_key(&address)?;
@@ -136,7 +182,73 @@ pub fn execute(context: &AdminContext, request: Request, out: &mut dyn Output) -
             let when = if context.forward.is_some() { "now" } else { "when maild starts" };
             out.stdout(format!("queue flush: {count} message(s) will be retried {when}\n").as_bytes())?;
         }
+        Request::QueueDelete { number, silent } => queue_delete(context, number, silent, out)?,
     }
+    Ok(())
+}
+
+/// Refuses an address whose domain maild does not serve: its user could send but never
+/// receive. Nothing to check against before maild first ran on the store.
+fn check_served(served: Option<&Served>, address: &str) -> Result<()> {
+    let Some(served) = served else { return Ok(()) };
+    let domain = Address::parse(address, None)
+        .map_err(|_| AdminError::Failed(format!("{address:?} is not a valid address (want local@domain)")))?
+        .domain()
+        .to_string();
+    if served.serves(&domain) {
+        return Ok(());
+    }
+    Err(AdminError::Failed(format!(
+        "maild does not serve {domain} (its domains: {}), so {address} could never receive mail; \
+         start maild with --domain {domain}, or give --any-domain to add the user anyway",
+        served.domains.join(", ")
+    )))
+}
+
+/// `queue delete N`: the bounce (unless `silent`) is committed before the records go, so
+/// a failure midway leaves the message queued, never gone without its bounce.
+fn queue_delete(context: &AdminContext, number: u64, silent: bool, out: &mut dyn Output) -> Result<()> {
+    let store = &context.store;
+    let records: Vec<_> = store.queue()?.into_iter().filter(|(_, record)| record.number == number).collect();
+    if records.is_empty() {
+        return Err(AdminError::Failed(format!("message {number} is not in the queue")));
+    }
+    let recipients: Vec<String> = records.iter().flat_map(|(_, r)| r.recipients.iter().cloned()).collect();
+    let mut said = format!("deleted message {number} from the queue ({} recipient(s))", recipients.len());
+    if !silent {
+        let failed: Vec<FailedRecipient> = recipients
+            .iter()
+            .map(|recipient| FailedRecipient {
+                recipient: recipient.clone(),
+                status: "5.0.0".into(),
+                diagnostic: "deleted from the queue by the administrator".into(),
+                remote_mta: None,
+            })
+            .collect();
+        let bounce = forward::bounce_message(store, context.hostname(), number, &failed).map_err(AdminError::Failed)?;
+        match bounce {
+            None => said.push_str("; null sender, so no bounce"),
+            Some(message) => {
+                let sender = message.envelope.recipients.join(",");
+                let intake = context.intake.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let (bounced, when) = match intake {
+                    Some(intake) => (forward::submit(&intake, message).map_err(AdminError::Failed)?, ""),
+                    None if context.forward.is_some() => {
+                        return Err(AdminError::Failed("maild is stopping; nothing was deleted".into()))
+                    }
+                    None => {
+                        (persist::commit_offline(store, message, context.hostname())?, " (delivered when maild starts)")
+                    }
+                };
+                said.push_str(&format!("; bounced to <{sender}> as message {bounced}{when}"));
+            }
+        }
+    }
+    for (key, _) in &records {
+        store.update_queue(key, None)?;
+    }
+    log::info!("{said}");
+    out.stdout(format!("{said}\n").as_bytes())?;
     Ok(())
 }
 

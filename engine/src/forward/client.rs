@@ -636,12 +636,16 @@ fn read_reply<R: BufRead>(reader: &mut R, deadline: Option<Instant>) -> Result<S
     }
 }
 
+/// A reply as [`fuzz_read_replies`] returns it: code, lines, summary, EHLO keywords.
+#[doc(hidden)]
+pub type FuzzReply = (u16, Vec<String>, String, String);
+
 /// For the fuzz target `smtp_reply` (`fuzz/`), not an API: reads replies from `reader`
 /// as `SmtpConnection` does until the first error, and returns each reply's code,
 /// lines, one-line summary and EHLO keywords (`Debug` of what `Extensions` found),
 /// then that error's text.
 #[doc(hidden)]
-pub fn fuzz_read_replies<R: BufRead>(reader: &mut R) -> (Vec<(u16, Vec<String>, String, String)>, String) {
+pub fn fuzz_read_replies<R: BufRead>(reader: &mut R) -> (Vec<FuzzReply>, String) {
     let mut replies = Vec::new();
     loop {
         match read_reply(reader, None) {

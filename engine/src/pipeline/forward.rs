@@ -39,7 +39,7 @@ use crate::forward::mx::{Latencies, MxResolver, RouteError};
 use crate::forward::tls;
 use crate::metrics::Metrics;
 use crate::peers::{PeerSource, PeerTable};
-use crate::smtp::{Envelope, Message};
+use crate::smtp::{CommitError, Envelope, Message};
 use crate::store::record::QueueRecord;
 use crate::store::Store;
 
@@ -319,6 +319,11 @@ impl Scheduler {
         outcome: Result<Vec<RecipientOutcome>, String>,
         server: Option<SocketAddr>,
     ) {
+        if !self.store.is_queued(&key).unwrap_or(true) {
+            // `mailtool queue delete` took it meanwhile (and bounced it, if asked to).
+            log::info!("message {} for {} left the queue while it was being sent", record.number, record.domain);
+            return;
+        }
         let now = now_millis();
         let outcomes = match outcome {
             Ok(outcomes) if outcomes.len() == record.recipients.len() => outcomes,
@@ -402,46 +407,78 @@ impl Scheduler {
     /// Commits a bounce for `failed` to the message's sender. True when there is nothing
     /// to bounce (null sender) or the bounce is durable.
     fn bounce(&self, record: &QueueRecord, failed: &[FailedRecipient]) -> bool {
-        let message = match self.store.message(record.number) {
+        let message = match bounce_message(&self.store, &self.config.hostname, record.number, failed) {
             Ok(Some(message)) => message,
-            other => {
-                log::error!("forward: message {} unreadable for its bounce: {:?}", record.number, other.err());
+            Ok(None) => {
+                log::info!(
+                    "message {} failed for {} recipient(s); null sender, so no bounce",
+                    record.number,
+                    failed.len()
+                );
+                return true;
+            }
+            Err(error) => {
+                log::error!("forward: no bounce for message {}: {error}", record.number);
                 return false;
             }
         };
-        let original = message.record();
-        let sender = original.sender.as_str();
-        let arrival = OffsetDateTime::from_unix_timestamp(original.received_at.to_native() as i64)
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        let parts = [original.trace.as_bytes(), original.body.as_slice()];
-        let Some(body) = dsn::bounce(&self.config.hostname, sender, arrival, OffsetDateTime::now_utc(), &parts, failed)
-        else {
-            log::info!("message {} failed for {} recipient(s); null sender, so no bounce", record.number, failed.len());
-            return true;
-        };
-        let envelope = Envelope {
-            helo: self.config.hostname.clone(),
-            extended: true,
-            tls: false,
-            user: None,
-            client_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-            sender: String::new(),
-            recipients: vec![sender.to_string()],
-        };
-        let (submission, outcome) = Submission::new(Message { envelope, body });
-        if self.intake.send(submission).is_err() {
-            return false;
-        }
-        match outcome.recv() {
-            Ok(Ok(number)) => {
+        let sender = message.envelope.recipients.join(",");
+        match submit(&self.intake, message) {
+            Ok(number) => {
                 log::info!("message {} bounced to <{sender}> as message {number}", record.number);
                 true
             }
-            other => {
-                log::error!("bounce for message {} not committed: {other:?}", record.number);
+            Err(error) => {
+                log::error!("bounce for message {} not committed: {error}", record.number);
                 false
             }
         }
+    }
+}
+
+/// The bounce (RFC 3464 DSN) of message `number` for `failed`, addressed to its sender;
+/// `None` when the sender is null (a bounce is never bounced).
+pub fn bounce_message(
+    store: &Store,
+    hostname: &str,
+    number: u64,
+    failed: &[FailedRecipient],
+) -> Result<Option<Message>, String> {
+    let message = match store.message(number) {
+        Ok(Some(message)) => message,
+        Ok(None) => return Err(format!("message {number} is not in the store")),
+        Err(error) => return Err(format!("message {number} unreadable: {error}")),
+    };
+    let original = message.record();
+    let sender = original.sender.as_str();
+    let arrival = OffsetDateTime::from_unix_timestamp(original.received_at.to_native() as i64)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let parts = [original.trace.as_bytes(), original.body.as_slice()];
+    let Some(body) = dsn::bounce(hostname, sender, arrival, OffsetDateTime::now_utc(), &parts, failed) else {
+        return Ok(None);
+    };
+    let envelope = Envelope {
+        helo: hostname.to_string(),
+        extended: true,
+        tls: false,
+        user: None,
+        client_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        sender: String::new(),
+        recipients: vec![sender.to_string()],
+    };
+    Ok(Some(Message { envelope, body }))
+}
+
+/// Hands a message the server itself writes to the pipeline; its number once committed.
+pub fn submit(intake: &Sender<Submission>, message: Message) -> Result<u64, String> {
+    let (submission, outcome) = Submission::new(message);
+    intake.send(submission).map_err(|_| "the pipeline is shutting down".to_string())?;
+    match outcome.recv() {
+        Ok(Ok(number)) => Ok(number),
+        Ok(Err(CommitError::Transient)) => Err("the store failed (see the log)".to_string()),
+        Ok(Err(CommitError::Full)) => Err("the store is full".to_string()),
+        Ok(Err(CommitError::Rejected(reply))) => Err(String::from_utf8_lossy(reply.as_bytes()).trim_end().to_string()),
+        Err(_) => Err("the pipeline is shutting down".to_string()),
     }
 }
 

@@ -27,7 +27,7 @@ use time::OffsetDateTime;
 
 use super::{Committed, PipelineConfig, Submission};
 use crate::failpoint;
-use crate::smtp::CommitError;
+use crate::smtp::{CommitError, Message};
 use crate::store::record::MessageRecord;
 use crate::store::{Store, StoreError};
 use crate::trace::received_header;
@@ -136,6 +136,14 @@ pub fn run(
             }
         }
     }
+}
+
+/// Commits one message the server writes itself while maild is not running (a bounce
+/// from `mailtool queue delete`); the deliver stage delivers it when maild starts.
+pub fn commit_offline(store: &Store, message: Message, hostname: &str) -> Result<u64, StoreError> {
+    let (submission, _) = Submission::new(message);
+    let head = store.head()?;
+    commit(store, head, &mut [submission], &PipelineConfig::new(hostname))
 }
 
 /// Steps 2–4: numbers, records, one batch, one flush. Bodies are moved into the records

@@ -76,6 +76,9 @@ pub struct Store {
     users: Tree,
     /// Domains a discovered peer has owned (soft state: not backed up or verified).
     peer_domains: Tree,
+    /// What the last maild to run here served, for `mailtool` while maild is stopped
+    /// (soft state like `peer_domains`).
+    served: Tree,
     dir: PathBuf,
     /// Serialises read-modify-write updates of the mailbox index (deliver and POP3 QUIT
     /// both adjust reference counts).
@@ -120,6 +123,22 @@ impl Drop for Watched<'_> {
         self.registry.started.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
     }
 }
+
+/// The host name and local domains a maild runs with ([`Store::record_served`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Served {
+    pub hostname: String,
+    pub domains: Vec<String>,
+}
+
+impl Served {
+    pub fn serves(&self, domain: &str) -> bool {
+        self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+    }
+}
+
+const SERVED_HOSTNAME: &[u8] = b"hostname";
+const SERVED_DOMAINS: &[u8] = b"domains";
 
 /// What the deliver stage does with one committed message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -202,6 +221,7 @@ impl Store {
             mailboxes: tree("mailboxes")?,
             users: tree("users")?,
             peer_domains: tree("peer_domains")?,
+            served: tree("served")?,
             db,
             dir: dir.to_path_buf(),
             index_lock: Arc::default(),
@@ -323,6 +343,26 @@ impl Store {
 
     pub fn was_peer_domain(&self, domain: &str) -> Result<bool> {
         self.peer_domains.contains_key(domain.to_ascii_lowercase().as_bytes()).map_err(StoreError::from_sled)
+    }
+
+    /// Records what maild serves, at its start.
+    pub fn record_served(&self, served: &Served) -> Result<()> {
+        let mut batch = Batch::default();
+        batch.insert(SERVED_HOSTNAME, served.hostname.as_bytes());
+        batch.insert(SERVED_DOMAINS, served.domains.join("\n").as_bytes());
+        self.served.apply_batch(batch).map_err(StoreError::from_sled)
+    }
+
+    /// What the last maild to run on this store served; `None` if none has run yet.
+    pub fn served(&self) -> Result<Option<Served>> {
+        let read = |key: &[u8]| -> Result<Option<String>> {
+            let value = self.served.get(key).map_err(StoreError::from_sled)?;
+            Ok(value.map(|v| String::from_utf8_lossy(&v).into_owned()))
+        };
+        let (Some(hostname), Some(domains)) = (read(SERVED_HOSTNAME)?, read(SERVED_DOMAINS)?) else {
+            return Ok(None);
+        };
+        Ok(Some(Served { hostname, domains: domains.split('\n').map(str::to_string).collect() }))
     }
 
     /// Waits (at most `bound`) until the deliver stage has applied every message committed
@@ -451,6 +491,11 @@ impl Store {
             self.flush()?;
         }
         Ok(())
+    }
+
+    /// True while the queue record `key` is in the queue.
+    pub fn is_queued(&self, key: &[u8]) -> Result<bool> {
+        self.mailboxes.contains_key(key).map_err(StoreError::from_sled)
     }
 
     /// Makes every queue record due now (`mailtool queue flush`). Returns how many.
