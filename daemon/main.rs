@@ -95,7 +95,10 @@ fn run() -> Result<()> {
         }
         peers.add_static(domain, *address);
     }
-    let directory = Arc::new(MailDirectory::new(config.domains.clone(), Users::new(store.users_tree()), peers.clone()));
+    let directory = Arc::new(
+        MailDirectory::new(config.domains.clone(), Users::new(store.users_tree()), peers.clone())
+            .remembering(store.clone()),
+    );
     let mut pipeline_config =
         PipelineConfig { min_free_space: config.min_free_space, ..PipelineConfig::new(&config.hostname) };
     pipeline_config.forward.retry_min = config.retry_min;

@@ -354,6 +354,43 @@ fn mail_for_a_peer_that_is_away_waits_for_it_instead_of_going_to_dns() {
     drop(dns);
 }
 
+#[test]
+fn a_strangers_mail_for_a_peer_never_goes_by_mx_after_the_peer_leaves() {
+    // DNS would send b.test's mail to a real MX host, which would take it.
+    let mx = mx_host("127.0.0.7", "0", &["b.test"], &["bob@b.test"]);
+    let mx_port = mx.smtp.port().to_string();
+    let dns = Dns::start(r#"{"mx": {"b.test": [[10, "mx.b.test"]]}, "a": {"mx.b.test": ["127.0.0.7"]}, "aaaa": {}}"#);
+    let resolver = format!("127.0.0.1:{}", dns.port);
+    let relaying =
+        ["--domain", "d.test", "--submission", "127.0.0.1:0", "--resolver", &resolver, "--mx-port", &mx_port];
+    let relaying = [&relaying[..], &["--retry-min", "1s", "--retry-max", "1s"]].concat();
+    // b.test is a peer's domain; the peer is down, so the message waits in the queue.
+    let mut a = maild_with_users(&["u@d.test"], &[&relaying[..], &["--peer", "b.test=127.0.0.1:9"]].concat());
+    let mut stranger = a.smtp_client();
+    stranger.reply();
+    stranger.expect("EHLO stranger", "250");
+    stranger.send_message("someone@elsewhere.test", &["bob@b.test"], b"Subject: for the peer\r\n\r\nhi\r\n");
+    stranger.expect("QUIT", "221");
+    eventually("the message queued for the peer", || queue_depth(&a) == 1);
+    // The peer leaves (maild restarts without it), while relaying stays on.
+    a.stop();
+    let data = a.data.clone();
+    let a = Maild::start_on(&data, &relaying);
+    // (The maild before routes were kept sent it to the MX host at the first attempt.)
+    eventually("an attempt after the restart, waiting for the peer", || {
+        mailtool(&a.data, &["queue"], None).stdout_text().contains("its peer server is away")
+    });
+    assert!(mailbox(&mx, "bob@b.test").is_empty(), "a stranger's mail went out by MX");
+    // An authenticated user's mail for b.test, accepted for MX relay now, does go there.
+    let port = a.submission().port().to_string();
+    let out = python("submission_client.py", &[&port, "u@d.test", "pw-u@d.test", "bob@b.test"]);
+    assert_eq!(out.trim(), "number 2", "{out}");
+    eventually("the authenticated user's copy at the MX", || mailbox(&mx, "bob@b.test").len() == 1);
+    assert!(String::from_utf8_lossy(&mailbox(&mx, "bob@b.test")[0]).contains("sent with AUTH"));
+    assert_eq!(queue_depth(&a), 1, "the stranger's message still waits");
+    drop(dns);
+}
+
 /// The malformed endings of the SMTP smuggling research (SEC Consult, 2023; smtpsmug):
 /// each, in a message relayed to an MX host, must reach it with CRLF line ends only.
 const SMUGGLING_ENDINGS: &[&[u8]] = &[

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::address::Address;
 use crate::peers::PeerTable;
+use crate::store::Store;
 use crate::users::Users;
 
 /// The answer for one recipient address.
@@ -22,6 +23,29 @@ pub enum Route {
     Remote,
 }
 
+/// How a recipient was accepted at `RCPT`. Kept with the message, so that delivery and
+/// forwarding never decide anew what the client was allowed: a peer that leaves makes
+/// `Peer` mail wait, never go out by MX; only `Relay` mail (an authenticated client's,
+/// or a bounce) ever does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accepted {
+    Local,
+    Peer,
+    Relay,
+}
+
+impl Route {
+    /// What an accepted recipient's route is kept as.
+    pub fn accepted(&self) -> Option<Accepted> {
+        match self {
+            Route::Local => Some(Accepted::Local),
+            Route::Peer => Some(Accepted::Peer),
+            Route::Remote => Some(Accepted::Relay),
+            Route::UnknownUser => None,
+        }
+    }
+}
+
 pub trait Directory: Send + Sync {
     fn route(&self, recipient: &Address) -> Route;
     /// The domain a bare `RCPT TO:<postmaster>` belongs to.
@@ -34,12 +58,25 @@ pub struct MailDirectory {
     domains: Vec<String>,
     users: Users,
     peers: Arc<PeerTable>,
+    remembered: Option<Store>,
 }
 
 impl MailDirectory {
     pub fn new(domains: Vec<String>, users: Users, peers: Arc<PeerTable>) -> MailDirectory {
         let domains = domains.into_iter().map(|d| d.to_ascii_lowercase()).collect();
-        MailDirectory { domains, users, peers }
+        MailDirectory { domains, users, peers, remembered: None }
+    }
+
+    /// Also counts as a peer's the domains a discovered peer owned (kept in `store`), so
+    /// their mail waits for the peer while it is away instead of going to DNS.
+    pub fn remembering(self, store: Store) -> MailDirectory {
+        MailDirectory { remembered: Some(store), ..self }
+    }
+
+    /// A peer owns `domain` now, or a discovered peer did.
+    pub fn is_peer_domain(&self, domain: &str) -> bool {
+        self.peers.lookup(domain).is_some()
+            || self.remembered.as_ref().is_some_and(|store| store.was_peer_domain(domain).unwrap_or(false))
     }
 
     pub fn peers(&self) -> &Arc<PeerTable> {
@@ -60,7 +97,7 @@ impl Directory for MailDirectory {
                 Ok(true) => Route::Local,
                 _ => Route::UnknownUser,
             }
-        } else if self.peers.lookup(recipient.domain()).is_some() {
+        } else if self.is_peer_domain(recipient.domain()) {
             Route::Peer
         } else {
             Route::Remote

@@ -72,6 +72,7 @@ mod tests {
             client_ip: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)),
             sender: "a@b".into(),
             recipients: vec!["TA@CS4410".into()],
+            routes: Vec::new(),
         };
         let when = OffsetDateTime::from_unix_timestamp(0).unwrap();
         let h = received_header(&envelope, "mx.test", 42, when);

@@ -36,7 +36,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use engine::store::record::{keys, MessageRecord};
+use engine::store::record::{keys, MessageRecord, Routing};
 use engine::store::{Store, StoreTree};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -229,7 +229,8 @@ fn observe(store: &Store, span: u64) -> Result<(Model, BTreeMap<u64, u32>), Stri
     let mut refs = BTreeMap::new();
     for n in 1..=span {
         let message = store.message(n).map_err(|x| e(&format!("message {n}"), x))?;
-        let raw = store.raw_message(n).map_err(|x| e(&format!("raw message {n}"), x))?;
+        // The record (or tombstone) comes first, then its routing.
+        let raw = store.raw_message(n).map_err(|x| e(&format!("raw message {n}"), x))?.into_iter().next();
         match (&message, raw) {
             (Some(message), Some((key, value))) if key.first() == Some(&keys::MESSAGE) => {
                 let decoded = message.to_record().map_err(|x| e(&format!("message {n}"), x))?;
@@ -525,7 +526,7 @@ impl Harness {
                 self.span = self.span.max(*numbers.end());
                 let result = {
                     let _armed = Armed::new(fault);
-                    self.store().commit(head, records.clone())
+                    self.store().commit(head, records.iter().map(|r| (r, Routing::default())).collect())
                 };
                 match result {
                     Ok(new_head) => {

@@ -31,11 +31,12 @@ pub fn copy_store(source: &Store, target: &Path, out: &mut dyn Output) -> Result
     let copy = Store::open(target)?;
     let mut batch = Vec::with_capacity(256);
     for number in 1..=snapshot.head {
-        let pair = source.raw_message(number)?.ok_or_else(|| {
-            AdminError::Failed(format!("message {number} is missing from the source store; run verify"))
-        })?;
-        batch.push(pair);
-        if batch.len() == 256 || number == snapshot.head {
+        let pairs = source.raw_message(number)?;
+        if pairs.is_empty() {
+            return Err(AdminError::Failed(format!("message {number} is missing from the source store; run verify")));
+        }
+        batch.extend(pairs);
+        if batch.len() >= 256 || number == snapshot.head {
             copy.import(StoreTree::Messages, &batch)?;
             batch.clear();
             out.progress("copy", number, snapshot.head);

@@ -15,27 +15,53 @@ use crossbeam_channel::Receiver;
 use super::backup::BackupSignal;
 use super::{Committed, Signal};
 use crate::address::Address;
+use crate::directory::Accepted;
 use crate::directory::MailDirectory;
 use crate::failpoint;
-use crate::store::record::QueueRecord;
+use crate::store::record::{QueueRecord, QueueRoute, Routing};
 use crate::store::{Delivery, Store, StoreError};
 
 /// Where one message goes: local recipients to their mailboxes, the others into the
-/// outbound queue, one record per destination domain (recipients in RCPT order).
-fn plan(directory: &MailDirectory, number: u64, recipients: impl IntoIterator<Item = impl AsRef<str>>) -> Delivery {
+/// outbound queue, one record per destination domain (recipients in RCPT order), sent
+/// the way each was accepted at RCPT (`routing`; `None` for a message of an older maild).
+fn plan(
+    directory: &MailDirectory,
+    number: u64,
+    recipients: impl IntoIterator<Item = impl AsRef<str>>,
+    routing: Option<&Routing>,
+) -> Delivery {
     let queued_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let mut delivery = Delivery { number, users: Vec::new(), forwards: Vec::new() };
-    for address in recipients.into_iter().filter_map(|r| Address::parse(r.as_ref(), None).ok()) {
+    for (index, recipient) in recipients.into_iter().enumerate() {
+        let Ok(address) = Address::parse(recipient.as_ref(), None) else { continue };
         if directory.is_local_domain(address.domain()) {
             delivery.users.push(address.key());
             continue;
         }
         let domain = address.domain().to_ascii_lowercase();
+        let route = match routing.map(|r| r.routes.get(index)) {
+            None => QueueRoute::Undecided,
+            Some(Some(Accepted::Relay)) => QueueRoute::Relay,
+            // Accepted for a peer, or for a domain that was local then: never MX.
+            Some(Some(Accepted::Peer | Accepted::Local)) => QueueRoute::Peer,
+            // Mail the server wrote itself (a bounce): to the peer if one owns the
+            // domain or did, else by MX.
+            Some(None) if directory.is_peer_domain(&domain) => QueueRoute::Peer,
+            Some(None) => QueueRoute::Relay,
+        };
         match delivery.forwards.iter_mut().find(|f| f.domain == domain) {
-            Some(forward) => forward.recipients.push(address.to_string()),
+            Some(forward) => {
+                forward.recipients.push(address.to_string());
+                // One record per domain: if the peer came or went between two RCPTs,
+                // the stricter route holds for all.
+                if route != forward.route {
+                    forward.route = QueueRoute::Peer;
+                }
+            }
             None => delivery.forwards.push(QueueRecord {
                 number,
                 domain,
+                route,
                 recipients: vec![address.to_string()],
                 attempts: 0,
                 queued_at,
@@ -57,7 +83,8 @@ pub fn run(
     while let Ok(first) = input.recv() {
         let mut run = vec![first];
         run.extend(input.try_iter().take(255));
-        let deliveries: Vec<Delivery> = run.iter().map(|c| plan(directory, c.number, &c.recipients)).collect();
+        let deliveries: Vec<Delivery> =
+            run.iter().map(|c| plan(directory, c.number, &c.recipients, Some(&c.routing))).collect();
         let forwarding = deliveries.iter().any(|d| !d.forwards.is_empty());
         let last = run[run.len() - 1].number;
         let delivered = failpoint::hit("deliver.before_batch")
@@ -116,7 +143,8 @@ fn replay_through(store: &Store, directory: &MailDirectory, head: u64) -> Result
     for number in from..=head {
         let Some(message) = store.message(number)? else { continue };
         let record = message.record();
-        deliveries.push(plan(directory, number, record.recipients.iter().map(|r| r.as_str())));
+        let routing = store.routing(number)?;
+        deliveries.push(plan(directory, number, record.recipients.iter().map(|r| r.as_str()), routing.as_ref()));
         if deliveries.len() == 1024 {
             store.deliver_all(&std::mem::take(&mut deliveries))?;
         }

@@ -40,7 +40,7 @@ use crate::forward::tls;
 use crate::metrics::Metrics;
 use crate::peers::{PeerSource, PeerTable};
 use crate::smtp::{CommitError, Envelope, Message};
-use crate::store::record::QueueRecord;
+use crate::store::record::{QueueRecord, QueueRoute};
 use crate::store::Store;
 
 #[derive(Clone, Debug)]
@@ -251,20 +251,9 @@ impl Scheduler {
                 next_due = Some(next_due.map_or(record.next_attempt, |d| d.min(record.next_attempt)));
                 continue;
             }
-            match self.peers.lookup(&record.domain) {
-                Some(peer) => groups.entry(Destination::Peer(peer.address)).or_default().push((key, record)),
-                // A domain whose mDNS peer is away (it left, or has not been heard since a
-                // restart) waits for it: DNS may not know the domain at all.
-                None if self.relay.is_some() && !self.store.was_peer_domain(&record.domain).unwrap_or(true) => {
-                    groups.entry(Destination::Remote(record.domain.clone())).or_default().push((key, record))
-                }
-                None => {
-                    let error = match self.relay {
-                        Some(_) => format!("no route to {}: its peer server is away", record.domain),
-                        None => format!("no route to {}: not a peer domain", record.domain),
-                    };
-                    self.apply(key, record, Err(error), None);
-                }
+            match self.destination(&record) {
+                Ok(destination) => groups.entry(destination).or_default().push((key, record)),
+                Err(error) => self.apply(key, record, Err(error), None),
             }
         }
         for (destination, mut records) in groups {
@@ -308,6 +297,27 @@ impl Scheduler {
         for attempt in attempts {
             self.in_flight.remove(&attempt.key);
             self.apply(attempt.key, attempt.record, attempt.outcome, attempt.server);
+        }
+    }
+
+    /// Where a record goes now, by the route it was accepted for; why it cannot go yet.
+    fn destination(&self, record: &QueueRecord) -> Result<Destination, String> {
+        let peer = self.peers.lookup(&record.domain);
+        let away = || format!("no route to {}: its peer server is away", record.domain);
+        match (record.route, peer, &self.relay) {
+            (QueueRoute::Peer | QueueRoute::Undecided, Some(peer), _) => Ok(Destination::Peer(peer.address)),
+            // Accepted for a peer: it waits for the peer (or expires and bounces); what
+            // was not accepted for MX relay never goes there.
+            (QueueRoute::Peer, None, _) => Err(away()),
+            (QueueRoute::Relay, _, Some(_)) => Ok(Destination::Remote(record.domain.clone())),
+            (QueueRoute::Relay, _, None) => Err(format!("no route to {}: relaying is off", record.domain)),
+            // An older maild's record: a domain whose mDNS peer is away waits for it (DNS
+            // may not know the domain at all); any other goes by MX if relaying is on.
+            (QueueRoute::Undecided, None, Some(_)) if !self.store.was_peer_domain(&record.domain).unwrap_or(true) => {
+                Ok(Destination::Remote(record.domain.clone()))
+            }
+            (QueueRoute::Undecided, None, Some(_)) => Err(away()),
+            (QueueRoute::Undecided, None, None) => Err(format!("no route to {}: not a peer domain", record.domain)),
         }
     }
 
@@ -465,6 +475,8 @@ pub fn bounce_message(
         client_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
         sender: String::new(),
         recipients: vec![sender.to_string()],
+        // Decided by deliver: a bounce may go by MX.
+        routes: Vec::new(),
     };
     Ok(Some(Message { envelope, body }))
 }

@@ -28,6 +28,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use crate::directory::MailDirectory;
 use crate::metrics::Metrics;
 use crate::smtp::{CommitError, Message};
+use crate::store::record::Routing;
 use crate::store::{Store, StoreError};
 use forward::{Forward, ForwardConfig};
 
@@ -55,6 +56,7 @@ impl Submission {
 pub struct Committed {
     pub number: u64,
     pub recipients: Vec<String>,
+    pub routing: Routing,
 }
 
 #[derive(Clone, Debug)]
@@ -252,6 +254,7 @@ mod tests {
                 client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 sender: "s@x.test".into(),
                 recipients: rcpts.iter().map(|r| r.to_string()).collect(),
+                routes: Vec::new(),
             },
             body: body.to_vec(),
         }

@@ -27,8 +27,8 @@ use time::OffsetDateTime;
 
 use super::{Committed, PipelineConfig, Submission};
 use crate::failpoint;
-use crate::smtp::{CommitError, Message};
-use crate::store::record::MessageRecord;
+use crate::smtp::{CommitError, Envelope, Message};
+use crate::store::record::{MessageRecord, Routing};
 use crate::store::{Store, StoreError};
 use crate::trace::received_header;
 
@@ -116,7 +116,8 @@ pub fn run(
                         envelope.sender,
                         envelope.recipients.join(">,<"),
                     );
-                    let committed = Committed { number, recipients: envelope.recipients.clone() };
+                    let committed =
+                        Committed { number, recipients: envelope.recipients.clone(), routing: routing(envelope) };
                     submission.answer(Ok(number));
                     if output.send(committed).is_err() {
                         log::error!("deliver stage is gone; message {number} will be delivered at next start");
@@ -136,6 +137,11 @@ pub fn run(
             }
         }
     }
+}
+
+/// What the session decided at RCPT, kept with the message.
+fn routing(envelope: &Envelope) -> Routing {
+    Routing { authenticated: envelope.user.is_some(), routes: envelope.routes.clone() }
 }
 
 /// Commits one message the server writes itself while maild is not running (a bounce
@@ -166,7 +172,7 @@ fn commit(store: &Store, head: u64, batch: &mut [Submission], config: &PipelineC
             body: std::mem::take(&mut submission.message.body),
         };
         let bytes = rkyv::to_bytes::<rancor::Error>(&record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        records.push(bytes);
+        records.push((bytes, routing(envelope)));
     }
     store.commit(head, records)
 }

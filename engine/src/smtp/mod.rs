@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use crate::address::{Address, AddressError};
 use crate::budget::{MemoryBudget, Share};
-use crate::directory::{Directory, Route};
+use crate::directory::{Accepted, Directory, Route};
 use crate::sasl::{self, AuthFailure, Credentials, Verdict};
 use command::Command;
 use receiver::{DataProgress, DataReceiver, Line, LineReceiver};
@@ -78,6 +78,9 @@ pub struct Envelope {
     pub sender: String,
     /// Accepted recipients in RCPT order, each once.
     pub recipients: Vec<String>,
+    /// How each of `recipients` was accepted (same order); empty for mail the server
+    /// writes itself, whose routes the deliver stage decides.
+    pub routes: Vec<Accepted>,
 }
 
 /// A whole message handed to the pipeline.
@@ -129,13 +132,13 @@ enum State {
         helo: String,
         extended: bool,
         sender: String,
-        recipients: Vec<String>,
+        recipients: Vec<(String, Accepted)>,
     },
     Data {
         helo: String,
         extended: bool,
         sender: String,
-        recipients: Vec<String>,
+        recipients: Vec<(String, Accepted)>,
         data: DataReceiver,
     },
     Committing {
@@ -423,7 +426,8 @@ impl SmtpSession {
             user: self.authenticated.clone(),
             client_ip: self.client_ip,
             sender,
-            recipients,
+            routes: recipients.iter().map(|(_, route)| *route).collect(),
+            recipients: recipients.into_iter().map(|(address, _)| address).collect(),
         };
         let (body, share) = data.into_parts();
         actions.push(Action::Commit(Message { envelope, body }));
@@ -708,7 +712,7 @@ impl SmtpSession {
         );
     }
 
-    fn add_recipient(&self, path: &str, recipients: &mut Vec<String>) -> Reply {
+    fn add_recipient(&self, path: &str, recipients: &mut Vec<(String, Accepted)>) -> Reply {
         let address = match Address::parse(path, Some(self.directory.default_domain())) {
             Ok(address) => address,
             Err(AddressError::Empty | AddressError::TooLong | AddressError::BadCharacter | AddressError::BadShape) => {
@@ -718,7 +722,8 @@ impl SmtpSession {
         if recipients.len() >= self.config.max_recipients {
             return Reply::too_many_recipients();
         }
-        match self.directory.route(&address) {
+        let route = self.directory.route(&address);
+        match route {
             Route::UnknownUser => {
                 self.log_refused(&address, "User unknown");
                 return Reply::user_unknown(path);
@@ -732,8 +737,10 @@ impl SmtpSession {
         }
         let text = address.to_string();
         // The same recipient twice is one delivery (one Delivered-To, one copy).
-        if !recipients.iter().any(|r| r.eq_ignore_ascii_case(&text)) {
-            recipients.push(text);
+        if let Some(accepted) =
+            route.accepted().filter(|_| !recipients.iter().any(|(r, _)| r.eq_ignore_ascii_case(&text)))
+        {
+            recipients.push((text, accepted));
         }
         Reply::recipient_ok()
     }

@@ -24,7 +24,7 @@ use rkyv::rancor;
 use sled::{Batch, IVec, Tree};
 
 use crate::failpoint;
-use record::{keys, ArchivedMessageRecord, MessageRecord, QueueRecord};
+use record::{keys, ArchivedMessageRecord, LegacyQueueRecord, MessageRecord, QueueRecord, Routing};
 
 /// What can go wrong in the store, by what the caller should do about it.
 #[derive(Debug, thiserror::Error)]
@@ -216,7 +216,7 @@ impl Store {
         // sled fsyncs what it creates inside `store/`; the entry of `store/` itself is ours.
         crate::durable::sync_dir(dir).map_err(StoreError::from_io)?;
         let tree = |name: &str| db.open_tree(name).map_err(StoreError::from_sled);
-        Ok(Store {
+        let store = Store {
             messages: tree("messages")?,
             mailboxes: tree("mailboxes")?,
             users: tree("users")?,
@@ -228,7 +228,32 @@ impl Store {
             collect_lock: Arc::default(),
             in_progress: Arc::default(),
             broken: Arc::default(),
-        })
+        };
+        store.upgrade_queue()?;
+        Ok(store)
+    }
+
+    /// Rewrites the queue records of an older maild (prefix `q`, without a route) in
+    /// today's format, in one atomic, flushed batch, so that the rest of maild reads one.
+    fn upgrade_queue(&self) -> Result<()> {
+        let mut batch = Batch::default();
+        let mut count = 0;
+        for item in self.mailboxes.scan_prefix([keys::LEGACY_QUEUE]) {
+            let (key, value) = item.map_err(StoreError::from_sled)?;
+            let old = rkyv::from_bytes::<LegacyQueueRecord, rancor::Error>(&value)
+                .map_err(|e| StoreError::Corrupt(format!("queue record of an older maild: {e}")))?;
+            let mut upgraded = key.to_vec();
+            upgraded[0] = keys::QUEUE;
+            batch.remove(key);
+            batch.insert(upgraded, encode(&QueueRecord::from(old))?);
+            count += 1;
+        }
+        if count > 0 {
+            self.mailboxes.apply_batch(batch).map_err(StoreError::from_sled)?;
+            self.flush()?;
+            log::info!("store: {count} queue record(s) of an older maild rewritten (route undecided)");
+        }
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -276,18 +301,19 @@ impl Store {
         Self::read_counter(&self.messages, keys::HEAD)
     }
 
-    /// Writes `records` (numbered `head+1 ..`) and the new head in one atomic batch, then
-    /// flushes. On any failure nothing of the batch remains (a failed flush is undone), or,
-    /// if even the undo fails, the error is [`StoreError::Broken`].
-    pub fn commit<R: AsRef<[u8]>>(&self, head: u64, records: Vec<R>) -> Result<u64> {
+    /// Writes `records` (numbered `head+1 ..`) with their routings and the new head in one
+    /// atomic batch, then flushes. On any failure nothing of the batch remains (a failed
+    /// flush is undone), or, if even the undo fails, the error is [`StoreError::Broken`].
+    pub fn commit<R: AsRef<[u8]>>(&self, head: u64, records: Vec<(R, Routing)>) -> Result<u64> {
         let _watched = self.in_progress.watch();
         let mut batch = Batch::default();
         let mut number = head;
         // Each record is dropped once the batch holds its copy: a large message is in
         // memory at most twice on its way to the log.
-        for record in records {
+        for (record, routing) in records {
             number += 1;
             batch.insert(&keys::message(number), record.as_ref());
+            batch.insert(&keys::numbered(keys::ROUTING, number), routing.encode());
         }
         batch.insert(keys::HEAD, &number.to_be_bytes());
         failpoint::hit("persist.before_batch").map_err(StoreError::from_io)?;
@@ -311,6 +337,7 @@ impl Store {
         let mut undo = Batch::default();
         for n in head + 1..=new_head {
             undo.remove(&keys::message(n));
+            undo.remove(&keys::numbered(keys::ROUTING, n));
         }
         undo.insert(keys::HEAD, &head.to_be_bytes());
         self.messages
@@ -328,6 +355,16 @@ impl Store {
         rkyv::access::<ArchivedMessageRecord, rancor::Error>(&bytes)
             .map_err(|e| StoreError::Corrupt(format!("message {number}: {e}")))?;
         Ok(Some(StoredMessage { bytes }))
+    }
+
+    /// How message `number`'s recipients were accepted; `None` for a message committed
+    /// by a maild that did not keep routes.
+    pub fn routing(&self, number: u64) -> Result<Option<Routing>> {
+        let Some(bytes) = self.messages.get(keys::numbered(keys::ROUTING, number)).map_err(StoreError::from_sled)?
+        else {
+            return Ok(None);
+        };
+        Routing::decode(&bytes).map(Some).ok_or_else(|| StoreError::Corrupt(format!("routing of message {number}")))
     }
 
     /// The deliver stage's progress mark: every message up to it is in its mailboxes.
@@ -573,6 +610,7 @@ impl Store {
             let mut markers = Batch::default();
             for number in chunk {
                 records.remove(&keys::message(*number));
+                records.remove(&keys::numbered(keys::ROUTING, *number));
                 records.insert(&keys::numbered(keys::TOMBSTONE, *number), &[]);
                 markers.remove(&keys::numbered(keys::UNREFERENCED, *number));
             }
@@ -623,14 +661,18 @@ impl Store {
         Ok(IndexSnapshot { head: self.head()?, mailboxes: all(&self.mailboxes)?, users: all(&self.users)? })
     }
 
-    /// The stored bytes of message `number`'s record, or of its tombstone.
-    pub fn raw_message(&self, number: u64) -> Result<Option<(IVec, IVec)>> {
-        for key in [keys::message(number), keys::numbered(keys::TOMBSTONE, number)] {
+    /// The stored pairs of message `number`: its record and routing, or its tombstone;
+    /// none if it is missing.
+    pub fn raw_message(&self, number: u64) -> Result<Vec<(IVec, IVec)>> {
+        let mut pairs = Vec::new();
+        for key in
+            [keys::message(number), keys::numbered(keys::ROUTING, number), keys::numbered(keys::TOMBSTONE, number)]
+        {
             if let Some(value) = self.messages.get(key).map_err(StoreError::from_sled)? {
-                return Ok(Some((IVec::from(&key[..]), value)));
+                pairs.push((IVec::from(&key[..]), value));
             }
         }
-        Ok(None)
+        Ok(pairs)
     }
 
     /// Writes raw pairs into an empty store being built by a backup or restore.
@@ -687,7 +729,7 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn record(n: u64, body: &[u8]) -> Vec<u8> {
+    fn record(n: u64, body: &[u8]) -> (Vec<u8>, Routing) {
         let r = MessageRecord {
             number: n,
             received_at: 1,
@@ -696,7 +738,52 @@ mod tests {
             trace: "Received: x\r\n".into(),
             body: body.to_vec(),
         };
-        rkyv::to_bytes::<rancor::Error>(&r).unwrap().to_vec()
+        (rkyv::to_bytes::<rancor::Error>(&r).unwrap().to_vec(), Routing::default())
+    }
+
+    #[test]
+    fn queue_records_of_an_older_maild_are_upgraded_with_an_undecided_route() {
+        let dir = tempfile::tempdir().unwrap();
+        let legacy = record::LegacyQueueRecord {
+            number: 7,
+            domain: "b.test".into(),
+            recipients: vec!["bob@b.test".into()],
+            attempts: 2,
+            queued_at: 1,
+            next_attempt: 3,
+            last_error: "down".into(),
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut key = keys::queue(7, "b.test");
+            key[0] = keys::LEGACY_QUEUE;
+            store.mailboxes.insert(key, rkyv::to_bytes::<rancor::Error>(&legacy).unwrap().to_vec()).unwrap();
+            store.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let queue = store.queue().unwrap();
+        assert_eq!(queue.len(), 1);
+        assert_eq!(queue[0].0.as_ref(), keys::queue(7, "b.test").as_slice());
+        let upgraded = &queue[0].1;
+        assert_eq!(upgraded.route, record::QueueRoute::Undecided);
+        assert_eq!((upgraded.attempts, upgraded.last_error.as_str(), upgraded.next_attempt), (2, "down", 3));
+        assert_eq!(store.mailboxes.scan_prefix([keys::LEGACY_QUEUE]).count(), 0);
+    }
+
+    #[test]
+    fn routing_is_kept_with_the_record_and_goes_with_it() {
+        use crate::directory::Accepted;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let routing = Routing { authenticated: true, routes: vec![Accepted::Local, Accepted::Peer, Accepted::Relay] };
+        store.commit(0, vec![(record(1, b"one").0, routing.clone())]).unwrap();
+        assert_eq!(store.routing(1).unwrap(), Some(routing.clone()));
+        assert_eq!(Routing::decode(&routing.encode()), Some(routing));
+        assert_eq!(Routing::decode(b"\x02L"), None);
+        assert_eq!(Routing::decode(b"\x00X"), None);
+        assert_eq!(store.raw_message(1).unwrap().len(), 2, "record and routing");
+        store.undo_commit(0, 1).unwrap();
+        assert_eq!(store.routing(1).unwrap(), None);
     }
 
     #[test]

@@ -6,6 +6,8 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
+use crate::directory::Accepted;
+
 /// One accepted message: its envelope, the trace header maild added, and the client's
 /// bytes. The message as delivered is `trace` followed by `body`.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -29,12 +31,64 @@ impl ArchivedMessageRecord {
     }
 }
 
-/// One message waiting to be forwarded to one peer domain (the outbound queue).
+/// How a message's recipients were accepted and whether its client had authenticated,
+/// stored beside its record (`o` + number, written in the same batch). Bytes: a flags
+/// byte (bit 0: authenticated), then one byte per recipient, `L`, `P` or `R`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Routing {
+    pub authenticated: bool,
+    pub routes: Vec<Accepted>,
+}
+
+impl Routing {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(1 + self.routes.len());
+        bytes.push(u8::from(self.authenticated));
+        bytes.extend(self.routes.iter().map(|route| match route {
+            Accepted::Local => b'L',
+            Accepted::Peer => b'P',
+            Accepted::Relay => b'R',
+        }));
+        bytes
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Routing> {
+        let (&flags, routes) = bytes.split_first()?;
+        if flags > 1 {
+            return None;
+        }
+        let routes = routes
+            .iter()
+            .map(|byte| match byte {
+                b'L' => Some(Accepted::Local),
+                b'P' => Some(Accepted::Peer),
+                b'R' => Some(Accepted::Relay),
+                _ => None,
+            })
+            .collect::<Option<Vec<Accepted>>>()?;
+        Some(Routing { authenticated: flags == 1, routes })
+    }
+}
+
+/// Where a queue record may be sent.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueRoute {
+    /// To the peer server that owns the domain; while none does, the record waits.
+    Peer,
+    /// To the domain's MX hosts (accepted from an authenticated client, or a bounce).
+    Relay,
+    /// Queued by a maild that did not keep routes: the peer if one owns the domain now,
+    /// else MX relay unless a discovered peer owned it (the old rule).
+    Undecided,
+}
+
+/// One message waiting to be forwarded to one domain (the outbound queue).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct QueueRecord {
     pub number: u64,
     /// The destination domain; its server is looked up at each attempt.
     pub domain: String,
+    pub route: QueueRoute,
     /// Recipients still to be delivered there, in RCPT order.
     pub recipients: Vec<String>,
     pub attempts: u32,
@@ -44,6 +98,34 @@ pub struct QueueRecord {
     pub next_attempt: u64,
     /// Why the last attempt failed; empty before the first.
     pub last_error: String,
+}
+
+/// A queue record as maild wrote it before routes were kept (key prefix `q`); the store
+/// rewrites these as [`QueueRecord`]s (prefix `Q`) when it opens.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct LegacyQueueRecord {
+    pub number: u64,
+    pub domain: String,
+    pub recipients: Vec<String>,
+    pub attempts: u32,
+    pub queued_at: u64,
+    pub next_attempt: u64,
+    pub last_error: String,
+}
+
+impl From<LegacyQueueRecord> for QueueRecord {
+    fn from(old: LegacyQueueRecord) -> QueueRecord {
+        QueueRecord {
+            number: old.number,
+            domain: old.domain,
+            route: QueueRoute::Undecided,
+            recipients: old.recipients,
+            attempts: old.attempts,
+            queued_at: old.queued_at,
+            next_attempt: old.next_attempt,
+            last_error: old.last_error,
+        }
+    }
 }
 
 /// A user who can receive mail and log in.
@@ -61,6 +143,8 @@ pub mod keys {
     pub const HEAD: &[u8] = b"h";
     /// `messages` tree: `m` + number → [`super::MessageRecord`].
     pub const MESSAGE: u8 = b'm';
+    /// `messages` tree: `o` + number → [`super::Routing`] of that message.
+    pub const ROUTING: u8 = b'o';
     /// `mailboxes` tree: the highest number the deliver stage has applied.
     pub const DELIVERED: &[u8] = b"d";
     /// `mailboxes` tree: `x` + user key + NUL + number → () (one mailbox entry).
@@ -72,8 +156,10 @@ pub mod keys {
     /// `messages` tree: `t` + number → (): the record was collected after every mailbox
     /// let it go (its range file keeps a copy). Keeps `1..=head` accounted for.
     pub const TOMBSTONE: u8 = b't';
-    /// `mailboxes` tree: `q` + number + domain → [`super::QueueRecord`].
-    pub const QUEUE: u8 = b'q';
+    /// `mailboxes` tree: `Q` + number + domain → [`super::QueueRecord`].
+    pub const QUEUE: u8 = b'Q';
+    /// `mailboxes` tree: `q` + number + domain → [`super::LegacyQueueRecord`].
+    pub const LEGACY_QUEUE: u8 = b'q';
     /// `mailboxes` tree: the last message the backup stage has written to a range file.
     pub const BACKED_UP: &[u8] = b"b";
 
