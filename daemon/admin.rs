@@ -141,5 +141,7 @@ fn describe(request: &Request) -> String {
         Request::QueueDelete { number, silent } => {
             format!("queue delete {number}{}", if *silent { " --silent" } else { "" })
         }
+        Request::Peers => "peers".into(),
+        Request::PeersForget { domain } => format!("peers forget {domain}"),
     }
 }

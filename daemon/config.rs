@@ -97,6 +97,10 @@ pub struct Options {
     /// How long a message may wait for a peer before it bounces. [default: 5d]
     #[arg(long, value_name = "DURATION")]
     pub queue_lifetime: Option<String>,
+    /// How long a domain a discovered peer announced still counts as that peer's after
+    /// it was last heard (its mail waits for it meanwhile). [default: 7d]
+    #[arg(long, value_name = "DURATION")]
+    pub remember_peers: Option<String>,
     /// Free bytes to keep on the store's file system; below it new mail gets 452. [default: 33554432]
     #[arg(long, value_name = "BYTES")]
     pub min_free_space: Option<u64>,
@@ -156,6 +160,7 @@ pub struct Config {
     pub retry_min: Duration,
     pub retry_max: Duration,
     pub queue_lifetime: Duration,
+    pub remember_peers: Duration,
     /// `--discover`: the interfaces mDNS may use; `None` when discovery is off.
     pub discover: Option<Vec<String>>,
     /// `--tls-cert` and `--tls-key`; `None` when TLS is off.
@@ -188,7 +193,8 @@ impl Config {
             max_client_connections => "max-client-connections", max_data_in_flight => "max-data-in-flight", cache_size => "cache-size",
             shutdown_grace => "shutdown-grace", store_timeout => "store-timeout",
             min_free_space => "min-free-space", peers => "peer", retry_min => "retry-min",
-            retry_max => "retry-max", queue_lifetime => "queue-lifetime", discover => "discover",
+            retry_max => "retry-max", queue_lifetime => "queue-lifetime",
+            remember_peers => "remember-peers", discover => "discover",
             tls => "tls-cert/tls-key",
         );
         changed
@@ -350,6 +356,7 @@ impl Options {
             retry_min: origin.duration("retry-min", self.retry_min, file.retry_min, "5s")?,
             retry_max: origin.duration("retry-max", self.retry_max, file.retry_max, "10m")?,
             queue_lifetime: origin.duration("queue-lifetime", self.queue_lifetime, file.queue_lifetime, "5d")?,
+            remember_peers: origin.duration("remember-peers", self.remember_peers, file.remember_peers, "7d")?,
             discover,
             tls,
         })

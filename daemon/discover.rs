@@ -390,13 +390,15 @@ fn is_link_local_v6(ip: &std::net::Ipv6Addr) -> bool {
 /// Chooses where to reach an instance among its announced addresses (with the interface
 /// index for IPv6): the one used so far while it is still announced, so a peer does not
 /// flap between addresses; else IPv4, then global IPv6, then link-local IPv6 (which needs
-/// its interface), then loopback; the lowest address within a class.
+/// its interface), never loopback; the lowest address within a class.
 fn pick_address(candidates: &[(IpAddr, u32)], previous: Option<IpAddr>) -> Option<(IpAddr, u32)> {
     let class = |&(ip, scope): &(IpAddr, u32)| -> Option<u8> {
         match ip {
             IpAddr::V4(v4) if v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast() => None,
             IpAddr::V6(v6) if v6.is_unspecified() || v6.is_multicast() => None,
-            ip if ip.is_loopback() => Some(3),
+            // Another host's mail server is never on our loopback: a host announcing it
+            // would have us send its domains' mail to a service of our own.
+            ip if ip.is_loopback() => None,
             IpAddr::V4(_) => Some(0),
             IpAddr::V6(v6) if is_link_local_v6(&v6) => (scope != 0).then_some(2),
             IpAddr::V6(_) => Some(1),
@@ -577,7 +579,8 @@ mod tests {
         assert_eq!(pick_address(&[v4a], Some(ip("10.9.9.9"))), Some(v4a));
         assert_eq!(pick_address(&[link6, global6, lo], None), Some(global6));
         assert_eq!(pick_address(&[link6, lo], None), Some(link6));
-        assert_eq!(pick_address(&[link6_unscoped, lo], None), Some(lo));
+        assert_eq!(pick_address(&[link6_unscoped, lo], None), None);
+        assert_eq!(pick_address(&[lo], Some(lo.0)), None);
         assert_eq!(pick_address(&junk, None), None);
         assert_eq!(pick_address(&junk, Some(ip("0.0.0.0"))), None);
         assert_eq!(pick_address(&[], None), None);

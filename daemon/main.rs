@@ -15,6 +15,7 @@ mod generated;
 mod login;
 mod metrics;
 mod pop3;
+mod recipients;
 mod server;
 mod smtp;
 mod tls;
@@ -25,7 +26,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Parser;
 use engine::admin::AdminContext;
-use engine::directory::MailDirectory;
+use engine::directory::{Directory, MailDirectory};
 use engine::peers::PeerTable;
 use engine::pipeline::forward::RelayConfig;
 use engine::pipeline::{Pipeline, PipelineConfig};
@@ -42,6 +43,7 @@ use discover::Discovery;
 use engine::budget::MemoryBudget;
 use login::Logins;
 use pop3::Pop3Service;
+use recipients::VerifyingDirectory;
 use server::{Limits, Server};
 use smtp::SmtpService;
 
@@ -97,7 +99,7 @@ fn run() -> Result<()> {
     }
     let directory = Arc::new(
         MailDirectory::new(config.domains.clone(), Users::new(store.users_tree()), peers.clone())
-            .remembering(store.clone()),
+            .remembering(store.clone(), config.remember_peers),
     );
     let mut pipeline_config =
         PipelineConfig { min_free_space: config.min_free_space, ..PipelineConfig::new(&config.hostname) };
@@ -255,6 +257,7 @@ fn start_listeners(
         data_budget: MemoryBudget::new(config.max_data_in_flight),
         ..SmtpConfig::new(&config.hostname, config.max_message_size)
     };
+    let directory: Arc<dyn Directory> = Arc::new(VerifyingDirectory::new(directory, &config.hostname));
     let smtp_service = |submission: bool, implicit_tls: bool| {
         Arc::new(SmtpService {
             config: Arc::new(SmtpConfig { submission, ..smtp_config.clone() }),

@@ -180,14 +180,59 @@ fn queue_flush_retries_at_once() {
     wait_for_mail(&b, "bob@b.test", 1);
 }
 
+/// B up, in its own data directory, at `address` (where A's `--peer` points).
+fn start_b_at(address: &str, users: &[&str]) -> Maild {
+    let tmp = new_data_dir();
+    add_users(tmp.path(), users);
+    let mut b = Maild::start_on(tmp.path(), &["--domain", "b.test", "--smtp", address]);
+    b.keep(tmp);
+    b
+}
+
+#[test]
+fn a_recipient_the_peer_refuses_is_refused_at_rcpt() {
+    let b = maild_with_users(&["bob@b.test"], &["--domain", "b.test"]);
+    let a = maild_with_users(&["alice@a.test"], &["--domain", "a.test", "--peer", &peer_arg("b.test", &b)]);
+    let ask = |sender: &str, recipient: &str, expected: &str| {
+        let mut c = a.smtp_client();
+        c.reply();
+        c.expect("EHLO stranger", "250");
+        c.expect(&format!("MAIL FROM:<{sender}>"), "250");
+        let reply = c.expect(&format!("RCPT TO:<{recipient}>"), expected);
+        c.expect("QUIT", "221");
+        reply
+    };
+    let reply = ask("x@elsewhere.test", "nobody@b.test", "550 5.1.1");
+    assert!(reply.contains("<nobody@b.test>: Recipient address rejected: User unknown"), "{reply}");
+    ask("x@elsewhere.test", "bob@b.test", "250");
+    ask("x@elsewhere.test", "NOBODY@b.test", "550 5.1.1");
+    // The answer is cached: B was asked about nobody once.
+    assert_eq!(a.log().matches("recipient <nobody@b.test> refused by its peer").count(), 1, "{}", a.log());
+    assert_eq!(b.log().matches("to=<nobody@b.test> reason=\"User unknown\"").count(), 1, "{}", b.log());
+    // Mail from the null sender is not verified (probes use it, so peers never probe
+    // each other in a loop); it is never bounced either.
+    ask("", "nobody2@b.test", "250");
+}
+
 #[test]
 fn a_rejection_from_the_peer_bounces_a_dsn_to_the_sender() {
-    let b = maild_with_users(&["bob@b.test"], &["--domain", "b.test"]);
+    // B is down when A accepts (nobody to verify with), and refuses nobody later.
+    let b_address = free_address();
     let a = maild_with_users(
         &["alice@a.test"],
-        &["--domain", "a.test", "--hostname", "mx.a.test", "--peer", &peer_arg("b.test", &b)],
+        &[
+            "--domain",
+            "a.test",
+            "--hostname",
+            "mx.a.test",
+            "--peer",
+            &format!("b.test={b_address}"),
+            "--retry-min",
+            "1s",
+        ],
     );
     send(&a, "alice@a.test", &["nobody@b.test", "bob@b.test"], b"Subject: partly wrong\r\n\r\nhello\r\n");
+    let b = start_b_at(&b_address, &["bob@b.test"]);
     wait_for_mail(&b, "bob@b.test", 1);
     let dsn = wait_for_mail(&a, "alice@a.test", 1).remove(0);
     let text = String::from_utf8_lossy(&dsn).into_owned();
@@ -376,4 +421,81 @@ fn queue_delete_bounces_unless_silent_and_works_with_maild_stopped() {
     let bounces = wait_for_mail(&a, "alice@a.test", 2);
     assert!(String::from_utf8_lossy(&bounces[1]).contains("Subject: d3"), "the third message's headers");
     assert!(mailtool(&a.data, &["verify"], None).status.success());
+}
+
+/// Writes a remembered peer domain straight into a stopped store, last seen at `seen`.
+fn remember(data: &std::path::Path, domain: &str, seen: u64) {
+    let db = sled::open(data.join("store")).unwrap();
+    db.open_tree("peer_domains").unwrap().insert(domain, &seen.to_be_bytes()).unwrap();
+    db.flush().unwrap();
+}
+
+#[test]
+fn peers_lists_and_forgets_and_remembered_domains_expire() {
+    let data = new_data_dir();
+    add_users(data.path(), &["alice@a.test"]);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    remember(data.path(), "away.test", now - 60);
+    remember(data.path(), "old.test", now - 8 * 86400);
+    let mut a = Maild::start_on(data.path(), &["--domain", "a.test", "--peer", "b.test=127.0.0.1:9"]);
+    a.keep(data);
+    let listing = mailtool(&a.data, &["peers"], None).stdout_text();
+    assert!(listing.contains("peer b.test 127.0.0.1:9 (static)\n"), "{listing}");
+    assert!(
+        listing.contains("remembered away.test last-seen=") && listing.contains("remembered old.test"),
+        "{listing}"
+    );
+
+    // A domain heard a minute ago is still its peer's: a stranger's mail for it is taken
+    // (and waits for the peer); one not heard for 8 days (default --remember-peers 7d) is not.
+    let mut c = a.smtp_client();
+    c.reply();
+    c.expect("EHLO stranger", "250");
+    c.expect("MAIL FROM:<x@elsewhere.test>", "250");
+    c.expect("RCPT TO:<bob@away.test>", "250");
+    c.expect("RCPT TO:<bob@old.test>", "554 5.7.1");
+    c.expect("QUIT", "221");
+
+    let out = mailtool(&a.data, &["peers", "forget", "b.test"], None);
+    assert!(!out.status.success() && out.stderr.contains("b.test is a --peer"), "{}", out.stderr);
+    let out = mailtool(&a.data, &["peers", "forget", "AWAY.test"], None);
+    assert!(out.status.success() && out.stdout_text() == "forgot peer domain away.test\n", "{}", out.stderr);
+    let out = mailtool(&a.data, &["peers", "forget", "away.test"], None);
+    assert!(!out.status.success() && out.stderr.contains("no peer domain away.test"), "{}", out.stderr);
+    let mut c = a.smtp_client();
+    c.reply();
+    c.expect("EHLO stranger", "250");
+    c.expect("MAIL FROM:<x@elsewhere.test>", "250");
+    c.expect("RCPT TO:<bob@away.test>", "554 5.7.1");
+    c.expect("QUIT", "221");
+    assert!(!mailtool(&a.data, &["peers"], None).stdout_text().contains("away.test"));
+    a.stop();
+    // Stopped, the remembered domains are still listed (the peers are the running maild's).
+    assert_eq!(mailtool(&a.data, &["peers"], None).stdout_text().lines().count(), 1);
+}
+
+#[test]
+fn no_bounce_goes_to_a_forged_local_sender() {
+    // B is down when A accepts (nobody to verify with), and refuses nobody later.
+    let b_address = free_address();
+    let a = maild_with_users(
+        &["alice@a.test"],
+        &["--domain", "a.test", "--peer", &format!("b.test={b_address}"), "--retry-min", "1s"],
+    );
+    // A stranger forges a sender at A's own domain that does not exist.
+    send(&a, "ghost@a.test", &["nobody@b.test"], b"Subject: forged\r\n\r\nbackscatter?\r\n");
+    // The same rejection for a real local sender does bounce.
+    send(&a, "alice@a.test", &["nobody@b.test"], b"Subject: real\r\n\r\nhello\r\n");
+    let _b = start_b_at(&b_address, &["bob@b.test"]);
+    eventually("alice's bounce", || mailbox(&a, "alice@a.test").len() == 1);
+    eventually("A's queue to empty", || queue_depth(&a) == 0);
+    assert!(
+        a.log().contains(
+            "message 1 failed for 1 recipient(s); no bounce: the sender is a local address that does not exist"
+        ),
+        "{}",
+        a.log()
+    );
+    let stats = mailtool(&a.data, &["stats"], None).stdout_text();
+    assert!(stats.contains("head: 3\n"), "two messages and one bounce: {stats}");
 }

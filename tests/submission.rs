@@ -326,7 +326,9 @@ fn mail_for_a_peer_that_is_away_waits_for_it_instead_of_going_to_dns() {
     add_users(data.path(), &["u@d.test"]);
     {
         let db = sled::open(data.path().join("store")).unwrap();
-        db.open_tree("peer_domains").unwrap().insert("gone.test", &[]).unwrap();
+        // Last heard a minute ago (the value: seconds since the epoch).
+        let seen = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 60;
+        db.open_tree("peer_domains").unwrap().insert("gone.test", &seen.to_be_bytes()).unwrap();
         db.flush().unwrap();
     }
     // DNS knows neither domain: nowhere.test bounces at once; gone.test must wait.

@@ -89,6 +89,19 @@ pub enum QueueCommand {
     },
 }
 
+#[derive(Subcommand)]
+pub enum PeersCommand {
+    /// Forget a domain a discovered peer owned (its mail no longer waits for the peer).
+    Forget { domain: String },
+}
+
+pub fn peers_request(command: Option<PeersCommand>) -> Request {
+    match command {
+        None => Request::Peers,
+        Some(PeersCommand::Forget { domain }) => Request::PeersForget { domain },
+    }
+}
+
 pub fn queue_request(command: Option<QueueCommand>) -> Request {
     match command {
         None => Request::Queue,

@@ -54,6 +54,11 @@ enum Command {
         #[command(subcommand)]
         command: Option<admin::QueueCommand>,
     },
+    /// Known peers: static, discovered, and remembered domains (`peers forget DOMAIN`).
+    Peers {
+        #[command(subcommand)]
+        command: Option<admin::PeersCommand>,
+    },
     /// Load generators.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -78,6 +83,7 @@ fn main() {
         Command::Verify => admin::run(&cli.data, engine::admin::Request::Verify),
         Command::Stats => admin::run(&cli.data, engine::admin::Request::Stats),
         Command::Queue { command } => admin::run(&cli.data, admin::queue_request(command)),
+        Command::Peers { command } => admin::run(&cli.data, admin::peers_request(command)),
         Command::Bench(command) => bench::run(command),
         Command::Stress(args) => stress::run(args),
         Command::Send(args) => send::run(args),

@@ -22,6 +22,7 @@ complete -c maild -l peer -d 'A peer server that owns DOMAIN (repeatable): mail 
 complete -c maild -l retry-min -d 'First retry of a deferred forward after this long (doubling each time). [default: 5s]' -r
 complete -c maild -l retry-max -d 'Longest wait between retries. [default: 10m]' -r
 complete -c maild -l queue-lifetime -d 'How long a message may wait for a peer before it bounces. [default: 5d]' -r
+complete -c maild -l remember-peers -d 'How long a domain a discovered peer announced still counts as that peer\'s after it was last heard (its mail waits for it meanwhile). [default: 7d]' -r
 complete -c maild -l min-free-space -d 'Free bytes to keep on the store\'s file system; below it new mail gets 452. [default: 33554432]' -r
 complete -c maild -l store-timeout -d 'Seconds a store commit or flush may take before maild gives up on the store: it answers 451 to waiting clients and exits (status 75) for a restart. [default: 60]' -r
 complete -c maild -l shutdown-grace -d 'Seconds sessions get to finish after SIGTERM/SIGINT. [default: 30]' -r

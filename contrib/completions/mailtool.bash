@@ -34,6 +34,9 @@ _mailtool() {
             mailtool,mailbox)
                 cmd="mailtool__subcmd__mailbox"
                 ;;
+            mailtool,peers)
+                cmd="mailtool__subcmd__peers"
+                ;;
             mailtool,queue)
                 cmd="mailtool__subcmd__queue"
                 ;;
@@ -91,6 +94,9 @@ _mailtool() {
             mailtool__subcmd__help,mailbox)
                 cmd="mailtool__subcmd__help__subcmd__mailbox"
                 ;;
+            mailtool__subcmd__help,peers)
+                cmd="mailtool__subcmd__help__subcmd__peers"
+                ;;
             mailtool__subcmd__help,queue)
                 cmd="mailtool__subcmd__help__subcmd__queue"
                 ;;
@@ -121,6 +127,9 @@ _mailtool() {
             mailtool__subcmd__help__subcmd__mailbox,clear)
                 cmd="mailtool__subcmd__help__subcmd__mailbox__subcmd__clear"
                 ;;
+            mailtool__subcmd__help__subcmd__peers,forget)
+                cmd="mailtool__subcmd__help__subcmd__peers__subcmd__forget"
+                ;;
             mailtool__subcmd__help__subcmd__queue,delete)
                 cmd="mailtool__subcmd__help__subcmd__queue__subcmd__delete"
                 ;;
@@ -150,6 +159,18 @@ _mailtool() {
                 ;;
             mailtool__subcmd__mailbox__subcmd__help,help)
                 cmd="mailtool__subcmd__mailbox__subcmd__help__subcmd__help"
+                ;;
+            mailtool__subcmd__peers,forget)
+                cmd="mailtool__subcmd__peers__subcmd__forget"
+                ;;
+            mailtool__subcmd__peers,help)
+                cmd="mailtool__subcmd__peers__subcmd__help"
+                ;;
+            mailtool__subcmd__peers__subcmd__help,forget)
+                cmd="mailtool__subcmd__peers__subcmd__help__subcmd__forget"
+                ;;
+            mailtool__subcmd__peers__subcmd__help,help)
+                cmd="mailtool__subcmd__peers__subcmd__help__subcmd__help"
                 ;;
             mailtool__subcmd__queue,delete)
                 cmd="mailtool__subcmd__queue__subcmd__delete"
@@ -206,7 +227,7 @@ _mailtool() {
 
     case "${cmd}" in
         mailtool)
-            opts="-h -V --data --help --version user mailbox export backup restore verify stats queue bench stress send fetch help"
+            opts="-h -V --data --help --version user mailbox export backup restore verify stats queue peers bench stress send fetch help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -472,7 +493,7 @@ _mailtool() {
             return 0
             ;;
         mailtool__subcmd__help)
-            opts="user mailbox export backup restore verify stats queue bench stress send fetch help"
+            opts="user mailbox export backup restore verify stats queue peers bench stress send fetch help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -598,6 +619,34 @@ _mailtool() {
             return 0
             ;;
         mailtool__subcmd__help__subcmd__mailbox__subcmd__clear)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailtool__subcmd__help__subcmd__peers)
+            opts="forget"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailtool__subcmd__help__subcmd__peers__subcmd__forget)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -858,6 +907,84 @@ _mailtool() {
             return 0
             ;;
         mailtool__subcmd__mailbox__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailtool__subcmd__peers)
+            opts="-h --data --help forget help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailtool__subcmd__peers__subcmd__forget)
+            opts="-h --data --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailtool__subcmd__peers__subcmd__help)
+            opts="forget help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailtool__subcmd__peers__subcmd__help__subcmd__forget)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailtool__subcmd__peers__subcmd__help__subcmd__help)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -4,6 +4,7 @@
 //! question of the stored recipients, so both agree on what is local.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::address::Address;
 use crate::peers::PeerTable;
@@ -48,6 +49,12 @@ impl Route {
 
 pub trait Directory: Send + Sync {
     fn route(&self, recipient: &Address) -> Route;
+    /// The route of a recipient of mail from `sender` (empty for the null sender), as the
+    /// SMTP session asks at `RCPT`; a directory that verifies recipients with their peer
+    /// does it here.
+    fn route_from(&self, _sender: &str, recipient: &Address) -> Route {
+        self.route(recipient)
+    }
     /// The domain a bare `RCPT TO:<postmaster>` belongs to.
     fn default_domain(&self) -> &str;
 }
@@ -58,7 +65,7 @@ pub struct MailDirectory {
     domains: Vec<String>,
     users: Users,
     peers: Arc<PeerTable>,
-    remembered: Option<Store>,
+    remembered: Option<(Store, Duration)>,
 }
 
 impl MailDirectory {
@@ -67,16 +74,27 @@ impl MailDirectory {
         MailDirectory { domains, users, peers, remembered: None }
     }
 
-    /// Also counts as a peer's the domains a discovered peer owned (kept in `store`), so
-    /// their mail waits for the peer while it is away instead of going to DNS.
-    pub fn remembering(self, store: Store) -> MailDirectory {
-        MailDirectory { remembered: Some(store), ..self }
+    /// Also counts as a peer's the domains a discovered peer owned within `lifetime`
+    /// (kept in `store`), so their mail waits for the peer while it is away instead of
+    /// going to DNS.
+    pub fn remembering(self, store: Store, lifetime: Duration) -> MailDirectory {
+        MailDirectory { remembered: Some((store, lifetime)), ..self }
     }
 
-    /// A peer owns `domain` now, or a discovered peer did.
+    /// A peer owns `domain` now, or a discovered peer did within the remembered lifetime.
     pub fn is_peer_domain(&self, domain: &str) -> bool {
-        self.peers.lookup(domain).is_some()
-            || self.remembered.as_ref().is_some_and(|store| store.was_peer_domain(domain).unwrap_or(false))
+        self.peers.lookup(domain).is_some() || self.remembers(domain)
+    }
+
+    fn remembers(&self, domain: &str) -> bool {
+        let Some((store, lifetime)) = &self.remembered else { return false };
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        match store.peer_domain_seen(domain) {
+            Ok(Some(seen)) => seen.saturating_add(lifetime.as_secs()) > now,
+            Ok(None) => false,
+            // Unknown: treat it as a peer's, so its mail waits rather than going to DNS.
+            Err(_) => true,
+        }
     }
 
     pub fn peers(&self) -> &Arc<PeerTable> {

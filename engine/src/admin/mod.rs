@@ -21,7 +21,8 @@ use time::OffsetDateTime;
 use crate::address::{user_key, Address};
 use crate::forward::dsn::FailedRecipient;
 use crate::peers::{PeerSource, PeerTable};
-use crate::pipeline::{forward, persist, Signal, Submission};
+use crate::pipeline::forward::{self, Bounce};
+use crate::pipeline::{persist, Signal, Submission};
 use crate::store::{Served, Store, StoreError};
 use crate::users::{UserError, Users};
 
@@ -100,6 +101,10 @@ pub enum Request {
     QueueDelete {
         number: u64,
         silent: bool,
+    },
+    Peers,
+    PeersForget {
+        domain: String,
     },
 }
 
@@ -183,6 +188,29 @@ pub fn execute(context: &AdminContext, request: Request, out: &mut dyn Output) -
             out.stdout(format!("queue flush: {count} message(s) will be retried {when}\n").as_bytes())?;
         }
         Request::QueueDelete { number, silent } => queue_delete(context, number, silent, out)?,
+        Request::Peers => peers(context, out)?,
+        Request::PeersForget { domain } => {
+            let domain = domain.to_ascii_lowercase();
+            let current = context.peers.as_ref().and_then(|p| p.lookup(&domain));
+            if current.as_ref().is_some_and(|p| p.source == PeerSource::Static) {
+                return Err(AdminError::Failed(format!(
+                    "{domain} is a --peer of the running maild; remove it from its configuration"
+                )));
+            }
+            let remembered = store.forget_peer_domain(&domain)?;
+            if let (Some(table), Some(_)) = (&context.peers, &current) {
+                table.forget_discovered(&domain);
+            }
+            if !remembered && current.is_none() {
+                return Err(AdminError::Failed(format!("no peer domain {domain}")));
+            }
+            let again = if current.is_some() {
+                " (its peer is announcing it now: it returns at the next announcement)"
+            } else {
+                ""
+            };
+            out.stdout(format!("forgot peer domain {domain}{again}\n").as_bytes())?;
+        }
     }
     Ok(())
 }
@@ -225,10 +253,12 @@ fn queue_delete(context: &AdminContext, number: u64, silent: bool, out: &mut dyn
                 remote_mta: None,
             })
             .collect();
-        let bounce = forward::bounce_message(store, context.hostname(), number, &failed).map_err(AdminError::Failed)?;
+        let is_local = |domain: &str| context.served.as_ref().is_some_and(|s| s.serves(domain));
+        let bounce = forward::bounce_message(store, context.hostname(), number, &failed, &is_local)
+            .map_err(AdminError::Failed)?;
         match bounce {
-            None => said.push_str("; null sender, so no bounce"),
-            Some(message) => {
+            Bounce::Skip(why) => said.push_str(&format!("; no bounce: {why}")),
+            Bounce::Send(message) => {
                 let sender = message.envelope.recipients.join(",");
                 let intake = context.intake.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 let (bounced, when) = match intake {
@@ -279,6 +309,21 @@ fn queue(store: &Store, out: &mut dyn Output) -> Result<()> {
         ));
     }
     text.push_str(&format!("queue depth: {}\n", queue.len()));
+    out.stdout(text.as_bytes())?;
+    Ok(())
+}
+
+/// `peers`: the peers the running maild knows, then the domains discovered peers owned.
+fn peers(context: &AdminContext, out: &mut dyn Output) -> Result<()> {
+    let mut text = String::new();
+    for peer in context.peers.as_ref().map(|p| p.list()).unwrap_or_default() {
+        let source = if peer.source == PeerSource::Static { "static" } else { "discovered" };
+        text.push_str(&format!("peer {} {} ({source})\n", peer.domain, peer.address));
+    }
+    for (domain, seen) in context.store.peer_domains()? {
+        let seen = if seen == 0 { "unknown".to_string() } else { millis_text(seen.saturating_mul(1000)) };
+        text.push_str(&format!("remembered {domain} last-seen={seen}\n"));
+    }
     out.stdout(text.as_bytes())?;
     Ok(())
 }

@@ -439,6 +439,33 @@ impl SmtpConnection {
         Ok(())
     }
 
+    /// Asks whether the peer would take mail for `recipient` (Postfix's address probe):
+    /// `MAIL FROM:<>`, `RCPT TO`, then `RSET`; no message is sent. The RCPT reply decides:
+    /// 2xx `Accepted`, 5xx `Rejected`, anything else `Deferred`.
+    pub fn verify(&mut self, recipient: &str) -> Result<RecipientOutcome, SendError> {
+        if let Some(why) = &self.broken {
+            return Err(SendError::Protocol(format!("connection unusable after an earlier failure: {why}")));
+        }
+        if has_control(recipient) {
+            return Ok(RecipientOutcome::Rejected("invalid recipient address (control characters)".into()));
+        }
+        self.command("MAIL FROM:<>")?;
+        let reply = self.read_reply()?;
+        let outcome = if Class::of(reply.code) != Class::Positive {
+            RecipientOutcome::Deferred(reply.summary())
+        } else {
+            self.command(&format!("RCPT TO:<{recipient}>"))?;
+            let reply = self.read_reply()?;
+            match Class::of(reply.code) {
+                Class::Positive => RecipientOutcome::Accepted,
+                Class::Permanent => RecipientOutcome::Rejected(reply.summary()),
+                _ => RecipientOutcome::Deferred(reply.summary()),
+            }
+        };
+        self.abandon(0, false);
+        Ok(outcome)
+    }
+
     /// Ends a transaction whose outcomes are already decided: reads the `replies` still
     /// owed for pipelined RCPTs, then (if `data_pending`) the DATA reply, and resets.
     /// Failures here only mark the connection broken: they cannot change the outcomes.

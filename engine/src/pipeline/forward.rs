@@ -26,22 +26,25 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{select, unbounded, Sender};
 use sled::IVec;
 use time::OffsetDateTime;
 
 use super::{Signal, SignalWaiter, Submission};
+use crate::address::Address;
+use crate::directory::MailDirectory;
 use crate::forward::client::{OutboundMessage, RecipientOutcome, SendError, SmtpConnection};
 use crate::forward::dsn::{self, FailedRecipient};
 use crate::forward::mx::{Latencies, MxResolver, RouteError};
 use crate::forward::tls;
 use crate::metrics::Metrics;
-use crate::peers::{PeerSource, PeerTable};
+use crate::peers::PeerSource;
 use crate::smtp::{CommitError, Envelope, Message};
 use crate::store::record::{QueueRecord, QueueRoute};
 use crate::store::Store;
+use crate::users::Users;
 
 #[derive(Clone, Debug)]
 pub struct ForwardConfig {
@@ -92,7 +95,7 @@ pub struct Forward {
 impl Forward {
     pub fn start(
         store: Store,
-        peers: Arc<PeerTable>,
+        directory: Arc<MailDirectory>,
         intake: Sender<Submission>,
         config: ForwardConfig,
         metrics: Arc<Metrics>,
@@ -104,14 +107,14 @@ impl Forward {
         let scheduler = Scheduler {
             relay,
             store,
-            peers,
+            directory,
             intake,
             config: Arc::new(config),
             metrics,
             stop: stop.clone(),
             in_flight: HashSet::new(),
             connections: HashMap::new(),
-            remembered_peers: HashSet::new(),
+            remembered_peers: HashMap::new(),
         };
         let scheduler = std::thread::Builder::new().name("forward".into()).spawn(move || scheduler.run(woken))?;
         Ok(Forward { stop, wake, scheduler })
@@ -174,7 +177,7 @@ struct Scheduler {
     /// Set when relaying is on.
     relay: Option<Arc<Relay>>,
     store: Store,
-    peers: Arc<PeerTable>,
+    directory: Arc<MailDirectory>,
     intake: Sender<Submission>,
     config: Arc<ForwardConfig>,
     metrics: Arc<Metrics>,
@@ -184,7 +187,8 @@ struct Scheduler {
     /// Open connections per destination.
     connections: HashMap<Destination, usize>,
     /// Discovered peer domains already written to the store this run.
-    remembered_peers: HashSet<String>,
+    /// Discovered peer domains and when this process last wrote them to the store.
+    remembered_peers: HashMap<String, Instant>,
 }
 
 fn now_millis() -> u64 {
@@ -214,13 +218,14 @@ impl Scheduler {
         }
     }
 
+    /// Notes in the store that a discovered peer owns `domain` now (at most hourly).
     fn remember_peer(&mut self, domain: &str) {
-        if self.remembered_peers.contains(domain) {
+        if self.remembered_peers.get(domain).is_some_and(|at| at.elapsed() < Duration::from_secs(3600)) {
             return;
         }
-        match self.store.remember_peer_domain(domain) {
+        match self.store.remember_peer_domain(domain, now_millis() / 1000) {
             Ok(()) => {
-                self.remembered_peers.insert(domain.to_string());
+                self.remembered_peers.insert(domain.to_string(), Instant::now());
             }
             Err(error) => log::warn!("forward: remembering peer domain {domain}: {error}"),
         }
@@ -235,7 +240,7 @@ impl Scheduler {
                 return Some(now_millis() + 1000);
             }
         };
-        for peer in self.peers.list() {
+        for peer in self.directory.peers().list() {
             if peer.source == PeerSource::Discovered {
                 self.remember_peer(&peer.domain);
             }
@@ -302,7 +307,7 @@ impl Scheduler {
 
     /// Where a record goes now, by the route it was accepted for; why it cannot go yet.
     fn destination(&self, record: &QueueRecord) -> Result<Destination, String> {
-        let peer = self.peers.lookup(&record.domain);
+        let peer = self.directory.peers().lookup(&record.domain);
         let away = || format!("no route to {}: its peer server is away", record.domain);
         match (record.route, peer, &self.relay) {
             (QueueRoute::Peer | QueueRoute::Undecided, Some(peer), _) => Ok(Destination::Peer(peer.address)),
@@ -313,7 +318,7 @@ impl Scheduler {
             (QueueRoute::Relay, _, None) => Err(format!("no route to {}: relaying is off", record.domain)),
             // An older maild's record: a domain whose mDNS peer is away waits for it (DNS
             // may not know the domain at all); any other goes by MX if relaying is on.
-            (QueueRoute::Undecided, None, Some(_)) if !self.store.was_peer_domain(&record.domain).unwrap_or(true) => {
+            (QueueRoute::Undecided, None, Some(_)) if !self.directory.is_peer_domain(&record.domain) => {
                 Ok(Destination::Remote(record.domain.clone()))
             }
             (QueueRoute::Undecided, None, Some(_)) => Err(away()),
@@ -415,16 +420,13 @@ impl Scheduler {
     }
 
     /// Commits a bounce for `failed` to the message's sender. True when there is nothing
-    /// to bounce (null sender) or the bounce is durable.
+    /// to bounce (see [`Bounce::Skip`]) or the bounce is durable.
     fn bounce(&self, record: &QueueRecord, failed: &[FailedRecipient]) -> bool {
-        let message = match bounce_message(&self.store, &self.config.hostname, record.number, failed) {
-            Ok(Some(message)) => message,
-            Ok(None) => {
-                log::info!(
-                    "message {} failed for {} recipient(s); null sender, so no bounce",
-                    record.number,
-                    failed.len()
-                );
+        let is_local = |domain: &str| self.directory.is_local_domain(domain);
+        let message = match bounce_message(&self.store, &self.config.hostname, record.number, failed, &is_local) {
+            Ok(Bounce::Send(message)) => message,
+            Ok(Bounce::Skip(why)) => {
+                log::info!("message {} failed for {} recipient(s); no bounce: {why}", record.number, failed.len());
                 return true;
             }
             Err(error) => {
@@ -446,14 +448,25 @@ impl Scheduler {
     }
 }
 
-/// The bounce (RFC 3464 DSN) of message `number` for `failed`, addressed to its sender;
-/// `None` when the sender is null (a bounce is never bounced).
+/// What to do about a message that failed for some recipients.
+pub enum Bounce {
+    /// This bounce (RFC 3464 DSN) to the sender.
+    Send(Message),
+    /// Nothing, for this reason.
+    Skip(&'static str),
+}
+
+/// The bounce of message `number` for `failed`, addressed to its sender. None for the
+/// null sender (a bounce is never bounced), nor for a sender at a local domain
+/// (`is_local`) who does not exist when the client had not authenticated: such a sender
+/// is forged, and the bounce would only be backscatter.
 pub fn bounce_message(
     store: &Store,
     hostname: &str,
     number: u64,
     failed: &[FailedRecipient],
-) -> Result<Option<Message>, String> {
+    is_local: &dyn Fn(&str) -> bool,
+) -> Result<Bounce, String> {
     let message = match store.message(number) {
         Ok(Some(message)) => message,
         Ok(None) => return Err(format!("message {number} is not in the store")),
@@ -461,11 +474,21 @@ pub fn bounce_message(
     };
     let original = message.record();
     let sender = original.sender.as_str();
+    if sender.is_empty() {
+        return Ok(Bounce::Skip("null sender"));
+    }
+    let authenticated = store.routing(number).map_err(|e| e.to_string())?.is_some_and(|r| r.authenticated);
+    if let Ok(address) = Address::parse(sender, None) {
+        let users = Users::new(store.users_tree());
+        if !authenticated && is_local(address.domain()) && !users.exists(&address.key()).unwrap_or(true) {
+            return Ok(Bounce::Skip("the sender is a local address that does not exist (forged)"));
+        }
+    }
     let arrival = OffsetDateTime::from_unix_timestamp(original.received_at.to_native() as i64)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let parts = [original.trace.as_bytes(), original.body.as_slice()];
     let Some(body) = dsn::bounce(hostname, sender, arrival, OffsetDateTime::now_utc(), &parts, failed) else {
-        return Ok(None);
+        return Ok(Bounce::Skip("nothing failed"));
     };
     let envelope = Envelope {
         helo: hostname.to_string(),
@@ -478,7 +501,7 @@ pub fn bounce_message(
         // Decided by deliver: a bounce may go by MX.
         routes: Vec::new(),
     };
-    Ok(Some(Message { envelope, body }))
+    Ok(Bounce::Send(Message { envelope, body }))
 }
 
 /// Hands a message the server itself writes to the pipeline; its number once committed.

@@ -188,7 +188,7 @@ impl Pipeline {
         let (forward_wake, forward_woken) = signal();
         let forward = Forward::start(
             store.clone(),
-            directory.peers().clone(),
+            directory.clone(),
             intake.clone(),
             config.forward.clone(),
             config.metrics.clone(),

@@ -638,7 +638,7 @@ impl SmtpSession {
             }
 
             (State::Mail { helo, extended, sender, mut recipients }, Command::Rcpt { path, .. }) => {
-                let reply = self.add_recipient(&path, &mut recipients);
+                let reply = self.add_recipient(&sender, &path, &mut recipients);
                 (State::Mail { helo, extended, sender, recipients }, Some(reply))
             }
             (state @ State::Mail { .. }, Command::RcptSyntax) => (state, Some(Reply::rcpt_syntax())),
@@ -712,7 +712,7 @@ impl SmtpSession {
         );
     }
 
-    fn add_recipient(&self, path: &str, recipients: &mut Vec<(String, Accepted)>) -> Reply {
+    fn add_recipient(&self, sender: &str, path: &str, recipients: &mut Vec<(String, Accepted)>) -> Reply {
         let address = match Address::parse(path, Some(self.directory.default_domain())) {
             Ok(address) => address,
             Err(AddressError::Empty | AddressError::TooLong | AddressError::BadCharacter | AddressError::BadShape) => {
@@ -722,7 +722,7 @@ impl SmtpSession {
         if recipients.len() >= self.config.max_recipients {
             return Reply::too_many_recipients();
         }
-        let route = self.directory.route(&address);
+        let route = self.directory.route_from(sender, &address);
         match route {
             Route::UnknownUser => {
                 self.log_refused(&address, "User unknown");
