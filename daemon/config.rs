@@ -119,6 +119,10 @@ pub struct Options {
     #[arg(long, value_name = "NAME")]
     #[serde(default)]
     pub discover_interface: Vec<String>,
+    /// A file holding a key shared by the servers that discover each other (at least 16
+    /// bytes): announcements are signed with it, and unsigned ones ignored.
+    #[arg(long, value_name = "FILE")]
+    pub discover_secret: Option<PathBuf>,
     /// PEM certificate chain; with --tls-key it enables STARTTLS (SMTP) and STLS (POP3).
     #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
@@ -163,6 +167,8 @@ pub struct Config {
     pub remember_peers: Duration,
     /// `--discover`: the interfaces mDNS may use; `None` when discovery is off.
     pub discover: Option<Vec<String>>,
+    /// `--discover-secret`; `None` when announcements are not signed.
+    pub discover_secret: Option<PathBuf>,
     /// `--tls-cert` and `--tls-key`; `None` when TLS is off.
     pub tls: Option<TlsFiles>,
 }
@@ -194,7 +200,7 @@ impl Config {
             shutdown_grace => "shutdown-grace", store_timeout => "store-timeout",
             min_free_space => "min-free-space", peers => "peer", retry_min => "retry-min",
             retry_max => "retry-max", queue_lifetime => "queue-lifetime",
-            remember_peers => "remember-peers", discover => "discover",
+            remember_peers => "remember-peers", discover => "discover", discover_secret => "discover-secret",
             tls => "tls-cert/tls-key",
         );
         changed
@@ -299,6 +305,10 @@ impl Options {
             ),
             (false, false) => bail!("--discover-interface is only used with --discover"),
         };
+        let discover_secret = self.discover_secret.or(file.discover_secret);
+        if discover_secret.is_some() && discover.is_none() {
+            bail!("--discover-secret is only used with --discover");
+        }
         let tls = match (self.tls_cert.or(file.tls_cert), self.tls_key.or(file.tls_key)) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
             (None, None) => None,
@@ -358,6 +368,7 @@ impl Options {
             queue_lifetime: origin.duration("queue-lifetime", self.queue_lifetime, file.queue_lifetime, "5d")?,
             remember_peers: origin.duration("remember-peers", self.remember_peers, file.remember_peers, "7d")?,
             discover,
+            discover_secret,
             tls,
         })
     }
@@ -391,6 +402,7 @@ mod tests {
         let sample = Options {
             discover: false,
             discover_interface: Vec::new(),
+            discover_secret: None,
             tls_cert: None,
             tls_key: None,
             smtps: None,

@@ -42,8 +42,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crate::signature::{self, DiscoverySecret, Signed};
 use anyhow::{bail, Context, Result};
 use engine::peers::PeerTable;
 use mdns_sd::{
@@ -91,6 +92,7 @@ impl Discovery {
         domains: &[String],
         smtp: SocketAddr,
         interfaces: &[String],
+        secret: Option<Arc<DiscoverySecret>>,
     ) -> Result<Discovery> {
         if interfaces.is_empty() {
             bail!(
@@ -117,18 +119,21 @@ impl Discovery {
         // instance name it registers (`a\.b-25._maild…`) but reports resolved names
         // unescaped, and we must recognise our own announcements by name.
         let instance = format!("{}-{}", host_label(&name_stem(hostname)), smtp.port());
-        let host = format!("{instance}.local.");
-        let port = smtp.port().to_string();
-        let properties = [("domains", domain_list.as_str()), ("smtp", port.as_str())];
-        let info = if smtp.ip().is_unspecified() {
-            ServiceInfo::new(SERVICE_TYPE, &instance, &host, (), smtp.port(), &properties[..])
-                .map(ServiceInfo::enable_addr_auto)
-        } else {
-            ServiceInfo::new(SERVICE_TYPE, &instance, &host, smtp.ip(), smtp.port(), &properties[..])
+        let announcing = Announcing {
+            instance: instance.clone(),
+            smtp,
+            kinds: kinds.clone(),
+            domain_list: domain_list.clone(),
+            secret: secret.clone(),
         };
-        let mut info = info.context("discovery: building the service record")?;
-        info.set_interfaces(kinds.clone());
+        let info = announcing.info()?;
         let fullname = info.get_fullname().to_string();
+        if secret.is_none() {
+            log::warn!(
+                "discovery: no --discover-secret: every host on {} is trusted to announce domains and receive their mail",
+                interfaces.join(",")
+            );
+        }
 
         let daemon = ServiceDaemon::new().context("discovery: starting the mDNS daemon")?;
         // Commands run in order on mdns-sd's thread: the interfaces are narrowed before
@@ -142,11 +147,30 @@ impl Discovery {
         let stopping = Arc::new(AtomicBool::new(false));
         // Our own names: the registered one, plus any that mdns-sd picks after a conflict.
         let own_names = Arc::new(Mutex::new(HashSet::from([fullname.to_ascii_lowercase()])));
-        let mut browser = Browser { peers, own_domains, own_names: own_names.clone(), roster: Roster::default() };
-        let threads = vec![
+        let mut browser =
+            Browser { peers, own_domains, own_names: own_names.clone(), roster: Roster::default(), secret };
+        let mut threads = vec![
             spawn("discovery-browse", browse, stopping.clone(), move |event| browser.event(event))?,
             spawn("discovery-monitor", monitor, stopping.clone(), move |event| monitor_event(&own_names, event))?,
         ];
+        if announcing.secret.is_some() {
+            // A signature is trusted for a while only: sign and announce again in time.
+            let (daemon, stop) = (daemon.clone(), stopping.clone());
+            let resign = std::thread::Builder::new().name("discovery-sign".into()).spawn(move || {
+                let mut signed = Instant::now();
+                while !stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(POLL);
+                    if signed.elapsed() >= signature::RESIGN_EVERY {
+                        signed = Instant::now();
+                        match announcing.info().and_then(|info| Ok(daemon.register(info)?)) {
+                            Ok(()) => log::debug!("discovery: announcement signed again"),
+                            Err(error) => log::warn!("discovery: signing the announcement again: {error:#}"),
+                        }
+                    }
+                }
+            });
+            threads.push(resign.context("discovery: spawning discovery-sign")?);
+        }
         log::info!("discovery: announcing {instance} ({domain_list}) at {smtp} on {}", interfaces.join(","));
         Ok(Discovery { daemon, fullname, stopping, threads })
     }
@@ -171,6 +195,71 @@ impl Discovery {
         }
         log::info!("discovery stopped");
     }
+}
+
+/// What this server announces; builds the service record (signed, with a secret).
+struct Announcing {
+    instance: String,
+    smtp: SocketAddr,
+    kinds: Vec<IfKind>,
+    domain_list: String,
+    secret: Option<Arc<DiscoverySecret>>,
+}
+
+impl Announcing {
+    fn info(&self) -> Result<ServiceInfo> {
+        let host = format!("{}.local.", self.instance);
+        let port = self.smtp.port().to_string();
+        let mut properties =
+            vec![("domains".to_string(), self.domain_list.clone()), ("smtp".to_string(), port.clone())];
+        if let Some(secret) = &self.secret {
+            let addrs =
+                own_addresses(self.smtp, &self.kinds).iter().map(IpAddr::to_string).collect::<Vec<_>>().join(",");
+            if "addrs=".len() + addrs.len() > MAX_TXT_STRING {
+                bail!(
+                    "--discover: the addresses to sign ({addrs}) do not fit in one TXT string; listen on one address"
+                );
+            }
+            let fields = Signed { domains: self.domain_list.clone(), smtp: port, addrs, ts: signature::now() };
+            properties.push(("sig".to_string(), secret.sign(&fields)));
+            properties.push(("addrs".to_string(), fields.addrs));
+            properties.push(("ts".to_string(), fields.ts.to_string()));
+        }
+        let properties: Vec<(&str, &str)> = properties.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let info = if self.smtp.ip().is_unspecified() {
+            ServiceInfo::new(SERVICE_TYPE, &self.instance, &host, (), self.smtp.port(), &properties[..])
+                .map(ServiceInfo::enable_addr_auto)
+        } else {
+            ServiceInfo::new(SERVICE_TYPE, &self.instance, &host, self.smtp.ip(), self.smtp.port(), &properties[..])
+        };
+        let mut info = info.context("discovery: building the service record")?;
+        info.set_interfaces(self.kinds.clone());
+        Ok(info)
+    }
+}
+
+/// The addresses peers may reach this server at, as signed: the SMTP listener's, or for
+/// a listener on every address, those of the discovery interfaces (what mdns-sd announces).
+fn own_addresses(smtp: SocketAddr, kinds: &[IfKind]) -> Vec<IpAddr> {
+    if !smtp.ip().is_unspecified() {
+        return vec![smtp.ip()];
+    }
+    let mut addresses: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|interface| {
+            kinds.iter().any(|kind| match kind {
+                IfKind::Name(name) => *name == interface.name,
+                IfKind::Addr(ip) => *ip == interface.ip(),
+                _ => false,
+            })
+        })
+        .map(|interface| interface.ip())
+        .filter(|ip| !ip.is_loopback())
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    addresses
 }
 
 /// Runs `handle` on every event from `events` on a named thread, until the channel closes
@@ -248,6 +337,8 @@ struct Browser {
     /// Lower-case full names of our own instance (we hear our own announcements).
     own_names: Arc<Mutex<HashSet<String>>>,
     roster: Roster,
+    /// `--discover-secret`: only announcements signed with it count.
+    secret: Option<Arc<DiscoverySecret>>,
 }
 
 impl Browser {
@@ -300,6 +391,25 @@ impl Browser {
         if list.usable.is_empty() {
             return Err("it announces no usable domain".into());
         }
+        let signed_addresses = match &self.secret {
+            None => None,
+            Some(secret) => {
+                let text = |key: &str| {
+                    txt.get_property_val(key)
+                        .flatten()
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                        .unwrap_or_default()
+                };
+                let fields = Signed {
+                    domains: text("domains"),
+                    smtp: text("smtp"),
+                    addrs: text("addrs"),
+                    ts: text("ts").parse().unwrap_or(0),
+                };
+                secret.check(&fields, Some(text("sig")).filter(|s| !s.is_empty()).as_deref(), signature::now())?;
+                Some(fields.addresses())
+            }
+        };
         let candidates: Vec<(IpAddr, u32)> = service
             .get_addresses()
             .iter()
@@ -307,6 +417,8 @@ impl Browser {
                 ScopedIp::V6(v6) => (ip.to_ip_addr(), v6.scope_id().index),
                 _ => (ip.to_ip_addr(), 0),
             })
+            // Signed: only where the signer said it may be reached.
+            .filter(|(ip, _)| signed_addresses.as_ref().is_none_or(|allowed| allowed.contains(ip)))
             .collect();
         let (ip, scope) =
             pick_address(&candidates, previous.map(|a| a.ip())).ok_or("it announces no usable address")?;

@@ -17,6 +17,7 @@ mod metrics;
 mod pop3;
 mod recipients;
 mod server;
+mod signature;
 mod smtp;
 mod tls;
 mod watchdog;
@@ -240,7 +241,15 @@ fn start_listeners(
     // before the readiness line; connections that come early wait in the listen backlog.
     let discovery = match &config.discover {
         Some(interfaces) => {
-            Some(Discovery::start(peers.clone(), &config.hostname, &config.domains, smtp_address, interfaces)?)
+            let secret = config.discover_secret.as_deref().map(signature::DiscoverySecret::load).transpose()?;
+            Some(Discovery::start(
+                peers.clone(),
+                &config.hostname,
+                &config.domains,
+                smtp_address,
+                interfaces,
+                secret.map(Arc::new),
+            )?)
         }
         None => None,
     };

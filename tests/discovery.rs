@@ -127,6 +127,11 @@ struct Server {
 
 impl Server {
     fn start(lan: &Lan, i: usize) -> Server {
+        Server::start_with(lan, i, &[])
+    }
+
+    /// With `extra` flags after the usual ones.
+    fn start_with(lan: &Lan, i: usize, extra: &[&str]) -> Server {
         let domain = format!("n{i}.test");
         let data = new_data_dir();
         add_users(data.path(), &[&format!("u{i}@{domain}")]);
@@ -141,6 +146,7 @@ impl Server {
         ];
         let mut child = Command::new("ip")
             .args(args)
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -288,5 +294,139 @@ fn mail_for_a_discovered_peer_is_forwarded() {
             two.log()
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// tests/py/mdns_announcer.py in host `i`'s namespace, announcing `instance` at `address`
+/// with these TXT strings (signed with the key in `key`, if given). Killed on drop.
+struct Announcer(Child);
+
+impl Announcer {
+    fn start(
+        lan: &Lan,
+        i: usize,
+        key: Option<&std::path::Path>,
+        instance: &str,
+        address: &str,
+        txt: &[&str],
+    ) -> Announcer {
+        let script = common::repo_root().join("tests/py/mdns_announcer.py");
+        let mut args: Vec<String> = vec!["netns".into(), "exec".into(), lan.ns(i).into(), "python3".into()];
+        args.push(script.display().to_string());
+        if let Some(key) = key {
+            args.extend(["--key".into(), key.display().to_string()]);
+        }
+        args.extend([Lan::address(i), instance.into(), address.into(), "2525".into()]);
+        args.extend(txt.iter().map(|t| t.to_string()));
+        let mut child = Command::new("ip")
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("ip netns exec python3");
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut first).unwrap();
+        assert_eq!(first.trim(), "announcing", "mdns_announcer.py");
+        Announcer(child)
+    }
+}
+
+impl Drop for Announcer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+#[test]
+fn without_a_secret_no_announcer_takes_a_local_domain_or_points_at_loopback() {
+    let Some(lan) = lan_or_skip(2, "without_a_secret_no_announcer_takes_a_local_domain_or_points_at_loopback") else {
+        return;
+    };
+    let one = Server::start(&lan, 1);
+    assert!(one.log().contains("no --discover-secret: every host on veth0 is trusted"), "{}", one.log());
+    // Host 2 claims n1.test (one's own) and victim.test, at one's loopback address.
+    let _loopback =
+        Announcer::start(&lan, 2, None, "evil-lo", "127.0.0.1", &["domains=n1.test,victim.test", "smtp=2525"]);
+    eventually_logs("the claim on n1.test ignored, the loopback address refused", &[&one], |_, log| {
+        log.contains("evil-lo._maild._tcp.local. announces domains we do not take: n1.test")
+            && log.contains("discovery: ignoring evil-lo._maild._tcp.local.: it announces no usable address")
+    });
+    // The same host, at its own address, for a domain nobody else has: taken (no secret).
+    let _own = Announcer::start(&lan, 2, None, "evil-own", &Lan::address(2), &["domains=taken.test", "smtp=2525"]);
+    eventually_logs("taken.test discovered (every host is trusted without a secret)", &[&one], |_, log| {
+        log.contains(&discovered("taken.test", 2))
+    });
+    let log = one.log();
+    assert!(!log.contains("peer discovered: n1.test") && !log.contains("peer discovered: victim.test"), "{log}");
+}
+
+#[test]
+fn with_a_secret_only_fresh_announcements_signed_with_it_count_and_only_from_the_signed_address() {
+    let Some(lan) = lan_or_skip(4, "with_a_secret_only_fresh_announcements_signed_with_it_count") else { return };
+    let keys = new_data_dir();
+    let (shared, other) = (keys.path().join("shared.key"), keys.path().join("other.key"));
+    std::fs::write(&shared, "a key the lab's servers share\n").unwrap();
+    std::fs::write(&other, "somebody else's key, long enough\n").unwrap();
+    let (shared_arg, other_arg) = (shared.display().to_string(), other.display().to_string());
+    let one = Server::start_with(&lan, 1, &["--discover-secret", &shared_arg]);
+    let two = Server::start_with(&lan, 2, &["--discover-secret", &shared_arg]);
+    let _three = Server::start_with(&lan, 3, &["--discover-secret", &other_arg]);
+    let ts = now().to_string();
+    let fresh = format!("ts={ts}");
+    let stale = format!("ts={}", now() - 3 * 3600);
+    let here = format!("addrs={}", Lan::address(4));
+    // Host 4: unsigned; a stolen signature (valid, but for host 2's address); a stale one;
+    // and one both fresh and from its own signed address, which alone may count.
+    let _unsigned = Announcer::start(&lan, 4, None, "unsigned", &Lan::address(4), &["domains=u.test", "smtp=2525"]);
+    let elsewhere = format!("addrs={}", Lan::address(2));
+    let _stolen = Announcer::start(
+        &lan,
+        4,
+        Some(&shared),
+        "stolen",
+        &Lan::address(4),
+        &["domains=stolen.test", "smtp=2525", &elsewhere, &fresh],
+    );
+    let _stale = Announcer::start(
+        &lan,
+        4,
+        Some(&shared),
+        "stale",
+        &Lan::address(4),
+        &["domains=stale.test", "smtp=2525", &here, &stale],
+    );
+    let _good = Announcer::start(
+        &lan,
+        4,
+        Some(&shared),
+        "good",
+        &Lan::address(4),
+        &["domains=good.test", "smtp=2525", &here, &fresh],
+    );
+    eventually_logs(
+        "one and two find each other and the good announcement, and refuse the rest",
+        &[&one, &two],
+        |s, log| {
+            let other = if s.name == "n1.test" { ("n2.test", 2) } else { ("n1.test", 1) };
+            log.contains(&discovered(other.0, other.1))
+                && log.contains(&discovered("good.test", 4))
+                && log.contains("ignoring n3-test-2525._maild._tcp.local.: its signature does not match")
+                && log.contains("ignoring unsigned._maild._tcp.local.: the announcement is not signed")
+                && log.contains("ignoring stolen._maild._tcp.local.: it announces no usable address")
+                && log.contains("ignoring stale._maild._tcp.local.: its signature is stale")
+        },
+    );
+    for server in [&one, &two] {
+        let log = server.log();
+        for refused in ["n3.test", "u.test", "stolen.test", "stale.test"] {
+            assert!(!log.contains(&format!("peer discovered: {refused}")), "{}: {refused}\n{log}", server.name);
+        }
+        assert!(!log.contains("no --discover-secret"), "{log}");
     }
 }

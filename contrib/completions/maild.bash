@@ -23,7 +23,7 @@ _maild() {
 
     case "${cmd}" in
         maild)
-            opts="-h -V --config --data --hostname --domain --smtp --pop3 --submission --smtps --pop3s --metrics --resolver --mx-port --command-timeout --pop3-timeout --max-message-size --max-connections --max-listener-connections --max-client-connections --max-data-in-flight --cache-size --peer --retry-min --retry-max --queue-lifetime --remember-peers --min-free-space --store-timeout --shutdown-grace --discover --discover-interface --tls-cert --tls-key --help --version"
+            opts="-h -V --config --data --hostname --domain --smtp --pop3 --submission --smtps --pop3s --metrics --resolver --mx-port --command-timeout --pop3-timeout --max-message-size --max-connections --max-listener-connections --max-client-connections --max-data-in-flight --cache-size --peer --retry-min --retry-max --queue-lifetime --remember-peers --min-free-space --store-timeout --shutdown-grace --discover --discover-interface --discover-secret --tls-cert --tls-key --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -142,6 +142,10 @@ _maild() {
                     return 0
                     ;;
                 --discover-interface)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --discover-secret)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

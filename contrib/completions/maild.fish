@@ -27,6 +27,7 @@ complete -c maild -l min-free-space -d 'Free bytes to keep on the store\'s file 
 complete -c maild -l store-timeout -d 'Seconds a store commit or flush may take before maild gives up on the store: it answers 451 to waiting clients and exits (status 75) for a restart. [default: 60]' -r
 complete -c maild -l shutdown-grace -d 'Seconds sessions get to finish after SIGTERM/SIGINT. [default: 30]' -r
 complete -c maild -l discover-interface -d 'An interface (name or address) that --discover may use (repeatable); no other sees mDNS' -r
+complete -c maild -l discover-secret -d 'A file holding a key shared by the servers that discover each other (at least 16 bytes): announcements are signed with it, and unsigned ones ignored' -r -F
 complete -c maild -l tls-cert -d 'PEM certificate chain; with --tls-key it enables STARTTLS (SMTP) and STLS (POP3)' -r -F
 complete -c maild -l tls-key -d 'PEM private key for --tls-cert' -r -F
 complete -c maild -l discover -d 'Find peers by mDNS (`_maild._tcp.local.`) and announce this server; needs --discover-interface'
