@@ -30,6 +30,11 @@
 //! membership report there, which is left again at once. Run maild in a network namespace
 //! if even that must not happen.)
 //!
+//! With `--discover-secret`, the TXT record also holds `addrs=`, `ts=` and `sig=` (see
+//! `signature.rs`), the announcement is signed again every 30 minutes, and announcements
+//! that do not pass the check are ignored like nonsense ones. An announced address on
+//! loopback is never used.
+//!
 //! What is learnt is kept in a [`Roster`] (instance → announcement), a pure state machine
 //! that turns each resolve or removal into claims and releases for the peer table, so a
 //! domain that two instances announce falls back to the other one when the first leaves.

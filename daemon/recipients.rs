@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use engine::directory::{Directory, MailDirectory, Route};
-use engine::forward::client::{RecipientOutcome, SmtpConnection};
+use engine::forward::client::{probe, RecipientOutcome};
 use engine::Address;
 
 const ACCEPTED_FOR: Duration = Duration::from_secs(3600);
@@ -58,11 +58,7 @@ impl VerifyingDirectory {
         if lock(&self.unreachable).get(&server).is_some_and(|&until| until > now) {
             return None;
         }
-        let outcome = SmtpConnection::open(server, &self.hostname, PROBE_TIMEOUT).and_then(|mut connection| {
-            let outcome = connection.verify(recipient);
-            connection.quit();
-            outcome
-        });
+        let outcome = probe(server, &self.hostname, recipient, PROBE_TIMEOUT);
         let accepts = match outcome {
             Ok(RecipientOutcome::Accepted) => true,
             Ok(RecipientOutcome::Rejected(reply)) => {

@@ -499,3 +499,26 @@ fn no_bounce_goes_to_a_forged_local_sender() {
     let stats = mailtool(&a.data, &["stats"], None).stdout_text();
     assert!(stats.contains("head: 3\n"), "two messages and one bounce: {stats}");
 }
+
+#[test]
+fn no_bounce_goes_to_a_sender_its_peer_says_does_not_exist() {
+    // B is down when A accepts (nobody to verify with), and refuses nobody later.
+    let b_address = free_address();
+    let a = maild_with_users(
+        &["alice@a.test"],
+        &["--domain", "a.test", "--peer", &format!("b.test={b_address}"), "--retry-min", "1s"],
+    );
+    // A stranger forges a sender at the peer's domain; a real user of B sends too.
+    send(&a, "ghost@b.test", &["nobody@b.test"], b"Subject: forged\r\n\r\nbackscatter?\r\n");
+    send(&a, "bob@b.test", &["nobody@b.test"], b"Subject: real\r\n\r\nhello\r\n");
+    let b = start_b_at(&b_address, &["bob@b.test"]);
+    // bob's bounce travels back to B; ghost gets none.
+    eventually("bob's bounce at B", || mailbox(&b, "bob@b.test").len() == 1);
+    eventually("A's queue to empty", || queue_depth(&a) == 0);
+    assert!(
+        a.log().contains("message 1 failed for 1 recipient(s); no bounce: the sender's peer says it does not exist"),
+        "{}",
+        a.log()
+    );
+    assert!(String::from_utf8_lossy(&mailbox(&b, "bob@b.test")[0]).contains("Subject: real"));
+}

@@ -253,9 +253,13 @@ fn queue_delete(context: &AdminContext, number: u64, silent: bool, out: &mut dyn
                 remote_mta: None,
             })
             .collect();
-        let is_local = |domain: &str| context.served.as_ref().is_some_and(|s| s.serves(domain));
-        let bounce = forward::bounce_message(store, context.hostname(), number, &failed, &is_local)
-            .map_err(AdminError::Failed)?;
+        // A local sender without a user is forged (peers are not asked from here).
+        let forged = |sender: &Address| {
+            let local = context.served.as_ref().is_some_and(|s| s.serves(sender.domain()));
+            local.then(|| forward::unknown_local_sender(store, sender)).flatten()
+        };
+        let bounce =
+            forward::bounce_message(store, context.hostname(), number, &failed, &forged).map_err(AdminError::Failed)?;
         match bounce {
             Bounce::Skip(why) => said.push_str(&format!("; no bounce: {why}")),
             Bounce::Send(message) => {

@@ -95,6 +95,15 @@ pub enum SendError {
     Protocol(String),
 }
 
+/// Asks the server at `server` whether it takes mail for `address`, on a connection of
+/// its own ([`SmtpConnection::verify`]).
+pub fn probe(server: SocketAddr, helo: &str, address: &str, timeout: Duration) -> Result<RecipientOutcome, SendError> {
+    let mut connection = SmtpConnection::open(server, helo, timeout)?;
+    let outcome = connection.verify(address);
+    connection.quit();
+    outcome
+}
+
 /// The connection's bytes, shared by the reply reader and the command writer (which take
 /// turns on one thread): plain TCP, or TLS once STARTTLS succeeded.
 #[derive(Clone)]

@@ -35,7 +35,7 @@ use time::OffsetDateTime;
 use super::{Signal, SignalWaiter, Submission};
 use crate::address::Address;
 use crate::directory::MailDirectory;
-use crate::forward::client::{OutboundMessage, RecipientOutcome, SendError, SmtpConnection};
+use crate::forward::client::{probe, OutboundMessage, RecipientOutcome, SendError, SmtpConnection};
 use crate::forward::dsn::{self, FailedRecipient};
 use crate::forward::mx::{Latencies, MxResolver, RouteError};
 use crate::forward::tls;
@@ -422,8 +422,8 @@ impl Scheduler {
     /// Commits a bounce for `failed` to the message's sender. True when there is nothing
     /// to bounce (see [`Bounce::Skip`]) or the bounce is durable.
     fn bounce(&self, record: &QueueRecord, failed: &[FailedRecipient]) -> bool {
-        let is_local = |domain: &str| self.directory.is_local_domain(domain);
-        let message = match bounce_message(&self.store, &self.config.hostname, record.number, failed, &is_local) {
+        let forged = |sender: &Address| self.forged(sender);
+        let message = match bounce_message(&self.store, &self.config.hostname, record.number, failed, &forged) {
             Ok(Bounce::Send(message)) => message,
             Ok(Bounce::Skip(why)) => {
                 log::info!("message {} failed for {} recipient(s); no bounce: {why}", record.number, failed.len());
@@ -448,6 +448,32 @@ impl Scheduler {
     }
 }
 
+impl Scheduler {
+    /// Why `sender` (of mail from a client that had not authenticated) is forged: a local
+    /// address without a user, or one its peer says does not exist.
+    fn forged(&self, sender: &Address) -> Option<&'static str> {
+        if self.directory.is_local_domain(sender.domain()) {
+            return unknown_local_sender(&self.store, sender);
+        }
+        let peer = self.directory.peers().lookup(sender.domain())?;
+        // Bounces are rare; a short probe keeps the scheduler from waiting long.
+        match probe(peer.address, &self.config.hostname, &sender.to_string(), PROBE_TIMEOUT) {
+            Ok(RecipientOutcome::Rejected(_)) => Some("the sender's peer says it does not exist (forged)"),
+            _ => None,
+        }
+    }
+}
+
+/// Why a bounce to `sender`, at a local domain, is skipped: it has no user (forged).
+pub fn unknown_local_sender(store: &Store, sender: &Address) -> Option<&'static str> {
+    let users = Users::new(store.users_tree());
+    (!users.exists(&sender.key()).unwrap_or(true))
+        .then_some("the sender is a local address that does not exist (forged)")
+}
+
+/// How long the scheduler waits for a peer to say whether a sender exists.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What to do about a message that failed for some recipients.
 pub enum Bounce {
     /// This bounce (RFC 3464 DSN) to the sender.
@@ -457,15 +483,15 @@ pub enum Bounce {
 }
 
 /// The bounce of message `number` for `failed`, addressed to its sender. None for the
-/// null sender (a bounce is never bounced), nor for a sender at a local domain
-/// (`is_local`) who does not exist when the client had not authenticated: such a sender
-/// is forged, and the bounce would only be backscatter.
+/// null sender (a bounce is never bounced), nor, when the client had not authenticated,
+/// for a sender `forged` says does not exist (the reason): the bounce would only be
+/// backscatter.
 pub fn bounce_message(
     store: &Store,
     hostname: &str,
     number: u64,
     failed: &[FailedRecipient],
-    is_local: &dyn Fn(&str) -> bool,
+    forged: &dyn Fn(&Address) -> Option<&'static str>,
 ) -> Result<Bounce, String> {
     let message = match store.message(number) {
         Ok(Some(message)) => message,
@@ -478,11 +504,8 @@ pub fn bounce_message(
         return Ok(Bounce::Skip("null sender"));
     }
     let authenticated = store.routing(number).map_err(|e| e.to_string())?.is_some_and(|r| r.authenticated);
-    if let Ok(address) = Address::parse(sender, None) {
-        let users = Users::new(store.users_tree());
-        if !authenticated && is_local(address.domain()) && !users.exists(&address.key()).unwrap_or(true) {
-            return Ok(Bounce::Skip("the sender is a local address that does not exist (forged)"));
-        }
+    if let Some(why) = Address::parse(sender, None).ok().filter(|_| !authenticated).and_then(|a| forged(&a)) {
+        return Ok(Bounce::Skip(why));
     }
     let arrival = OffsetDateTime::from_unix_timestamp(original.received_at.to_native() as i64)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
