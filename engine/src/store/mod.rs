@@ -58,8 +58,8 @@ impl StoreError {
 
     pub fn from_io(io: std::io::Error) -> StoreError {
         // ENOSPC and EDQUOT: out of space, as opposed to broken.
-        match io.raw_os_error() {
-            Some(28) | Some(122) => StoreError::Full(io),
+        match io.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => StoreError::Full(io),
             _ => StoreError::Io(io),
         }
     }
@@ -732,7 +732,9 @@ impl Store {
     /// as fatal for the whole store, so maild must never let it run out of space: it says
     /// `452` early instead, and accepts again as soon as space is freed.
     pub fn check_space(&self, incoming: u64, reserve: u64) -> Result<()> {
-        let available = fs2::available_space(&self.dir).map_err(StoreError::from_io)?;
+        let stats = rustix::fs::statvfs(&self.dir).map_err(|e| StoreError::from_io(e.into()))?;
+        // What an unprivileged writer may use (`f_bavail`), as `df` shows it.
+        let available = stats.f_bavail.saturating_mul(stats.f_frsize);
         if available < reserve.saturating_add(incoming.saturating_mul(2)) {
             return Err(StoreError::Full(std::io::Error::other(format!(
                 "{available} bytes free in {}, keeping {reserve} in reserve",
