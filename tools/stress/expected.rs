@@ -1,0 +1,179 @@
+//! What a command is, what the contract says the answer is, and how a reply is checked.
+
+use super::*;
+
+/// A command as the model sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Kind {
+    Helo,
+    Ehlo,
+    HeloMissing,
+    Mail(Sender),
+    Rcpt(Recipient),
+    Data,
+    /// The message after `354`, dot-stuffed and ended by CRLF.CRLF.
+    Body,
+    Rset,
+    Noop,
+    Vrfy,
+    Unknown,
+    TooLong,
+    Quit,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Sender {
+    Valid,
+    Syntax,
+    /// Invalid address, as the server will name it.
+    Invalid(String),
+    /// `SIZE=` above the advertised limit.
+    TooBig,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Recipient {
+    Known(String),
+    UnknownUser(String),
+    Relay(String),
+    Syntax,
+    Invalid(String),
+}
+
+/// What a reply must look like beyond its code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shape {
+    Plain,
+    /// `250-hostname` and the extensions of CONTRACT §3.
+    Ehlo,
+    /// `250 2.0.0 … delivered message N`.
+    Delivered,
+}
+
+/// The binding parts of one expected reply (CONTRACT §3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Expected {
+    pub code: u16,
+    pub enhanced: Option<&'static str>,
+    pub phrases: Vec<String>,
+    pub shape: Shape,
+    /// The server closes the connection after this reply.
+    pub closes: bool,
+}
+
+impl Expected {
+    pub(super) fn new(code: u16, enhanced: Option<&'static str>) -> Expected {
+        Expected { code, enhanced, phrases: Vec::new(), shape: Shape::Plain, closes: false }
+    }
+
+    pub(super) fn phrase(mut self, phrase: impl Into<String>) -> Expected {
+        let phrase = phrase.into();
+        if !phrase.is_empty() {
+            self.phrases.push(phrase);
+        }
+        self
+    }
+
+    pub(super) fn shape(mut self, shape: Shape) -> Expected {
+        self.shape = shape;
+        self
+    }
+
+    pub(super) fn closing(mut self) -> Expected {
+        self.closes = true;
+        self
+    }
+
+    pub(super) fn greeting() -> Expected {
+        Expected::new(220, None).phrase("ESMTP maild")
+    }
+}
+
+impl fmt::Display for Expected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.code)?;
+        if let Some(enhanced) = self.enhanced {
+            write!(f, " {enhanced}")?;
+        }
+        for phrase in &self.phrases {
+            write!(f, " …{phrase:?}")?;
+        }
+        match self.shape {
+            Shape::Plain => {}
+            Shape::Ehlo => write!(f, " with PIPELINING, SIZE, 8BITMIME, ENHANCEDSTATUSCODES")?,
+            Shape::Delivered => write!(f, " …\"delivered message N\"")?,
+        }
+        if self.closes {
+            write!(f, ", then close")?;
+        }
+        Ok(())
+    }
+}
+
+/// What a correct reply told us.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Checked {
+    Plain,
+    /// The EHLO reply's `SIZE` limit, if it gave one (`SIZE` alone: no limit).
+    Ehlo {
+        size: Option<u64>,
+    },
+    Delivered(u64),
+}
+
+/// Compares one reply with what the contract requires; `Err` says how it differs.
+pub(crate) fn check(expected: &Expected, reply: &Reply) -> Result<Checked, String> {
+    if reply.code != expected.code {
+        return Err(format!("code {} instead of {}", reply.code, expected.code));
+    }
+    let code = expected.code.to_string();
+    if let Some(line) = reply.lines.iter().find(|line| !line.starts_with(&code)) {
+        return Err(format!("a line of the reply has another code: {line:?}"));
+    }
+    let last = reply.text.get(4..).unwrap_or("");
+    if let Some(enhanced) = expected.enhanced {
+        if last.split_whitespace().next() != Some(enhanced) {
+            return Err(format!("enhanced code {enhanced} missing"));
+        }
+    }
+    let all = reply.lines.join("\n");
+    for phrase in &expected.phrases {
+        if !all.contains(phrase.as_str()) {
+            return Err(format!("{phrase:?} missing"));
+        }
+    }
+    match expected.shape {
+        Shape::Plain => Ok(Checked::Plain),
+        Shape::Ehlo => {
+            let keywords: Vec<(String, Option<&str>)> = reply.lines[1..]
+                .iter()
+                .filter_map(|line| {
+                    let mut words = line.get(4..)?.split_whitespace();
+                    Some((words.next()?.to_ascii_uppercase(), words.next()))
+                })
+                .collect();
+            for wanted in ["PIPELINING", "SIZE", "8BITMIME", "ENHANCEDSTATUSCODES"] {
+                if !keywords.iter().any(|(keyword, _)| keyword == wanted) {
+                    return Err(format!("EHLO extension {wanted} missing"));
+                }
+            }
+            let size = keywords.iter().find(|(keyword, _)| keyword == "SIZE").and_then(|(_, value)| *value);
+            match size {
+                None => Ok(Checked::Ehlo { size: None }),
+                Some(value) => match value.parse::<u64>() {
+                    Ok(0) => Ok(Checked::Ehlo { size: None }),
+                    Ok(size) => Ok(Checked::Ehlo { size: Some(size) }),
+                    Err(_) => Err(format!("EHLO SIZE {value:?} is not a number")),
+                },
+            }
+        }
+        Shape::Delivered => {
+            let number = all
+                .split("delivered message ")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|n| n.parse::<u64>().ok());
+            number.map(Checked::Delivered).ok_or_else(|| "\"delivered message N\" missing".to_string())
+        }
+    }
+}
