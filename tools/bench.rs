@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
-use crate::client::{data_payload, tls_server_name, SmtpClient};
+use crate::client::{tls_server_name, SmtpClient};
+use engine::forward::client::data_payload;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {

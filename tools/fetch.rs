@@ -17,7 +17,6 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
-use crate::client::UtcTime;
 use crate::password::{PasswordArgs, Stdin};
 
 #[derive(Args)]
@@ -76,7 +75,7 @@ pub fn run(args: FetchArgs) -> Result<()> {
         }
     }
 
-    let now = UtcTime::now().asctime();
+    let now = engine::trace::mbox_date(engine::trace::unix_now());
     let (mut fetched, mut deleted) = (0usize, 0usize);
     for msg in 1..=count {
         if !sizes.is_empty() && !sizes.contains_key(&msg) {
@@ -131,14 +130,8 @@ pub(crate) fn sender(message: &[u8]) -> String {
 /// One mboxrd entry: `From ` line, the message with `>*From ` lines quoted, empty line.
 pub(crate) fn mbox_entry(message: &[u8], asctime: &str) -> Vec<u8> {
     let mut out = format!("From {} {asctime}\n", sender(message)).into_bytes();
-    for line in message.split_inclusive(|&b| b == b'\n') {
-        let unquoted = &line[line.iter().take_while(|&&b| b == b'>').count()..];
-        if unquoted.starts_with(b"From ") {
-            out.push(b'>');
-        }
-        out.extend_from_slice(line);
-    }
-    if !message.is_empty() && !message.ends_with(b"\n") {
+    // Writing into a Vec cannot fail.
+    if !engine::mbox::write_quoted(&mut out, message, true).unwrap_or(true) {
         out.push(b'\n');
     }
     out.push(b'\n');

@@ -22,8 +22,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
 
-use crate::client::{data_payload, tls_server_name, Reply, SmtpClient, UtcTime};
+use crate::client::{tls_server_name, Reply, SmtpClient};
 use crate::password::{PasswordArgs, Stdin};
+use engine::forward::client::data_payload;
 
 #[derive(Args)]
 pub struct SendArgs {
@@ -87,7 +88,7 @@ pub fn run(args: SendArgs) -> Result<()> {
     let body = to_crlf(&input);
     let message = match &args.subject {
         Some(subject) => {
-            let mut message = headers(&args.from, &args.to, subject, &body, UtcTime::now())?.into_bytes();
+            let mut message = headers(&args.from, &args.to, subject, &body, engine::trace::unix_now())?.into_bytes();
             message.extend_from_slice(&body);
             message
         }
@@ -146,7 +147,8 @@ pub(crate) fn to_crlf(input: &[u8]) -> Vec<u8> {
 }
 
 /// The header block and the empty line that ends it (RFC 5322 §3.6).
-fn headers(from: &str, to: &[String], subject: &str, body: &[u8], now: UtcTime) -> Result<String> {
+/// `now` is seconds since the epoch.
+fn headers(from: &str, to: &[String], subject: &str, body: &[u8], now: u64) -> Result<String> {
     if subject.contains(['\r', '\n']) {
         bail!("--subject must be one line");
     }
@@ -157,9 +159,9 @@ fn headers(from: &str, to: &[String], subject: &str, body: &[u8], now: UtcTime) 
     let to: Vec<String> = to.iter().map(|address| format!("<{address}>")).collect();
     out.push_str(&format!("To: {}\r\n", to.join(",\r\n ")));
     out.push_str(&format!("Subject: {}\r\n", encode_header(subject)));
-    out.push_str(&format!("Date: {}\r\n", now.rfc5322()));
+    out.push_str(&format!("Date: {}\r\n", engine::trace::rfc5322_date_of(now)));
     let domain = from.rsplit_once('@').map(|(_, domain)| domain).filter(|d| !d.is_empty()).unwrap_or("localhost");
-    let unique = format!("{}.{:02}{:02}{:02}.{}", now.year, now.hour, now.minute, now.second, std::process::id());
+    let unique = format!("{now}.{}", std::process::id());
     out.push_str(&format!("Message-ID: <{unique}.{}@{domain}>\r\n", body.len()));
     if !body.is_ascii() {
         // RFC 2045/6532: say how to read 8-bit bytes; we assume UTF-8 text.
@@ -294,12 +296,12 @@ mod tests {
     #[test]
     fn headers_are_built_and_non_ascii_subjects_encoded() {
         let to = vec!["a@d.test".to_string(), "b@d.test".to_string()];
-        let text = headers("s@x.test", &to, "hello", b"plain", UtcTime::from_unix(0)).unwrap();
+        let text = headers("s@x.test", &to, "hello", b"plain", 0).unwrap();
         assert!(text.starts_with("From: <s@x.test>\r\nTo: <a@d.test>,\r\n <b@d.test>\r\nSubject: hello\r\nDate: Thu, 01 Jan 1970 00:00:00 +0000\r\nMessage-ID: <"), "{text}");
         assert!(text.ends_with(">\r\n\r\n"), "{text}");
-        let text = headers("s@x.test", &to, "café", "é".as_bytes(), UtcTime::from_unix(0)).unwrap();
+        let text = headers("s@x.test", &to, "café", "é".as_bytes(), 0).unwrap();
         assert!(text.contains("Subject: =?UTF-8?B?Y2Fmw6k=?=\r\n"), "{text}");
         assert!(text.contains("Content-Type: text/plain; charset=utf-8\r\n"), "{text}");
-        assert!(headers("s@x.test", &to, "a\r\nBcc: x", b"", UtcTime::from_unix(0)).is_err());
+        assert!(headers("s@x.test", &to, "a\r\nBcc: x", b"", 0).is_err());
     }
 }

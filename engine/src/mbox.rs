@@ -49,8 +49,9 @@ pub fn write_delivered(out: &mut impl Write, record: &ArchivedMessageRecord, quo
     write_quoted(out, &[trace, record.body.as_slice()].concat(), true)
 }
 
-/// Writes `text`, quoting `>*From ` at line starts; returns whether it ended at one.
-fn write_quoted(out: &mut impl Write, text: &[u8], mut at_line_start: bool) -> io::Result<bool> {
+/// Writes `text`, quoting `>*From ` at line starts (mboxrd); returns whether it ended at
+/// one.
+pub fn write_quoted(out: &mut impl Write, text: &[u8], mut at_line_start: bool) -> io::Result<bool> {
     let mut rest = text;
     while !rest.is_empty() {
         if at_line_start {

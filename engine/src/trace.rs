@@ -45,12 +45,26 @@ pub fn rfc5322_date(when: OffsetDateTime) -> String {
     when.format(&Rfc2822).unwrap_or_else(|_| "Thu, 01 Jan 1970 00:00:00 +0000".into())
 }
 
-/// The date in an mbox `From ` line: `Sun Nov 22 03:31:00 2026` (asctime, UTC).
-pub fn mbox_date(unix_seconds: u64) -> String {
-    let when = i64::try_from(unix_seconds)
+/// `rfc5322_date` of a time in seconds since the epoch (UTC).
+pub fn rfc5322_date_of(unix_seconds: u64) -> String {
+    rfc5322_date(utc(unix_seconds))
+}
+
+/// Seconds since the epoch now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn utc(unix_seconds: u64) -> OffsetDateTime {
+    i64::try_from(unix_seconds)
         .ok()
         .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// The date in an mbox `From ` line: `Sun Nov 22 03:31:00 2026` (asctime, UTC).
+pub fn mbox_date(unix_seconds: u64) -> String {
+    let when = utc(unix_seconds);
     let format = time::macros::format_description!(
         "[weekday repr:short] [month repr:short] [day padding:space] [hour]:[minute]:[second] [year]"
     );
@@ -61,6 +75,21 @@ pub fn mbox_date(unix_seconds: u64) -> String {
 mod tests {
     use super::*;
     use std::net::Ipv4Addr;
+
+    #[test]
+    fn dates_match_the_c_library() {
+        // Expected values from Python's time.asctime(time.gmtime(t)) and strftime.
+        let table = [
+            (0, "Thu Jan  1 00:00:00 1970", "Thu, 01 Jan 1970 00:00:00 +0000"),
+            (951_782_400, "Tue Feb 29 00:00:00 2000", "Tue, 29 Feb 2000 00:00:00 +0000"),
+            (1_700_000_000, "Tue Nov 14 22:13:20 2023", "Tue, 14 Nov 2023 22:13:20 +0000"),
+            (1_795_000_000, "Wed Nov 18 11:06:40 2026", "Wed, 18 Nov 2026 11:06:40 +0000"),
+        ];
+        for (seconds, asctime, rfc5322) in table {
+            assert_eq!(mbox_date(seconds), asctime, "{seconds}");
+            assert_eq!(rfc5322_date_of(seconds), rfc5322, "{seconds}");
+        }
+    }
 
     #[test]
     fn header_names_helo_ip_host_and_number() {

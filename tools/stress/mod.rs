@@ -35,7 +35,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::client::{data_payload, Reply, SmtpClient};
+use crate::client::{Reply, SmtpClient};
+use engine::forward::client::data_payload;
 
 #[derive(Args)]
 pub struct StressArgs {

@@ -826,6 +826,18 @@ impl Extensions {
     }
 }
 
+/// A whole message as DATA sends it: dot-stuffed (RFC 5321 §4.5.2), a CRLF added if it
+/// does not end in one, then the end-of-data marker. For `mailtool send`, `bench` and
+/// `stress`, which write a message at once.
+pub fn data_payload(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 8);
+    let mut stuffer = DotStuffer::new();
+    // Writing into a Vec cannot fail.
+    let _ = stuffer.write(&mut out, message);
+    let _ = stuffer.finish(&mut out);
+    out
+}
+
 /// Writes message data for the DATA phase (RFC 5321 §4.5.2), part by part: a `.` at the
 /// start of a line gets a second `.` in front, the data ends with CRLF (added if the
 /// message lacks it), then `.` CRLF.
@@ -895,6 +907,14 @@ mod tests {
     use std::thread::{self, JoinHandle};
 
     // ---- pure pieces -------------------------------------------------------------------
+
+    #[test]
+    fn data_payload_stuffs_leading_dots_and_terminates() {
+        assert_eq!(data_payload(b".a\r\n..b\r\nc.\r\n"), b"..a\r\n...b\r\nc.\r\n.\r\n");
+        assert_eq!(data_payload(b"no end"), b"no end\r\n.\r\n");
+        assert_eq!(data_payload(b"bare\n.lf"), b"bare\n..lf\r\n.\r\n");
+        assert_eq!(data_payload(b""), b"\r\n.\r\n");
+    }
 
     #[test]
     fn reply_parsing_table() {
