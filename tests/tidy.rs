@@ -41,34 +41,32 @@ fn the_engine_forbids_unsafe_code() {
     assert!(lib.contains("#![forbid(unsafe_code)]"));
 }
 
-#[test]
-fn the_tree_is_rustfmt_formatted() {
+/// Runs `cargo ARGS` at the repository's root; the failure shows what it said.
+fn cargo_succeeds(args: &[&str], what: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = std::process::Command::new(env!("CARGO"))
-        .args(["fmt", "--all", "--check"])
+        .args(args)
         .current_dir(root)
         .output()
-        .expect("cargo fmt (rustup component add rustfmt)");
+        .unwrap_or_else(|e| panic!("cargo {}: {e}", args.join(" ")));
     assert!(
         out.status.success(),
-        "cargo fmt --all --check found unformatted code (run `cargo fmt --all`):\n{}{}",
+        "{what}:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
 }
 
 #[test]
-fn clippy_finds_nothing() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = std::process::Command::new(env!("CARGO"))
-        .args(["clippy", "--workspace", "--all-features", "--all-targets", "--quiet", "--", "-D", "warnings"])
-        .current_dir(root)
-        .output()
-        .expect("cargo clippy (rustup component add clippy)");
-    assert!(
-        out.status.success(),
-        "cargo clippy found problems:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+fn the_tree_is_rustfmt_formatted() {
+    cargo_succeeds(
+        &["fmt", "--all", "--check"],
+        "cargo fmt --all --check found unformatted code (run `cargo fmt --all`)",
     );
+}
+
+#[test]
+fn clippy_finds_nothing() {
+    let args = ["clippy", "--workspace", "--all-features", "--all-targets", "--quiet", "--", "-D", "warnings"];
+    cargo_succeeds(&args, "cargo clippy found problems");
 }
