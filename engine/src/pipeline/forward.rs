@@ -340,43 +340,13 @@ impl Scheduler {
             return;
         }
         let now = now_millis();
-        let outcomes = match outcome {
-            Ok(outcomes) if outcomes.len() == record.recipients.len() => outcomes,
-            Ok(_) => vec![
-                RecipientOutcome::Deferred("peer answered for the wrong number of recipients".into());
-                record.recipients.len()
-            ],
-            Err(error) => vec![RecipientOutcome::Deferred(error); record.recipients.len()],
-        };
-        let expired =
-            now.saturating_sub(record.queued_at.saturating_mul(1000)) >= self.config.queue_lifetime.as_millis() as u64;
-        let remote_mta = server.map(|s| s.to_string());
-        let (mut remaining, mut failed, mut last_error) = (Vec::new(), Vec::new(), String::new());
-        for (recipient, outcome) in record.recipients.iter().zip(outcomes) {
-            match outcome {
-                RecipientOutcome::Accepted => {
-                    self.metrics.forwarded(&record.domain, "delivered");
-                    log::info!("forwarded message {} to <{recipient}> via {:?}", record.number, server)
-                }
-                RecipientOutcome::Rejected(reply) => failed.push(FailedRecipient {
-                    recipient: recipient.clone(),
-                    status: enhanced_code(&reply).unwrap_or_else(|| "5.0.0".into()),
-                    diagnostic: reply,
-                    remote_mta: remote_mta.clone(),
-                }),
-                RecipientOutcome::Deferred(reason) if expired => failed.push(FailedRecipient {
-                    recipient: recipient.clone(),
-                    status: "4.4.7".into(),
-                    diagnostic: format!("delivery time expired; last error: {reason}"),
-                    remote_mta: remote_mta.clone(),
-                }),
-                RecipientOutcome::Deferred(reason) => {
-                    remaining.push(recipient.clone());
-                    last_error = reason;
-                }
-            }
+        let backoff = |attempts| self.backoff(attempts);
+        let decision = decide(&record, outcome, server, now, self.config.queue_lifetime, &backoff);
+        for recipient in &decision.delivered {
+            self.metrics.forwarded(&record.domain, "delivered");
+            log::info!("forwarded message {} to <{recipient}> via {:?}", record.number, server);
         }
-        if !failed.is_empty() && !self.bounce(&record, &failed) {
+        if !decision.failed.is_empty() && !self.bounce(&record, &decision.failed) {
             // The bounce could not be committed: keep everything and try again later.
             record.attempts = record.attempts.saturating_add(1);
             record.next_attempt = now + self.backoff(record.attempts);
@@ -384,23 +354,21 @@ impl Scheduler {
             self.save(&key, Some(&record));
             return;
         }
-        for _ in &failed {
+        for _ in &decision.failed {
             self.metrics.forwarded(&record.domain, "bounced");
         }
-        if remaining.is_empty() {
-            self.save(&key, None);
-        } else {
-            record.recipients = remaining;
-            record.attempts = record.attempts.saturating_add(1);
-            record.next_attempt = now + self.backoff(record.attempts);
-            log::info!(
-                "forward of message {} to {} deferred (attempt {}): {last_error}",
-                record.number,
-                record.domain,
-                record.attempts
-            );
-            record.last_error = last_error;
-            self.save(&key, Some(&record));
+        match decision.keep {
+            None => self.save(&key, None),
+            Some(kept) => {
+                log::info!(
+                    "forward of message {} to {} deferred (attempt {}): {}",
+                    kept.number,
+                    kept.domain,
+                    kept.attempts,
+                    kept.last_error
+                );
+                self.save(&key, Some(&kept));
+            }
         }
     }
 
@@ -538,6 +506,74 @@ pub fn submit(intake: &Sender<Submission>, message: Message) -> Result<u64, Stri
         Ok(Err(CommitError::Rejected(reply))) => Err(String::from_utf8_lossy(reply.as_bytes()).trim_end().to_string()),
         Err(_) => Err("the pipeline is shutting down".to_string()),
     }
+}
+
+/// What one attempt did to a queue record (see the module doc), decided without I/O.
+#[derive(Debug, PartialEq)]
+struct Decision {
+    /// Recipients the destination took.
+    delivered: Vec<String>,
+    /// Recipients to bounce: refused (5xx), or deferred past the queue lifetime.
+    failed: Vec<FailedRecipient>,
+    /// The record as it stays queued (the recipients still to try, one more attempt, the
+    /// next attempt's time and the last error); `None` when it leaves the queue.
+    keep: Option<QueueRecord>,
+}
+
+/// Applies an attempt's `outcome` (per recipient, or one error for all) to `record` at
+/// `now` (milliseconds since the epoch); `backoff(attempts)` is the wait before the next.
+fn decide(
+    record: &QueueRecord,
+    outcome: Result<Vec<RecipientOutcome>, String>,
+    server: Option<SocketAddr>,
+    now: u64,
+    lifetime: Duration,
+    backoff: &dyn Fn(u32) -> u64,
+) -> Decision {
+    let outcomes = match outcome {
+        Ok(outcomes) if outcomes.len() == record.recipients.len() => outcomes,
+        Ok(_) => vec![
+            RecipientOutcome::Deferred("peer answered for the wrong number of recipients".into());
+            record.recipients.len()
+        ],
+        Err(error) => vec![RecipientOutcome::Deferred(error); record.recipients.len()],
+    };
+    let expired = now.saturating_sub(record.queued_at.saturating_mul(1000)) >= lifetime.as_millis() as u64;
+    let remote_mta = server.map(|s| s.to_string());
+    let (mut delivered, mut failed, mut remaining, mut last_error) =
+        (Vec::new(), Vec::new(), Vec::new(), String::new());
+    for (recipient, outcome) in record.recipients.iter().zip(outcomes) {
+        match outcome {
+            RecipientOutcome::Accepted => delivered.push(recipient.clone()),
+            RecipientOutcome::Rejected(reply) => failed.push(FailedRecipient {
+                recipient: recipient.clone(),
+                status: enhanced_code(&reply).unwrap_or_else(|| "5.0.0".into()),
+                diagnostic: reply,
+                remote_mta: remote_mta.clone(),
+            }),
+            RecipientOutcome::Deferred(reason) if expired => failed.push(FailedRecipient {
+                recipient: recipient.clone(),
+                status: "4.4.7".into(),
+                diagnostic: format!("delivery time expired; last error: {reason}"),
+                remote_mta: remote_mta.clone(),
+            }),
+            RecipientOutcome::Deferred(reason) => {
+                remaining.push(recipient.clone());
+                last_error = reason;
+            }
+        }
+    }
+    let keep = (!remaining.is_empty()).then(|| {
+        let attempts = record.attempts.saturating_add(1);
+        QueueRecord {
+            recipients: remaining,
+            attempts,
+            next_attempt: now + backoff(attempts),
+            last_error,
+            ..record.clone()
+        }
+    });
+    Decision { delivered, failed, keep }
 }
 
 /// What a connection thread needs.
@@ -712,6 +748,72 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn an_attempt_delivers_bounces_or_keeps_each_recipient() {
+        const DAY: u64 = 86_400_000;
+        let record = QueueRecord {
+            number: 7,
+            domain: "b.test".into(),
+            route: QueueRoute::Peer,
+            recipients: vec!["a@b.test".into(), "c@b.test".into()],
+            attempts: 2,
+            queued_at: 1_000,
+            next_attempt: 0,
+            last_error: String::new(),
+        };
+        let queued = 1_000 * 1000;
+        let lifetime = Duration::from_millis(5 * DAY);
+        let server: Option<SocketAddr> = Some("10.0.0.2:25".parse().unwrap());
+        let backoff = |attempts: u32| u64::from(attempts) * 1000;
+        let (ok, later, refused) = (
+            RecipientOutcome::Accepted,
+            RecipientOutcome::Deferred("451 4.3.0 busy".into()),
+            RecipientOutcome::Rejected("550 5.1.1 <c@b.test>: User unknown".into()),
+        );
+        let run = |outcome: Result<Vec<RecipientOutcome>, String>, now: u64| {
+            decide(&record, outcome, server, now, lifetime, &backoff)
+        };
+
+        // Both taken: the record leaves the queue.
+        let d = run(Ok(vec![ok.clone(), ok.clone()]), queued + 1);
+        assert_eq!((d.delivered.len(), d.failed.len(), d.keep), (2, 0, None));
+
+        // One taken, one refused: a bounce with the reply's status, nothing kept.
+        let d = run(Ok(vec![ok.clone(), refused.clone()]), queued + 1);
+        assert_eq!(d.delivered, ["a@b.test"]);
+        assert_eq!((d.failed[0].recipient.as_str(), d.failed[0].status.as_str()), ("c@b.test", "5.1.1"));
+        assert_eq!(d.failed[0].remote_mta.as_deref(), Some("10.0.0.2:25"));
+        assert_eq!(d.keep, None);
+
+        // One deferred: kept with that recipient only, one attempt more, backed off.
+        let d = run(Ok(vec![ok.clone(), later.clone()]), queued + 5);
+        let kept = d.keep.unwrap();
+        assert_eq!(kept.recipients, ["c@b.test"]);
+        assert_eq!((kept.attempts, kept.next_attempt), (3, queued + 5 + 3000));
+        assert_eq!(kept.last_error, "451 4.3.0 busy");
+        assert_eq!((kept.route, kept.queued_at), (QueueRoute::Peer, 1_000));
+
+        // A connection failure defers everyone, with its reason.
+        let d = run(Err("connection refused".into()), queued + 5);
+        assert_eq!(d.keep.unwrap().recipients.len(), 2);
+
+        // Past the lifetime a deferral is a bounce (4.4.7) and nothing is kept.
+        let d = run(Ok(vec![later.clone(), refused.clone()]), queued + 5 * DAY);
+        assert_eq!(d.keep, None);
+        let statuses: Vec<&str> = d.failed.iter().map(|f| f.status.as_str()).collect();
+        assert_eq!(statuses, ["4.4.7", "5.1.1"]);
+        assert!(d.failed[0].diagnostic.contains("delivery time expired; last error: 451 4.3.0 busy"));
+
+        // A peer that answers for the wrong number of recipients is not believed.
+        let d = run(Ok(vec![ok.clone()]), queued + 1);
+        assert!(d.delivered.is_empty());
+        assert!(d.keep.unwrap().last_error.contains("wrong number of recipients"));
+
+        // A reply without an enhanced code bounces as 5.0.0.
+        let d = run(Ok(vec![RecipientOutcome::Rejected("554 no".into()), ok]), queued + 1);
+        assert_eq!(d.failed[0].status, "5.0.0");
+    }
 
     #[test]
     fn enhanced_codes_are_read_from_replies() {
