@@ -11,8 +11,9 @@
 //!   then the order: preference, then connect latency among equal preferences
 //! ```
 //!
-//! The lookups run on hickory's blocking resolver; everything after them is the pure
-//! `order_servers`, tested without a network. [`Latencies`] is what the forward workers
+//! The lookups run on hickory's blocking resolver behind a small trait (`Lookups`), so the
+//! decision tree above (`find_hosts`) is a table test, and everything after it is the pure
+//! `order_servers`, tested without a network too. [`Latencies`] is what the forward workers
 //! learn about the servers (how fast each address connects, which ones fail) and feed back
 //! into that order.
 //!
@@ -269,14 +270,38 @@ fn answer<L, T>(result: Result<L, ResolveError>, records: impl FnOnce(L) -> Vec<
     }
 }
 
+/// The DNS questions routing asks, one name and type each: the resolver's in service, a
+/// table in the tests, so the decision tree of [`find_hosts`] is tested without DNS.
+trait Lookups {
+    fn mx(&self, name: &Name) -> Answer<(u16, Name)>;
+    fn a(&self, host: &Name) -> Answer<IpAddr>;
+    fn aaaa(&self, host: &Name) -> Answer<IpAddr>;
+}
+
+impl Lookups for Resolver {
+    fn mx(&self, name: &Name) -> Answer<(u16, Name)> {
+        answer(self.mx_lookup(name.clone()), |found| {
+            found.iter().map(|mx| (mx.preference(), mx.exchange().clone())).collect()
+        })
+    }
+
+    fn a(&self, host: &Name) -> Answer<IpAddr> {
+        answer(self.ipv4_lookup(host.clone()), |found| found.iter().map(|a| IpAddr::V4(a.0)).collect())
+    }
+
+    fn aaaa(&self, host: &Name) -> Answer<IpAddr> {
+        answer(self.ipv6_lookup(host.clone()), |found| found.iter().map(|aaaa| IpAddr::V6(aaaa.0)).collect())
+    }
+}
+
 /// The A then AAAA addresses of `host`.
-fn host_addresses(resolver: &Resolver, host: &Name) -> Answer<IpAddr> {
-    let v4 = answer(resolver.ipv4_lookup(host.clone()), |found| found.iter().map(|a| IpAddr::V4(a.0)).collect());
+fn host_addresses(lookups: &dyn Lookups, host: &Name) -> Answer<IpAddr> {
+    let v4 = lookups.a(host);
     // NXDOMAIN holds for every type: asking for AAAA would only cost a round trip.
     if v4 == Answer::NoDomain {
         return Answer::NoDomain;
     }
-    let v6 = answer(resolver.ipv6_lookup(host.clone()), |found| found.iter().map(|aaaa| IpAddr::V6(aaaa.0)).collect());
+    let v6 = lookups.aaaa(host);
     match (v4, v6) {
         (Answer::Records(mut v4), Answer::Records(v6)) => {
             v4.extend(v6);
@@ -294,17 +319,15 @@ fn host_addresses(resolver: &Resolver, host: &Name) -> Answer<IpAddr> {
 }
 
 /// The MX hosts of `domain` (or the implicit MX) with their addresses, in DNS order.
-fn find_hosts(resolver: &Resolver, domain: &str, name: &Name) -> Result<Vec<ResolvedHost>, RouteError> {
+fn find_hosts(lookups: &dyn Lookups, domain: &str, name: &Name) -> Result<Vec<ResolvedHost>, RouteError> {
     let shown = printable(domain);
-    let exchanges = match answer(resolver.mx_lookup(name.clone()), |found| {
-        found.iter().map(|mx| (mx.preference(), mx.exchange().clone())).collect::<Vec<_>>()
-    }) {
+    let exchanges = match lookups.mx(name) {
         Answer::Records(exchanges) => exchanges,
         Answer::NoDomain => return Err(RouteError::Permanent(format!("550 5.1.2 <{shown}>: domain not found"))),
         Answer::Failed(reason) => return Err(RouteError::Temporary(format!("MX lookup for {shown} failed: {reason}"))),
         // RFC 5321 §5.1: no MX, so the domain itself is the implicit MX, with preference 0.
         Answer::NoRecords => {
-            return match host_addresses(resolver, name) {
+            return match host_addresses(lookups, name) {
                 Answer::Records(addresses) => Ok(vec![ResolvedHost { preference: 0, addresses }]),
                 Answer::NoRecords | Answer::NoDomain => Err(RouteError::Permanent(format!(
                     "550 5.1.2 <{shown}>: domain not found (no MX, A or AAAA record)"
@@ -341,7 +364,7 @@ fn find_hosts(resolver: &Resolver, domain: &str, name: &Name) -> Result<Vec<Reso
     let mut hosts = Vec::new();
     let mut unresolved = Vec::new();
     for (preference, host) in &exchanges {
-        match host_addresses(resolver, host) {
+        match host_addresses(lookups, host) {
             Answer::Records(addresses) => hosts.push(ResolvedHost { preference: *preference, addresses }),
             Answer::NoRecords | Answer::NoDomain => {
                 log::warn!("{shown}: MX host {host} has no A or AAAA record, skipped");
@@ -469,6 +492,103 @@ mod tests {
             order_servers(hosts, 25, &latencies),
             servers(&["192.0.2.1:25", "[2001:db8::1]:25", "192.0.2.2:25"])
         );
+    }
+
+    /// A zone as a table: per name, what each question gets (unlisted: NXDOMAIN).
+    #[derive(Default)]
+    struct Table(HashMap<String, (Answer<(u16, Name)>, Answer<IpAddr>, Answer<IpAddr>)>);
+
+    impl Table {
+        fn with(mut self, name: &str, mx: Answer<(u16, Name)>, a: Answer<IpAddr>, aaaa: Answer<IpAddr>) -> Table {
+            self.0.insert(format!("{name}."), (mx, a, aaaa));
+            self
+        }
+
+        fn get(&self, name: &Name) -> Option<&(Answer<(u16, Name)>, Answer<IpAddr>, Answer<IpAddr>)> {
+            self.0.get(&name.to_ascii().to_ascii_lowercase())
+        }
+    }
+
+    impl Lookups for Table {
+        fn mx(&self, name: &Name) -> Answer<(u16, Name)> {
+            self.get(name).map_or(Answer::NoDomain, |(mx, _, _)| mx.clone())
+        }
+
+        fn a(&self, host: &Name) -> Answer<IpAddr> {
+            self.get(host).map_or(Answer::NoDomain, |(_, a, _)| a.clone())
+        }
+
+        fn aaaa(&self, host: &Name) -> Answer<IpAddr> {
+            self.get(host).map_or(Answer::NoDomain, |(_, _, aaaa)| aaaa.clone())
+        }
+    }
+
+    fn mx(entries: &[(u16, &str)]) -> Answer<(u16, Name)> {
+        Answer::Records(entries.iter().map(|(p, host)| (*p, Name::from_ascii(host).unwrap())).collect())
+    }
+
+    fn addresses(texts: &[&str]) -> Answer<IpAddr> {
+        Answer::Records(texts.iter().map(|t| ip(t)).collect())
+    }
+
+    /// RFC 5321 §5.1 and RFC 7505, each branch of the module's decision tree.
+    #[test]
+    fn the_mx_decision_tree() {
+        use Answer::{Failed, NoDomain, NoRecords};
+        let failed = || Failed::<IpAddr>("timed out".into());
+        let table = Table::default()
+            .with(
+                "two.test",
+                mx(&[(20, "b.two.test."), (10, "a.two.test."), (30, "A.two.test.")]),
+                NoRecords,
+                NoRecords,
+            )
+            .with("a.two.test", NoRecords, addresses(&["192.0.2.1"]), addresses(&["2001:db8::1"]))
+            .with("b.two.test", NoRecords, NoRecords, addresses(&["2001:db8::2"]))
+            .with("implicit.test", NoRecords, addresses(&["192.0.2.9"]), failed())
+            .with("empty.test", NoRecords, NoRecords, NoRecords)
+            .with("shaky.test", NoRecords, failed(), NoRecords)
+            .with("null.test", mx(&[(0, ".")]), NoRecords, NoRecords)
+            .with("rootandreal.test", mx(&[(0, "."), (10, "a.two.test.")]), NoRecords, NoRecords)
+            .with("broken.test", Failed("SERVFAIL".into()), NoRecords, NoRecords)
+            .with("dangling.test", mx(&[(10, "gone.test."), (20, "b.two.test.")]), NoRecords, NoRecords)
+            .with("alldangling.test", mx(&[(10, "gone.test.")]), NoRecords, NoRecords)
+            .with("many.test", mx(&(1..=15).map(|p| (p, "a.two.test.")).collect::<Vec<_>>()), NoRecords, NoRecords);
+        let hosts = |domain: &str| find_hosts(&table, domain, &fully_qualified(domain).unwrap());
+        let (a, b) = (vec![ip("192.0.2.1"), ip("2001:db8::1")], vec![ip("2001:db8::2")]);
+
+        // By preference; the same host listed twice (any case) resolved once, at its best.
+        let found = hosts("two.test").unwrap();
+        assert_eq!(
+            found,
+            [
+                ResolvedHost { preference: 10, addresses: a.clone() },
+                ResolvedHost { preference: 20, addresses: b.clone() }
+            ]
+        );
+        // No MX: the domain itself, preference 0; one address family failing is no matter.
+        assert_eq!(hosts("implicit.test").unwrap(), [ResolvedHost { preference: 0, addresses: vec![ip("192.0.2.9")] }]);
+        // A root beside real hosts breaks RFC 7505; the real hosts are used.
+        assert_eq!(hosts("rootandreal.test").unwrap(), [ResolvedHost { preference: 10, addresses: a }]);
+        // An MX host without addresses is skipped while another resolves.
+        assert_eq!(hosts("dangling.test").unwrap(), [ResolvedHost { preference: 20, addresses: b }]);
+        // A zone listing many hosts is cut to the first MAX_MX_HOSTS (here all the same host).
+        assert_eq!(hosts("many.test").unwrap().len(), 1);
+
+        let permanent = |domain: &str| match hosts(domain) {
+            Err(RouteError::Permanent(reply)) => reply,
+            other => panic!("{domain}: {other:?}"),
+        };
+        let temporary = |domain: &str| match hosts(domain) {
+            Err(RouteError::Temporary(reason)) => reason,
+            other => panic!("{domain}: {other:?}"),
+        };
+        assert!(permanent("nowhere.test").starts_with("550 5.1.2 <nowhere.test>: domain not found"));
+        assert!(permanent("empty.test").contains("no MX, A or AAAA record"));
+        assert!(permanent("null.test").starts_with("556 5.1.10"));
+        assert!(temporary("broken.test").contains("MX lookup for broken.test failed: SERVFAIL"));
+        assert!(temporary("shaky.test").contains("address lookup for shaky.test failed: timed out"));
+        assert!(temporary("alldangling.test").starts_with("no MX host of alldangling.test resolves"));
     }
 
     #[test]
