@@ -494,9 +494,12 @@ mod tests {
         );
     }
 
+    /// What a name's MX, A and AAAA questions get.
+    type Answers = (Answer<(u16, Name)>, Answer<IpAddr>, Answer<IpAddr>);
+
     /// A zone as a table: per name, what each question gets (unlisted: NXDOMAIN).
     #[derive(Default)]
-    struct Table(HashMap<String, (Answer<(u16, Name)>, Answer<IpAddr>, Answer<IpAddr>)>);
+    struct Table(HashMap<String, Answers>);
 
     impl Table {
         fn with(mut self, name: &str, mx: Answer<(u16, Name)>, a: Answer<IpAddr>, aaaa: Answer<IpAddr>) -> Table {
@@ -504,7 +507,7 @@ mod tests {
             self
         }
 
-        fn get(&self, name: &Name) -> Option<&(Answer<(u16, Name)>, Answer<IpAddr>, Answer<IpAddr>)> {
+        fn get(&self, name: &Name) -> Option<&Answers> {
             self.0.get(&name.to_ascii().to_ascii_lowercase())
         }
     }
@@ -534,7 +537,7 @@ mod tests {
     /// RFC 5321 §5.1 and RFC 7505, each branch of the module's decision tree.
     #[test]
     fn the_mx_decision_tree() {
-        use Answer::{Failed, NoDomain, NoRecords};
+        use Answer::{Failed, NoRecords};
         let failed = || Failed::<IpAddr>("timed out".into());
         let table = Table::default()
             .with(
