@@ -225,7 +225,7 @@ impl Announcing {
                     "--discover: the addresses to sign ({addrs}) do not fit in one TXT string; listen on one address"
                 );
             }
-            let fields = Signed { domains: self.domain_list.clone(), smtp: port, addrs, ts: signature::now() };
+            let fields = Signed { domains: self.domain_list.clone(), smtp: port, addrs, ts: engine::trace::unix_now() };
             properties.push(("sig".to_string(), secret.sign(&fields)));
             properties.push(("addrs".to_string(), fields.addrs));
             properties.push(("ts".to_string(), fields.ts.to_string()));
@@ -411,7 +411,11 @@ impl Browser {
                     addrs: text("addrs"),
                     ts: text("ts").parse().unwrap_or(0),
                 };
-                secret.check(&fields, Some(text("sig")).filter(|s| !s.is_empty()).as_deref(), signature::now())?;
+                secret.check(
+                    &fields,
+                    Some(text("sig")).filter(|s| !s.is_empty()).as_deref(),
+                    engine::trace::unix_now(),
+                )?;
                 Some(fields.addresses())
             }
         };

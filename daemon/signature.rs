@@ -10,7 +10,6 @@
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use ring::hmac;
@@ -90,10 +89,6 @@ impl DiscoverySecret {
         }
         Ok(())
     }
-}
-
-pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {

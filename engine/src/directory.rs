@@ -4,7 +4,7 @@
 //! question of the stored recipients, so both agree on what is local.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::address::Address;
 use crate::peers::PeerTable;
@@ -88,7 +88,7 @@ impl MailDirectory {
 
     fn remembers(&self, domain: &str) -> bool {
         let Some((store, lifetime)) = &self.remembered else { return false };
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = crate::trace::unix_now();
         match store.peer_domain_seen(domain) {
             Ok(Some(seen)) => seen.saturating_add(lifetime.as_secs()) > now,
             Ok(None) => false,
