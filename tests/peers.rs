@@ -36,6 +36,18 @@ fn send(maild: &Maild, from: &str, to: &[&str], body: &[u8]) -> u64 {
     n
 }
 
+/// A stranger's transaction up to one RCPT, whose reply must start with `expected`;
+/// returns that reply.
+fn ask_rcpt(maild: &Maild, sender: &str, recipient: &str, expected: &str) -> String {
+    let mut c = maild.smtp_client();
+    c.reply();
+    c.expect("EHLO stranger", "250");
+    c.expect(&format!("MAIL FROM:<{sender}>"), "250");
+    let reply = c.expect(&format!("RCPT TO:<{recipient}>"), expected);
+    c.expect("QUIT", "221");
+    reply
+}
+
 fn mailbox(maild: &Maild, user: &str) -> Vec<Vec<u8>> {
     export_entries(&maild.data, &["--user", user])
 }
@@ -193,15 +205,7 @@ fn start_b_at(address: &str, users: &[&str]) -> Maild {
 fn a_recipient_the_peer_refuses_is_refused_at_rcpt() {
     let b = maild_with_users(&["bob@b.test"], &["--domain", "b.test"]);
     let a = maild_with_users(&["alice@a.test"], &["--domain", "a.test", "--peer", &peer_arg("b.test", &b)]);
-    let ask = |sender: &str, recipient: &str, expected: &str| {
-        let mut c = a.smtp_client();
-        c.reply();
-        c.expect("EHLO stranger", "250");
-        c.expect(&format!("MAIL FROM:<{sender}>"), "250");
-        let reply = c.expect(&format!("RCPT TO:<{recipient}>"), expected);
-        c.expect("QUIT", "221");
-        reply
-    };
+    let ask = |sender: &str, recipient: &str, expected: &str| ask_rcpt(&a, sender, recipient, expected);
     let reply = ask("x@elsewhere.test", "nobody@b.test", "550 5.1.1");
     assert!(reply.contains("<nobody@b.test>: Recipient address rejected: User unknown"), "{reply}");
     ask("x@elsewhere.test", "bob@b.test", "250");
@@ -448,13 +452,8 @@ fn peers_lists_and_forgets_and_remembered_domains_expire() {
 
     // A domain heard a minute ago is still its peer's: a stranger's mail for it is taken
     // (and waits for the peer); one not heard for 8 days (default --remember-peers 7d) is not.
-    let mut c = a.smtp_client();
-    c.reply();
-    c.expect("EHLO stranger", "250");
-    c.expect("MAIL FROM:<x@elsewhere.test>", "250");
-    c.expect("RCPT TO:<bob@away.test>", "250");
-    c.expect("RCPT TO:<bob@old.test>", "554 5.7.1");
-    c.expect("QUIT", "221");
+    ask_rcpt(&a, "x@elsewhere.test", "bob@away.test", "250");
+    ask_rcpt(&a, "x@elsewhere.test", "bob@old.test", "554 5.7.1");
 
     let out = mailtool(&a.data, &["peers", "forget", "b.test"], None);
     assert!(!out.status.success() && out.stderr.contains("b.test is a --peer"), "{}", out.stderr);
@@ -462,12 +461,7 @@ fn peers_lists_and_forgets_and_remembered_domains_expire() {
     assert!(out.status.success() && out.stdout_text() == "forgot peer domain away.test\n", "{}", out.stderr);
     let out = mailtool(&a.data, &["peers", "forget", "away.test"], None);
     assert!(!out.status.success() && out.stderr.contains("no peer domain away.test"), "{}", out.stderr);
-    let mut c = a.smtp_client();
-    c.reply();
-    c.expect("EHLO stranger", "250");
-    c.expect("MAIL FROM:<x@elsewhere.test>", "250");
-    c.expect("RCPT TO:<bob@away.test>", "554 5.7.1");
-    c.expect("QUIT", "221");
+    ask_rcpt(&a, "x@elsewhere.test", "bob@away.test", "554 5.7.1");
     assert!(!mailtool(&a.data, &["peers"], None).stdout_text().contains("away.test"));
     a.stop();
     // Stopped, the remembered domains are still listed (the peers are the running maild's).
