@@ -92,12 +92,22 @@ pop["failures"] = session(2, [5, 0, 3], b"USER a\r\nPASS locked\r\nUSER a\r\nPAS
                           b"PASS x\r\nUSER a\r\nPASS wrong\r\n" + b"y" * 300 + b"\r\nQUIT\r\n")
 write("pop3_session", pop)
 
-write("smtp_reply", {
+write("smtp_client", {
     "greeting-ehlo": b"\x03\x40\x05\x01220 mx.test ESMTP\r\n250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n"
                      b"250-8BITMIME\r\n250-STARTTLS\r\n250 ENHANCEDSTATUSCODES\r\n",
-    "transaction": b"\x00250 2.1.0 Ok\r\n550 5.1.1 <a@b>: no\r\n451-4.3.0 try\n451 later\r\n354 go\r\n"
-                   b"250 ok\r\n421 bye\r\n",
+    # The whole round: a transaction, a probe, STARTTLS, AUTH, a refused transaction, QUIT.
+    "session": b"\x00220 mx.test ESMTP\r\n250-mx.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
+               b"250 2.1.0 Ok\r\n550 5.1.1 <a@b>: no\r\n250 ok\r\n354 go\r\n250 2.0.0 queued\r\n"
+               b"250 ok\r\n451-4.3.0 try\n451 later\r\n250 reset\r\n"
+               b"220 go ahead\r\n250-mx.test\r\n250 AUTH PLAIN\r\n235 2.7.0 ok\r\n"
+               b"451 4.3.0 busy\r\n503 no\r\n503 no\r\n503 no\r\n250 reset\r\n221 bye\r\n",
     "malformed": b"\x01\x02250-a\r\n251 b\r\n",
+})
+
+write("pop3_client", {
+    "pipelined-session": b"\x02\x03\x05+OK maild ready\r\n+OK\r\n+OK logged in\r\n+OK 2 300\r\n+OK\r\n"
+                         b"1 100\r\n2 200\r\n.\r\n+OK 100 octets\r\nReturn-Path: <a@b>\r\n\r\n..dot\r\n.\r\n"
+                         b"+OK deleted\r\n-ERR no such message\r\n+OK bye\r\n",
 })
 
 # Admin frames: R (rkyv request), O, P, D, F. The request payload was made with

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
-use crate::client::{tls_server_name, SmtpClient};
-use engine::forward::client::data_payload;
+use crate::pop3::Pop3Connection;
+use crate::send::tls_server_name;
+use engine::forward::client::{OutboundMessage, RecipientOutcome, SmtpConnection, Stage};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -79,48 +80,42 @@ fn smtp(args: SmtpArgs) -> Result<()> {
     if args.connections == 0 || args.messages == 0 {
         bail!("--connections and --messages must be at least 1");
     }
-    let payload = Arc::new(data_payload(&message(args.size)));
+    let message = Arc::new(message(args.size));
     let tls = if args.starttls { Some(engine::forward::tls::unverified_client().context("TLS set-up")?) } else { None };
     let server_name = tls_server_name(&args.smtp)?;
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..args.connections)
         .map(|_| {
-            let (args, payload, next) = (args.clone(), payload.clone(), next.clone());
+            let (args, message, next) = (args.clone(), message.clone(), next.clone());
             let (tls, server_name) = (tls.clone(), server_name.clone());
             std::thread::spawn(move || -> Result<Vec<Duration>> {
-                let mut client = SmtpClient::connect(&args.smtp, Duration::from_secs(60))
+                let mut connection = SmtpConnection::open(args.smtp.as_str(), "bench", Duration::from_secs(60))
                     .with_context(|| format!("connecting to {}", args.smtp))?;
-                client.reply()?;
-                client.expect("EHLO bench", 250)?;
                 if let Some(tls) = tls {
-                    client.starttls(tls, server_name).context("STARTTLS")?;
-                    client.expect("EHLO bench", 250).context("EHLO inside TLS")?;
+                    connection.starttls(tls, server_name).context("STARTTLS")?;
                 }
-                let envelope = format!("MAIL FROM:<{}>\r\nRCPT TO:<{}>\r\nDATA\r\n", args.from, args.rcpt);
+                let recipients = [args.rcpt.clone()];
+                let outbound = OutboundMessage { sender: &args.from, recipients: &recipients, parts: &[&message] };
                 let mut latencies = Vec::new();
                 while next.fetch_add(1, Ordering::Relaxed) < args.messages {
-                    client.send(envelope.as_bytes())?;
-                    for (what, code) in [("MAIL", 250), ("RCPT", 250), ("DATA", 354)] {
-                        let reply = client.reply()?;
-                        if reply.code != code {
-                            bail!(
-                                "{what}: {} (does the user {} exist? mailtool user add {})",
-                                reply.text,
-                                args.rcpt,
-                                args.rcpt
-                            );
+                    let sent = connection.send(&outbound)?;
+                    match (&sent.outcomes[..], &sent.decided_by[..]) {
+                        ([RecipientOutcome::Accepted], _) => {}
+                        ([RecipientOutcome::Deferred(reply) | RecipientOutcome::Rejected(reply)], [stage]) => {
+                            let hint = match stage {
+                                Stage::Rcpt => format!(" (does the user {0} exist? mailtool user add {0})", args.rcpt),
+                                _ => String::new(),
+                            };
+                            bail!("{}: {reply}{hint}", stage.command());
                         }
+                        (outcomes, _) => bail!("unexpected outcomes {outcomes:?}"),
                     }
-                    client.send(&payload)?;
-                    let sent = Instant::now();
-                    let reply = client.reply()?;
-                    if reply.code != 250 {
-                        bail!("end of data: {}", reply.text);
-                    }
-                    latencies.push(sent.elapsed());
+                    // From the end of the data to the 250: the time to make it durable.
+                    let data_sent = connection.data_sent_at().context("no data was sent")?;
+                    latencies.push(data_sent.elapsed());
                 }
-                let _ = client.expect("QUIT", 221);
+                connection.quit();
                 Ok(latencies)
             })
         })
@@ -143,58 +138,33 @@ fn smtp(args: SmtpArgs) -> Result<()> {
 }
 
 fn pop3(args: Pop3Args) -> Result<()> {
-    use std::io::{BufRead, BufReader, Write};
-    let stream = std::net::TcpStream::connect(&args.pop3).with_context(|| format!("connecting to {}", args.pop3))?;
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut writer = stream.try_clone()?;
-    let mut reader = BufReader::with_capacity(256 * 1024, stream);
-    let mut line = Vec::new();
-    let mut status = |reader: &mut BufReader<std::net::TcpStream>, what: &str| -> Result<String> {
-        line.clear();
-        reader.read_until(b'\n', &mut line)?;
-        let text = String::from_utf8_lossy(&line).trim_end().to_string();
-        if !text.starts_with("+OK") {
-            bail!("{what}: {text}");
-        }
-        Ok(text)
-    };
-    status(&mut reader, "greeting")?;
+    let mut pop = Pop3Connection::connect(&args.pop3, Duration::from_secs(60), 1 << 30)?;
     let started = Instant::now();
-    writer.write_all(format!("USER {}\r\nPASS {}\r\nSTAT\r\n", args.user, args.password).as_bytes())?;
-    status(&mut reader, "USER")?;
-    status(&mut reader, "PASS")?;
-    let stat = status(&mut reader, "STAT")?;
-    let count: usize = stat.split_whitespace().nth(1).and_then(|n| n.parse().ok()).context("bad STAT reply")?;
+    pop.queue(&format!("USER {}", args.user), false)?;
+    pop.queue(&format!("PASS {}", args.password), false)?;
+    pop.queue("STAT", false)?;
+    pop.flush()?;
+    pop.status("USER")?;
+    pop.status("PASS")?;
+    let stat = pop.status("STAT")?;
+    let count: usize = stat.split_whitespace().next().and_then(|n| n.parse().ok()).context("bad STAT reply")?;
     let logged_in = started.elapsed();
     let retr_started = Instant::now();
     let (mut sent, mut received, mut octets) = (0usize, 0usize, 0usize);
     let window = args.pipeline.max(1);
-    let mut body = Vec::new();
     while received < count {
-        let mut batch = String::new();
         while sent < count && sent - received < window {
             sent += 1;
-            batch.push_str(&format!("RETR {sent}\r\n"));
+            pop.queue(&format!("RETR {sent}"), true)?;
         }
-        writer.write_all(batch.as_bytes())?;
+        pop.flush()?;
         while received < sent {
-            status(&mut reader, "RETR")?;
-            loop {
-                body.clear();
-                if reader.read_until(b'\n', &mut body)? == 0 {
-                    bail!("connection closed inside a message");
-                }
-                if body == b".\r\n" {
-                    break;
-                }
-                octets += body.len();
-            }
+            octets += pop.body("RETR")?.len();
             received += 1;
         }
     }
     let elapsed = retr_started.elapsed();
-    writer.write_all(b"QUIT\r\n")?;
+    let _ = pop.command("QUIT", "QUIT");
     println!("messages: {count}");
     println!("pipeline: {window}");
     println!("login+stat: {:.1} ms", logged_in.as_secs_f64() * 1e3);

@@ -9,8 +9,7 @@
 //! deleted before our copy is on disk.
 
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -18,6 +17,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
 use crate::password::{PasswordArgs, Stdin};
+use crate::pop3::Pop3Connection;
 
 #[derive(Args)]
 pub struct FetchArgs {
@@ -40,6 +40,9 @@ pub struct FetchArgs {
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The largest message fetched; a longer response is an error, not unbounded memory.
+const MAX_MESSAGE: usize = 1 << 30;
+
 pub fn run(args: FetchArgs) -> Result<()> {
     if args.user.contains(['\r', '\n']) || args.user.is_empty() {
         bail!("--user needs an address on one line");
@@ -51,21 +54,19 @@ pub fn run(args: FetchArgs) -> Result<()> {
         .open(&args.output)
         .with_context(|| format!("opening {}", args.output.display()))?;
 
-    let mut pop = Pop3::connect(&args.pop3)?;
-    pop.status("greeting")?;
+    let mut pop = Pop3Connection::connect(&args.pop3, TIMEOUT, MAX_MESSAGE)?;
     pop.command(&format!("USER {}", args.user), "USER")?;
     pop.command(&format!("PASS {password}"), "PASS")?;
     let stat = pop.command("STAT", "STAT")?;
     let count: usize = stat
         .split_whitespace()
-        .nth(1)
+        .next()
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| anyhow!("STAT: cannot read the message count in {stat:?}"))?;
     // LIST gives each message's exact size (CONTRACT §6), which tells a CRLF the server
     // added before the terminating dot from one that belongs to the message.
-    pop.command("LIST", "LIST")?;
     let mut sizes = std::collections::HashMap::new();
-    for line in pop.multiline("LIST")?.split(|&b| b == b'\n') {
+    for line in pop.multiline("LIST", "LIST")?.split(|&b| b == b'\n') {
         let line = String::from_utf8_lossy(line);
         let mut words = line.split_whitespace();
         if let (Some(Ok(msg)), Some(Ok(size))) =
@@ -82,8 +83,7 @@ pub fn run(args: FetchArgs) -> Result<()> {
             // Not listed: already gone (a message deleted by this session cannot be).
             continue;
         }
-        pop.command(&format!("RETR {msg}"), &format!("RETR {msg}"))?;
-        let mut message = pop.multiline(&format!("RETR {msg}"))?;
+        let mut message = pop.multiline(&format!("RETR {msg}"), &format!("RETR {msg}"))?;
         if let Some(&size) = sizes.get(&msg) {
             if message.len() == size + 2 && message.ends_with(b"\r\n") {
                 message.truncate(size);
@@ -136,75 +136,6 @@ pub(crate) fn mbox_entry(message: &[u8], asctime: &str) -> Vec<u8> {
     }
     out.push(b'\n');
     out
-}
-
-/// A minimal blocking POP3 client.
-struct Pop3 {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
-impl Pop3 {
-    fn connect(address: &str) -> Result<Pop3> {
-        let mut last = None;
-        for resolved in address.to_socket_addrs().with_context(|| format!("resolving {address}"))? {
-            match TcpStream::connect_timeout(&resolved, TIMEOUT) {
-                Ok(stream) => {
-                    stream.set_read_timeout(Some(TIMEOUT))?;
-                    stream.set_write_timeout(Some(TIMEOUT))?;
-                    let writer = stream.try_clone()?;
-                    return Ok(Pop3 { reader: BufReader::new(stream), writer });
-                }
-                Err(error) => last = Some(error),
-            }
-        }
-        match last {
-            Some(error) => Err(error).with_context(|| format!("connecting to {address}")),
-            None => bail!("{address}: no address found"),
-        }
-    }
-
-    /// One line with its line end, or an error at end of stream.
-    fn line(&mut self, what: &str) -> Result<Vec<u8>> {
-        let mut line = Vec::new();
-        let read = self.reader.read_until(b'\n', &mut line).with_context(|| format!("{what}: reading the reply"))?;
-        if read == 0 {
-            bail!("{what}: the server closed the connection");
-        }
-        Ok(line)
-    }
-
-    /// Reads a status line: its text after `+OK`, or an error with the server's `-ERR`.
-    fn status(&mut self, what: &str) -> Result<String> {
-        let line = self.line(what)?;
-        let text = String::from_utf8_lossy(&line).trim_end().to_string();
-        if text == "+OK" || text.starts_with("+OK ") {
-            Ok(text)
-        } else if text.starts_with("-ERR") {
-            bail!("{what}: the server said: {text}")
-        } else {
-            bail!("{what}: unexpected reply {text:?}")
-        }
-    }
-
-    /// Sends a command (`what` names it in errors, so a password is never shown).
-    fn command(&mut self, line: &str, what: &str) -> Result<String> {
-        self.writer.write_all(format!("{line}\r\n").as_bytes()).with_context(|| format!("{what}: sending"))?;
-        self.status(what)
-    }
-
-    /// The body of a multi-line response (RFC 1939 §3), dot-stuffing undone, up to the
-    /// line holding only `.`.
-    fn multiline(&mut self, what: &str) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
-        loop {
-            let line = self.line(what)?;
-            if line == b".\r\n" {
-                return Ok(out);
-            }
-            out.extend_from_slice(line.strip_prefix(b".").unwrap_or(&line));
-        }
-    }
 }
 
 #[cfg(test)]

@@ -5,11 +5,11 @@
 
 mod admin;
 mod bench;
-mod client;
 mod fetch;
 #[cfg(test)]
 mod generated;
 mod password;
+mod pop3;
 mod send;
 mod stress;
 

@@ -19,12 +19,11 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use clap::Args;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 
-use crate::client::{tls_server_name, Reply, SmtpClient};
 use crate::password::{PasswordArgs, Stdin};
-use engine::forward::client::data_payload;
+use engine::forward::client::{OutboundMessage, RecipientOutcome, SmtpConnection, Stage};
 
 #[derive(Args)]
 pub struct SendArgs {
@@ -95,7 +94,7 @@ pub fn run(args: SendArgs) -> Result<()> {
         None => body,
     };
     let reply = deliver(&args, tls, login.as_ref(), &message)?;
-    println!("{}", reply.text);
+    println!("{reply}");
     Ok(())
 }
 
@@ -195,92 +194,55 @@ fn encode_header(text: &str) -> String {
     words.join("\r\n ")
 }
 
-/// Runs one SMTP transaction; the final reply on success.
-fn deliver(args: &SendArgs, tls: Option<Arc<ClientConfig>>, login: Option<&Login>, message: &[u8]) -> Result<Reply> {
-    let mut client =
-        SmtpClient::connect(&args.smtp, TIMEOUT).with_context(|| format!("connecting to {}", args.smtp))?;
-    let greeting = client.reply().context("reading the greeting")?;
-    if greeting.code != 220 {
-        bail!("the server refused the connection: {}", greeting.text);
-    }
-    let mut session = Session { client };
-    let ehlo = session.client.command(&format!("EHLO {}", args.helo)).context("EHLO")?;
-    let mut ehlo = if ehlo.code == 250 { ehlo } else { session.step(&format!("HELO {}", args.helo))? };
+/// Runs one SMTP transaction; the reply to the message when every recipient took it.
+/// A recipient the server refuses is an error naming the command and the reply (the
+/// others still get the message, as with any mail client).
+fn deliver(args: &SendArgs, tls: Option<Arc<ClientConfig>>, login: Option<&Login>, message: &[u8]) -> Result<String> {
+    let mut connection = SmtpConnection::open(args.smtp.as_str(), &args.helo, TIMEOUT)
+        .with_context(|| format!("connecting to {}", args.smtp))?;
     if let Some(tls) = tls {
-        if extension(&ehlo, "STARTTLS").is_none() {
-            session.quit();
+        if !connection.extensions().starttls {
+            connection.quit();
             bail!("{} does not offer STARTTLS", args.smtp);
         }
-        session.client.starttls(tls, tls_server_name(&args.smtp)?).context("STARTTLS")?;
-        // RFC 3207 §4.2: what the server said before TLS no longer counts.
-        ehlo = session.step(&format!("EHLO {}", args.helo))?;
+        connection.starttls(tls, tls_server_name(&args.smtp)?).context("STARTTLS")?;
     }
     if let Some(login) = login {
-        if extension(&ehlo, "AUTH").is_none() {
-            session.quit();
-            let hint = if session.client.is_tls() { "" } else { " (it may want --starttls first)" };
-            bail!("{} does not offer AUTH{hint}", args.smtp);
+        if !connection.extensions().auth_plain {
+            let hint = if connection.is_encrypted() { "" } else { " (it may want --starttls first)" };
+            connection.quit();
+            bail!("{} does not offer AUTH PLAIN{hint}", args.smtp);
         }
-        // RFC 4616: authzid (empty: the same user), authcid, password.
-        let response = BASE64.encode(format!("\0{}\0{}", login.user, login.password));
-        session.step_named(&format!("AUTH PLAIN {response}"), "AUTH PLAIN")?;
+        connection.auth_plain(&login.user, &login.password)?;
     }
-    // RFC 1870: announce the size, and do not send what the server already says is too big.
-    let limit = extension(&ehlo, "SIZE").and_then(|mut parameters| parameters.next()?.parse::<u64>().ok());
-    let size = u64::try_from(message.len()).unwrap_or(u64::MAX);
-    if let Some(limit) = limit.filter(|&l| l > 0 && size > l) {
-        session.quit();
-        bail!("the message is {size} octets; the server takes at most {limit}");
-    }
-    let size_param = if limit.is_some() { format!(" SIZE={size}") } else { String::new() };
-    session.step(&format!("MAIL FROM:<{}>{size_param}", args.from))?;
-    for to in &args.to {
-        session.step(&format!("RCPT TO:<{to}>"))?;
-    }
-    session.step("DATA")?;
-    session.client.send(&data_payload(message)).context("sending the message")?;
-    let reply = session.client.reply().context("waiting for the reply to the message")?;
-    if !reply.is_positive() {
-        session.quit();
-        bail!("end of data: {}", reply.lines.join(" / "));
-    }
-    session.quit();
-    Ok(reply)
-}
-
-struct Session {
-    client: SmtpClient,
-}
-
-impl Session {
-    /// Sends a command; an error naming it and the reply unless the reply is 2xx/3xx.
-    fn step(&mut self, command: &str) -> Result<Reply> {
-        self.step_named(command, command)
-    }
-
-    /// As [`Session::step`], naming the command `name` in errors (a secret stays out).
-    fn step_named(&mut self, command: &str, name: &str) -> Result<Reply> {
-        let reply = self.client.command(command).with_context(|| format!("{name}: no reply"))?;
-        if !reply.is_positive() {
-            self.quit();
-            bail!("{name}: {}", reply.lines.join(" / "));
+    let outbound = OutboundMessage { sender: &args.from, recipients: &args.to, parts: &[message] };
+    let sent = connection.send(&outbound)?;
+    connection.quit();
+    let mut refusals = Vec::new();
+    for ((recipient, outcome), stage) in args.to.iter().zip(&sent.outcomes).zip(&sent.decided_by) {
+        if let RecipientOutcome::Deferred(reply) | RecipientOutcome::Rejected(reply) = outcome {
+            let command = match stage {
+                Stage::Mail => format!("MAIL FROM:<{}>", args.from),
+                Stage::Rcpt => format!("RCPT TO:<{recipient}>"),
+                stage => format!("{} (for {recipient})", stage.command()),
+            };
+            refusals.push(format!("{command}: {reply}"));
         }
-        Ok(reply)
     }
-
-    /// Ends the session politely; its outcome does not matter any more.
-    fn quit(&mut self) {
-        let _ = self.client.command("QUIT");
+    match (sent.final_reply, refusals.is_empty()) {
+        (Some(reply), true) => Ok(reply),
+        (Some(reply), false) => {
+            println!("{reply}");
+            bail!("the others got the message; refused:\n{}", refusals.join("\n"))
+        }
+        (None, _) => bail!("{}", refusals.join("\n")),
     }
 }
 
-/// The parameters of an EHLO extension keyword (RFC 5321 §4.1.1.1), if the server lists it.
-fn extension<'a>(ehlo: &'a Reply, keyword: &str) -> Option<std::str::SplitWhitespace<'a>> {
-    ehlo.lines.iter().skip(1).find_map(|line| {
-        let mut words = line.get(4..)?.split_whitespace();
-        words.next().filter(|word| word.eq_ignore_ascii_case(keyword))?;
-        Some(words)
-    })
+/// The TLS server name for `HOST:PORT` (an IP address or a DNS name; `[v6]` too).
+pub(crate) fn tls_server_name(address: &str) -> Result<ServerName<'static>> {
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host).trim_matches(['[', ']']);
+    ServerName::try_from(host.to_string()).with_context(|| format!("{host:?} as a TLS server name"))
 }
 
 #[cfg(test)]

@@ -35,8 +35,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::client::{Reply, SmtpClient};
-use engine::forward::client::data_payload;
+use engine::forward::client::{ServerReply, SmtpStream};
+use engine::smtp::client::data_payload;
 
 #[derive(Args)]
 pub struct StressArgs {
@@ -217,13 +217,13 @@ fn per_second(count: u64, seconds: f64) -> f64 {
 /// Before the run: the server answers, and every `--rcpt` is a user of it. A recipient
 /// that is not would turn every transaction into a mismatch; better one clear error.
 fn preflight(smtp: &str, rcpts: &[String]) -> Result<()> {
-    let mut client = SmtpClient::connect(smtp, IO_TIMEOUT).with_context(|| format!("could not connect to {smtp}"))?;
-    let greeting = client.reply().with_context(|| format!("{smtp}: no greeting"))?;
+    let mut stream = SmtpStream::connect(smtp, IO_TIMEOUT).with_context(|| format!("could not connect to {smtp}"))?;
+    let greeting = stream.read_reply().with_context(|| format!("{smtp}: no greeting"))?;
     if greeting.code != 220 {
-        bail!("{smtp} refused the connection: {}", greeting.text);
+        bail!("{smtp} refused the connection: {}", greeting.summary());
     }
-    let mut step = |command: &str| -> Result<Reply> {
-        client.command(command).with_context(|| format!("{smtp}: no reply to {command}"))
+    let mut step = |command: &str| -> Result<ServerReply> {
+        stream.command(command).with_context(|| format!("{smtp}: no reply to {command}"))
     };
     if step("EHLO stress.preflight")?.code != 250 && step("HELO stress.preflight")?.code != 250 {
         bail!("{smtp}: neither EHLO nor HELO was accepted");
@@ -234,14 +234,14 @@ fn preflight(smtp: &str, rcpts: &[String]) -> Result<()> {
             step("RSET")?;
             let mail = step("MAIL FROM:<>")?;
             if mail.code != 250 {
-                bail!("{smtp}: MAIL FROM:<> got {}", mail.text);
+                bail!("{smtp}: MAIL FROM:<> got {}", mail.summary());
             }
         }
         let reply = step(&format!("RCPT TO:<{rcpt}>"))?;
         if reply.code != 250 {
             bail!(
                 "--rcpt {rcpt} is not taken by {smtp}: {} (stress needs existing users: mailtool user add {rcpt})",
-                reply.text
+                reply.summary()
             );
         }
     }
@@ -307,9 +307,11 @@ mod tests {
     use std::io::{BufRead, BufReader};
     use std::net::TcpListener;
 
-    fn reply(lines: &[&str]) -> Reply {
-        let lines: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
-        Reply { code: lines[0][..3].parse().unwrap(), text: lines.last().unwrap().clone(), lines }
+    /// The reply these lines make, read as from the wire.
+    fn reply(lines: &[&str]) -> ServerReply {
+        let wire: String = lines.iter().map(|line| format!("{line}\r\n")).collect();
+        let (_, reply) = engine::smtp::client::ReplyReader::default().push(wire.as_bytes());
+        reply.expect("a whole reply").expect("a well-formed reply")
     }
 
     #[test]
@@ -354,8 +356,8 @@ mod tests {
         assert_eq!(check(&ehlo, &reply(&good)), Ok(Checked::Ehlo { size: Some(1000) }));
         let no_pipelining = ["250-mx.test", "250-SIZE 1000", "250-8BITMIME", "250 ENHANCEDSTATUSCODES"];
         assert!(check(&ehlo, &reply(&no_pipelining)).is_err());
-        let mixed = ["250-mx.test", "250-PIPELINING", "250-SIZE 1000", "251-8BITMIME", "250 ENHANCEDSTATUSCODES"];
-        assert!(check(&ehlo, &reply(&mixed)).is_err());
+        let bad_size = ["250-mx.test", "250-PIPELINING", "250-SIZE lots", "250-8BITMIME", "250 ENHANCEDSTATUSCODES"];
+        assert!(check(&ehlo, &reply(&bad_size)).is_err());
     }
 
     #[test]

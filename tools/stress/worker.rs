@@ -115,7 +115,7 @@ impl Worker {
     }
 
     pub(super) fn session(&mut self) {
-        let mut client = match SmtpClient::connect(&self.config.smtp, IO_TIMEOUT) {
+        let mut client = match SmtpStream::connect(self.config.smtp.as_str(), IO_TIMEOUT) {
             Ok(client) => client,
             Err(error) => {
                 self.shared.connect_failures.fetch_add(1, Ordering::Relaxed);
@@ -127,7 +127,7 @@ impl Worker {
         self.shared.sessions.fetch_add(1, Ordering::Relaxed);
         self.shared.operations.fetch_add(1, Ordering::Relaxed);
         let expected = Expected::greeting();
-        let greeting = match client.reply() {
+        let greeting = match client.read_reply() {
             Ok(reply) => reply,
             Err(error) => {
                 self.shared.mismatch(self.id, "connect", &expected.to_string(), &format!("no greeting: {error}"));
@@ -135,11 +135,16 @@ impl Worker {
             }
         };
         if let Err(why) = check(&expected, &greeting) {
-            self.shared.mismatch(self.id, "connect", &expected.to_string(), &format!("{:?} ({why})", greeting.text));
+            self.shared.mismatch(
+                self.id,
+                "connect",
+                &expected.to_string(),
+                &format!("{:?} ({why})", greeting.summary()),
+            );
             client.abort();
             return;
         }
-        let hostname = greeting.text.split_whitespace().nth(1).unwrap_or("").to_string();
+        let hostname = greeting.lines.last().and_then(|l| l.split_whitespace().next()).unwrap_or("").to_string();
         let mut model = Model::new(hostname);
 
         if std::mem::take(&mut self.before_helo_next) || self.rng.chance(15) {
@@ -173,10 +178,10 @@ impl Worker {
     }
 
     /// Sends each batch in one write, then reads and checks its replies in order.
-    pub(super) fn execute(&mut self, client: &mut SmtpClient, batches: Vec<Vec<Exchange>>) -> After {
+    pub(super) fn execute(&mut self, client: &mut SmtpStream, batches: Vec<Vec<Exchange>>) -> After {
         for batch in batches {
             let wire: Vec<u8> = batch.iter().flat_map(|exchange| exchange.wire.iter().copied()).collect();
-            if let Err(error) = client.send(&wire) {
+            if let Err(error) = client.write_all(&wire) {
                 let first = batch.first().map(|e| e.label.as_str()).unwrap_or("");
                 self.shared.mismatch(self.id, first, "to send", &format!("write failed: {error}"));
                 return After::Broken;
@@ -184,7 +189,7 @@ impl Worker {
             for exchange in &batch {
                 self.shared.operations.fetch_add(1, Ordering::Relaxed);
                 for expected in &exchange.expects {
-                    let reply = match client.reply() {
+                    let reply = match client.read_reply() {
                         Ok(reply) => reply,
                         Err(error) => {
                             let got = format!("no reply: {error}");
@@ -197,7 +202,7 @@ impl Worker {
                         Ok(Checked::Ehlo { size }) => self.size_limit = size,
                         Ok(Checked::Delivered(number)) => self.delivered(number, &exchange.label),
                         Err(why) => {
-                            let got = format!("{:?} ({why})", reply.text);
+                            let got = format!("{:?} ({why})", reply.summary());
                             self.shared.mismatch(self.id, &exchange.label, &expected.to_string(), &got);
                             return After::Broken;
                         }

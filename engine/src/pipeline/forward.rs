@@ -635,7 +635,7 @@ impl Worker {
                     };
                     let outbound =
                         OutboundMessage { sender: stored.sender.as_str(), recipients: &record.recipients, parts };
-                    conn.send(&outbound).map_err(|e: SendError| format!("{server}: {e}"))
+                    conn.send(&outbound).map(|sent| sent.outcomes).map_err(|e: SendError| format!("{server}: {e}"))
                 }
             };
             if connection.as_ref().is_some_and(|(c, _)| outcome.is_err() || !c.is_usable()) {

@@ -33,6 +33,7 @@
 //! module applies it to the state. [`reply`] holds every reply's wording and [`message`]
 //! writes RETR and TOP responses.
 
+pub mod client;
 pub mod command;
 pub mod message;
 pub mod receiver;

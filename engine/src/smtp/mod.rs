@@ -16,6 +16,7 @@
 //! Three layers: [`receiver`] cuts bytes into command lines and message data,
 //! [`command`] parses a line, and this module applies it to the state.
 
+pub mod client;
 pub mod command;
 pub mod receiver;
 pub mod reply;

@@ -1,0 +1,150 @@
+//! Message data as DATA sends it (RFC 5321 §4.5.2): dot-stuffed, ending in CRLF `.` CRLF.
+
+use std::io::{self, Write};
+
+/// A whole message as DATA sends it: dot-stuffed, a CRLF added if it does not end in one,
+/// then the end-of-data marker. For callers that hold the message at once.
+pub fn data_payload(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 8);
+    let mut stuffer = DotStuffer::new();
+    // Writing into a Vec cannot fail.
+    let _ = stuffer.write(&mut out, message);
+    let _ = stuffer.finish(&mut out);
+    out
+}
+
+/// The size RFC 1870 §5 declares for a message given as parts: its octets with CRLF line
+/// ends, not the dot-stuffing nor the final dot; the CRLF we add at the end counts.
+pub fn declared_size(parts: &[&[u8]]) -> u64 {
+    let size = parts.iter().map(|p| p.len()).sum::<usize>() + if ends_with_crlf(parts) { 0 } else { 2 };
+    u64::try_from(size).unwrap_or(u64::MAX)
+}
+
+/// Whether the concatenated parts end with CRLF (the CR and the LF may be in different
+/// parts, and empty parts may sit anywhere).
+fn ends_with_crlf(parts: &[&[u8]]) -> bool {
+    let mut tail = parts.iter().rev().flat_map(|p| p.iter().rev());
+    matches!((tail.next(), tail.next()), (Some(b'\n'), Some(b'\r')))
+}
+
+/// Writes message data part by part: a `.` at the start of a line gets a second `.` in
+/// front, the data ends with CRLF (added if the message lacks it), then `.` CRLF.
+///
+/// A line starts at the beginning of the message and after every LF, bare or not: the
+/// receiver is then certain never to see an end-of-data line we did not mean, whatever
+/// line ends the message holds. State carries over part boundaries, so a line may start
+/// in one part and its first character be in the next. Whole runs between LFs are
+/// written at once, never byte by byte.
+#[derive(Debug)]
+pub struct DotStuffer {
+    at_line_start: bool,
+    /// The last byte written, to see a CRLF split across parts.
+    last: Option<u8>,
+    ends_with_crlf: bool,
+}
+
+impl Default for DotStuffer {
+    fn default() -> Self {
+        DotStuffer::new()
+    }
+}
+
+impl DotStuffer {
+    pub fn new() -> DotStuffer {
+        DotStuffer { at_line_start: true, last: None, ends_with_crlf: false }
+    }
+
+    pub fn write<W: Write>(&mut self, out: &mut W, part: &[u8]) -> io::Result<()> {
+        let Some(&final_byte) = part.last() else {
+            return Ok(());
+        };
+        self.ends_with_crlf = match part {
+            [.., b'\r', b'\n'] => true,
+            [b'\n'] => self.last == Some(b'\r'),
+            _ => false,
+        };
+        self.last = Some(final_byte);
+        let mut rest = part;
+        while !rest.is_empty() {
+            if self.at_line_start && rest[0] == b'.' {
+                out.write_all(b".")?;
+            }
+            match rest.iter().position(|&b| b == b'\n') {
+                Some(lf) => {
+                    out.write_all(&rest[..=lf])?;
+                    rest = &rest[lf + 1..];
+                    self.at_line_start = true;
+                }
+                None => {
+                    out.write_all(rest)?;
+                    self.at_line_start = false;
+                    rest = &[];
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn finish<W: Write>(self, out: &mut W) -> io::Result<()> {
+        if !self.ends_with_crlf {
+            out.write_all(b"\r\n")?;
+        }
+        out.write_all(b".\r\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_payload_stuffs_leading_dots_and_terminates() {
+        assert_eq!(data_payload(b".a\r\n..b\r\nc.\r\n"), b"..a\r\n...b\r\nc.\r\n.\r\n");
+        assert_eq!(data_payload(b"no end"), b"no end\r\n.\r\n");
+        assert_eq!(data_payload(b"bare\n.lf"), b"bare\n..lf\r\n.\r\n");
+        assert_eq!(data_payload(b""), b"\r\n.\r\n");
+    }
+
+    fn stuffed(parts: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut stuffer = DotStuffer::new();
+        for part in parts {
+            stuffer.write(&mut out, part).unwrap();
+        }
+        stuffer.finish(&mut out).unwrap();
+        out
+    }
+    #[test]
+    fn dot_stuffing_table() {
+        let table: Vec<(&[&[u8]], &[u8])> = vec![
+            (&[], b"\r\n.\r\n"),
+            (&[b"a\r\n"], b"a\r\n.\r\n"),
+            (&[b"a"], b"a\r\n.\r\n"),
+            (&[b".\r\n"], b"..\r\n.\r\n"),
+            (&[b"a\r\n.\r\n"], b"a\r\n..\r\n.\r\n"),
+            (&[b"a\r\n..b\r\n"], b"a\r\n...b\r\n.\r\n"),
+            (&[b"a.b\r\n"], b"a.b\r\n.\r\n"),
+            // A line begins in one part and its dot is the next part's first byte.
+            (&[b"a\r\n", b".b\r\n"], b"a\r\n..b\r\n.\r\n"),
+            (&[b"a\r\n", b"", b".b\r\n"], b"a\r\n..b\r\n.\r\n"),
+            // A dot at the end of one part and more of the line in the next.
+            (&[b"x\r\n.", b".y\r\n"], b"x\r\n...y\r\n.\r\n"),
+            // The dot not at a line start, split across parts.
+            (&[b"x", b".y\r\n"], b"x.y\r\n.\r\n"),
+            // CRLF split across parts: no CRLF added.
+            (&[b"a\r", b"\n"], b"a\r\n.\r\n"),
+            (&[b"a\r", b"\n", b""], b"a\r\n.\r\n"),
+            // Bare LF starts a line too (smuggling-proof), and does not count as CRLF.
+            (&[b"a\n.\n"], b"a\n..\n\r\n.\r\n"),
+            (&[b"a\r"], b"a\r\r\n.\r\n"),
+        ];
+        for (parts, expected) in table {
+            assert_eq!(stuffed(parts), expected, "{parts:?}");
+        }
+        let table: Vec<(&[&[u8]], bool)> =
+            vec![(&[b"a\r", b"\n"], true), (&[b"\r\n", b""], true), (&[b"\n"], false), (&[b"\r"], false), (&[], false)];
+        for (parts, expected) in table {
+            assert_eq!(ends_with_crlf(parts), expected, "{parts:?}");
+        }
+    }
+}
