@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use engine::directory::Directory;
+use engine::envelope::CommitError;
 use engine::metrics::Metrics;
 use engine::pipeline::Submission;
-use engine::smtp::{Action, CommitError, SmtpConfig, SmtpSession};
+use engine::smtp::{Action, SmtpConfig, SmtpSession};
 
 use crate::conn::{self, Conn, Handler, Session};
 use crate::login::Logins;

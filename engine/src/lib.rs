@@ -13,6 +13,7 @@ pub mod dialogue;
 pub mod directory;
 pub mod durable;
 pub mod duration;
+pub mod envelope;
 pub mod failpoint;
 pub mod forward;
 pub mod lines;

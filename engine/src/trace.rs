@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use time::format_description::well_known::Rfc2822;
 use time::OffsetDateTime;
 
-use crate::smtp::Envelope;
+use crate::envelope::Envelope;
 
 /// Keeps a client-supplied word printable so it cannot break the header it is put in.
 fn printable(word: &str) -> String {
@@ -93,7 +93,7 @@ mod tests {
 
     #[test]
     fn header_names_helo_ip_host_and_number() {
-        let envelope = crate::smtp::Envelope {
+        let envelope = crate::envelope::Envelope {
             helo: "client\u{7f}x".into(),
             extended: false,
             tls: false,

@@ -23,7 +23,8 @@ use common::Input;
 use engine::address::Address;
 use engine::directory::{Directory, Route};
 use engine::sasl::Verdict;
-use engine::smtp::{Action, CommitError, Reply, SmtpConfig, SmtpSession};
+use engine::envelope::CommitError;
+use engine::smtp::{Action, Reply, SmtpConfig, SmtpSession};
 use libfuzzer_sys::fuzz_target;
 
 /// `example.org` is local (users whose local part has an even length exist), `peer.test`
@@ -116,7 +117,7 @@ impl Run {
                         let outcome = match self.commits % 5 {
                             0 => Err(CommitError::Transient),
                             3 => Err(CommitError::Full),
-                            4 => Err(CommitError::Rejected(Reply::too_many_hops())),
+                            4 => Err(CommitError::TooManyHops),
                             _ => Ok(self.commits),
                         };
                         self.session.commit_finished(outcome, &mut next);

@@ -35,13 +35,13 @@ use time::OffsetDateTime;
 use super::{Signal, SignalWaiter, Submission};
 use crate::address::Address;
 use crate::directory::MailDirectory;
+use crate::envelope::{Envelope, Message};
 use crate::forward::client::{probe, OutboundMessage, RecipientOutcome, SendError, SmtpConnection};
 use crate::forward::dsn::{self, FailedRecipient};
 use crate::forward::mx::{Latencies, MxResolver, RouteError};
 use crate::forward::tls;
 use crate::metrics::Metrics;
 use crate::peers::PeerSource;
-use crate::smtp::{CommitError, Envelope, Message};
 use crate::store::record::{QueueRecord, QueueRoute};
 use crate::store::Store;
 use crate::users::Users;
@@ -501,9 +501,7 @@ pub fn submit(intake: &Sender<Submission>, message: Message) -> Result<u64, Stri
     intake.send(submission).map_err(|_| "the pipeline is shutting down".to_string())?;
     match outcome.recv() {
         Ok(Ok(number)) => Ok(number),
-        Ok(Err(CommitError::Transient)) => Err("the store failed (see the log)".to_string()),
-        Ok(Err(CommitError::Full)) => Err("the store is full".to_string()),
-        Ok(Err(CommitError::Rejected(reply))) => Err(String::from_utf8_lossy(reply.as_bytes()).trim_end().to_string()),
+        Ok(Err(error)) => Err(error.describe().to_string()),
         Err(_) => Err("the pipeline is shutting down".to_string()),
     }
 }

@@ -26,8 +26,8 @@ use rkyv::rancor;
 use time::OffsetDateTime;
 
 use super::{Committed, PipelineConfig, Submission};
+use crate::envelope::{CommitError, Envelope, Message};
 use crate::failpoint;
-use crate::smtp::{CommitError, Envelope, Message};
 use crate::store::record::{MessageRecord, Routing};
 use crate::store::{Store, StoreError};
 use crate::trace::received_header;
@@ -132,7 +132,7 @@ pub fn run(
                     _ => CommitError::Transient,
                 };
                 for submission in batch {
-                    submission.answer(Err(outcome.clone()));
+                    submission.answer(Err(outcome));
                 }
             }
         }

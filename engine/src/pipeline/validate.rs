@@ -8,12 +8,12 @@
 use crossbeam_channel::{Receiver, Sender};
 
 use super::{PipelineConfig, Submission};
-use crate::smtp::{CommitError, Reply};
+use crate::envelope::CommitError;
 
 pub fn run(input: Receiver<Submission>, output: Sender<Submission>, config: &PipelineConfig) {
     for submission in input {
         if received_count(&submission.message.body) > config.max_hops {
-            submission.answer(Err(CommitError::Rejected(Reply::too_many_hops())));
+            submission.answer(Err(CommitError::TooManyHops));
             continue;
         }
         if let Err(crossbeam_channel::SendError(submission)) = output.send(submission) {

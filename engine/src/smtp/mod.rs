@@ -27,6 +27,7 @@ use std::sync::Arc;
 use crate::address::{Address, AddressError};
 use crate::budget::{MemoryBudget, Share};
 use crate::directory::{Accepted, Directory, Route};
+use crate::envelope::{CommitError, Envelope, Message};
 use crate::sasl::{self, AuthFailure, Credentials, Verdict};
 use command::Command;
 use receiver::{DataProgress, DataReceiver, Line, LineReceiver};
@@ -62,45 +63,6 @@ impl SmtpConfig {
             data_budget: MemoryBudget::unlimited(),
         }
     }
-}
-
-/// The envelope of one message: who sent it, to whom, and from where.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Envelope {
-    pub helo: String,
-    /// True if the client greeted with EHLO (the trace header says ESMTP then).
-    pub extended: bool,
-    /// True if the message came over TLS (the trace header says ESMTPS then).
-    pub tls: bool,
-    /// The user key the client authenticated as (ESMTPA, ESMTPSA), if it did.
-    pub user: Option<String>,
-    pub client_ip: IpAddr,
-    /// The reverse path; empty for the null sender `<>`.
-    pub sender: String,
-    /// Accepted recipients in RCPT order, each once.
-    pub recipients: Vec<String>,
-    /// How each of `recipients` was accepted (same order); empty for mail the server
-    /// writes itself, whose routes the deliver stage decides.
-    pub routes: Vec<Accepted>,
-}
-
-/// A whole message handed to the pipeline.
-#[derive(Debug)]
-pub struct Message {
-    pub envelope: Envelope,
-    /// The client's bytes after dot-unstuffing, exactly as sent otherwise.
-    pub body: Vec<u8>,
-}
-
-/// Why the pipeline did not commit a message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CommitError {
-    /// The store failed (I/O error): try again later. `451 4.3.0`.
-    Transient,
-    /// The store is out of space. `452 4.3.1`.
-    Full,
-    /// A stage refused the message for good, with this reply (e.g. a mail loop).
-    Rejected(Reply),
 }
 
 /// What the daemon must do for the session, in order.
@@ -282,7 +244,7 @@ impl SmtpSession {
             Ok(number) => Reply::delivered(number),
             Err(CommitError::Transient) => Reply::store_failed(),
             Err(CommitError::Full) => Reply::store_full(),
-            Err(CommitError::Rejected(reply)) => reply,
+            Err(CommitError::TooManyHops) => Reply::too_many_hops(),
         };
         self.reply(reply, actions);
         self.process(actions);
