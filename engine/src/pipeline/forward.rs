@@ -20,6 +20,10 @@
 //!
 //! A crash between the peer's 250 and the queue update sends the message again after the
 //! restart: one duplicate, never a loss.
+//!
+//! What a record's outcome does to it is [`decide`], a pure function; the scheduler reads
+//! time through a clock and sends through a [`Transmitter`], so its loop (connection
+//! limits, retries, expiry, bounces that fail to commit) is tested with fakes of both.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -104,18 +108,10 @@ impl Forward {
     ) -> std::io::Result<Forward> {
         let stop = Arc::new(AtomicBool::new(false));
         let relay = config.relay.as_ref().map(Relay::start).transpose()?.map(Arc::new);
-        let scheduler = Scheduler {
-            relay,
-            store,
-            directory,
-            intake,
-            config: Arc::new(config),
-            metrics,
-            stop: stop.clone(),
-            in_flight: HashSet::new(),
-            connections: HashMap::new(),
-            remembered_peers: HashMap::new(),
-        };
+        let config = Arc::new(config);
+        let transmitter = Arc::new(Worker { store: store.clone(), config: config.clone(), relay: relay.clone() });
+        let parts = Parts { store, directory, intake, config, metrics, stop: stop.clone() };
+        let scheduler = Scheduler::new(parts, relay.is_some(), transmitter, Arc::new(now_millis));
         let scheduler = std::thread::Builder::new().name("forward".into()).spawn(move || scheduler.run(woken))?;
         Ok(Forward { stop, wake, scheduler })
     }
@@ -173,15 +169,37 @@ impl Relay {
     }
 }
 
-struct Scheduler {
-    /// Set when relaying is on.
-    relay: Option<Arc<Relay>>,
+/// Sends a batch of queue records to one destination over one connection: the part of
+/// forwarding that talks to the outside world ([`Worker`]: DNS and SMTP), behind a trait
+/// so that the scheduler's decisions are tested with a recording fake.
+trait Transmitter: Send + Sync {
+    fn send_batch(&self, destination: &Destination, batch: Vec<(IVec, QueueRecord)>) -> Vec<Attempt>;
+}
+
+/// Milliseconds since the epoch; a fake in tests.
+type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// What the scheduler works with, from the pipeline.
+struct Parts {
     store: Store,
     directory: Arc<MailDirectory>,
     intake: Sender<Submission>,
     config: Arc<ForwardConfig>,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
+}
+
+struct Scheduler {
+    /// Relaying to MX hosts is on.
+    relaying: bool,
+    store: Store,
+    directory: Arc<MailDirectory>,
+    intake: Sender<Submission>,
+    config: Arc<ForwardConfig>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+    transmitter: Arc<dyn Transmitter>,
+    clock: Clock,
     /// Queue keys being attempted now.
     in_flight: HashSet<IVec>,
     /// Open connections per destination.
@@ -196,6 +214,28 @@ fn now_millis() -> u64 {
 }
 
 impl Scheduler {
+    fn new(parts: Parts, relaying: bool, transmitter: Arc<dyn Transmitter>, clock: Clock) -> Scheduler {
+        let Parts { store, directory, intake, config, metrics, stop } = parts;
+        Scheduler {
+            relaying,
+            store,
+            directory,
+            intake,
+            config,
+            metrics,
+            stop,
+            transmitter,
+            clock,
+            in_flight: HashSet::new(),
+            connections: HashMap::new(),
+            remembered_peers: HashMap::new(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        (self.clock)()
+    }
+
     fn run(mut self, woken: SignalWaiter) {
         let (report, results) = unbounded::<(Destination, Vec<Attempt>)>();
         loop {
@@ -204,8 +244,8 @@ impl Scheduler {
             if stopping && self.connections.is_empty() {
                 break;
             }
-            let wait = next_due
-                .map_or(Duration::from_secs(3600), |due| Duration::from_millis(due.saturating_sub(now_millis())));
+            let wait =
+                next_due.map_or(Duration::from_secs(3600), |due| Duration::from_millis(due.saturating_sub(self.now())));
             select! {
                 recv(woken.receiver()) -> _ => {}
                 recv(results) -> batch => {
@@ -223,7 +263,7 @@ impl Scheduler {
         if self.remembered_peers.get(domain).is_some_and(|at| at.elapsed() < Duration::from_secs(3600)) {
             return;
         }
-        match self.store.remember_peer_domain(domain, now_millis() / 1000) {
+        match self.store.remember_peer_domain(domain, self.now() / 1000) {
             Ok(()) => {
                 self.remembered_peers.insert(domain.to_string(), Instant::now());
             }
@@ -237,7 +277,7 @@ impl Scheduler {
             Ok(queue) => queue,
             Err(error) => {
                 log::error!("forward: reading the queue: {error}");
-                return Some(now_millis() + 1000);
+                return Some(self.now() + 1000);
             }
         };
         for peer in self.directory.peers().list() {
@@ -245,7 +285,7 @@ impl Scheduler {
                 self.remember_peer(&peer.domain);
             }
         }
-        let now = now_millis();
+        let now = self.now();
         let mut next_due: Option<u64> = None;
         let mut groups: HashMap<Destination, Vec<(IVec, QueueRecord)>> = HashMap::new();
         for (key, record) in queue {
@@ -271,11 +311,9 @@ impl Scheduler {
                     self.in_flight.insert(key.clone());
                 }
                 *self.connections.entry(destination.clone()).or_default() += 1;
-                let worker =
-                    Worker { store: self.store.clone(), config: self.config.clone(), relay: self.relay.clone() };
-                let (report, target) = (report.clone(), destination.clone());
+                let (transmitter, report, target) = (self.transmitter.clone(), report.clone(), destination.clone());
                 let spawned = std::thread::Builder::new().name("forward-conn".into()).spawn(move || {
-                    let attempts = worker.send_batch(&target, batch);
+                    let attempts = transmitter.send_batch(&target, batch);
                     let _ = report.send((target, attempts));
                 });
                 if let Err(error) = spawned {
@@ -309,20 +347,20 @@ impl Scheduler {
     fn destination(&self, record: &QueueRecord) -> Result<Destination, String> {
         let peer = self.directory.peers().lookup(&record.domain);
         let away = || format!("no route to {}: its peer server is away", record.domain);
-        match (record.route, peer, &self.relay) {
+        match (record.route, peer, self.relaying) {
             (QueueRoute::Peer | QueueRoute::Undecided, Some(peer), _) => Ok(Destination::Peer(peer.address)),
             // Accepted for a peer: it waits for the peer (or expires and bounces); what
             // was not accepted for MX relay never goes there.
             (QueueRoute::Peer, None, _) => Err(away()),
-            (QueueRoute::Relay, _, Some(_)) => Ok(Destination::Remote(record.domain.clone())),
-            (QueueRoute::Relay, _, None) => Err(format!("no route to {}: relaying is off", record.domain)),
+            (QueueRoute::Relay, _, true) => Ok(Destination::Remote(record.domain.clone())),
+            (QueueRoute::Relay, _, false) => Err(format!("no route to {}: relaying is off", record.domain)),
             // An older maild's record: a domain whose mDNS peer is away waits for it (DNS
             // may not know the domain at all); any other goes by MX if relaying is on.
-            (QueueRoute::Undecided, None, Some(_)) if !self.directory.is_peer_domain(&record.domain) => {
+            (QueueRoute::Undecided, None, true) if !self.directory.is_peer_domain(&record.domain) => {
                 Ok(Destination::Remote(record.domain.clone()))
             }
-            (QueueRoute::Undecided, None, Some(_)) => Err(away()),
-            (QueueRoute::Undecided, None, None) => Err(format!("no route to {}: not a peer domain", record.domain)),
+            (QueueRoute::Undecided, None, true) => Err(away()),
+            (QueueRoute::Undecided, None, false) => Err(format!("no route to {}: not a peer domain", record.domain)),
         }
     }
 
@@ -339,7 +377,7 @@ impl Scheduler {
             log::info!("message {} for {} left the queue while it was being sent", record.number, record.domain);
             return;
         }
-        let now = now_millis();
+        let now = self.now();
         let backoff = |attempts| self.backoff(attempts);
         let decision = decide(&record, outcome, server, now, self.config.queue_lifetime, &backoff);
         for recipient in &decision.delivered {
@@ -383,7 +421,7 @@ impl Scheduler {
         let base = self.config.retry_min.as_millis() as u64;
         let exponent = attempts.saturating_sub(1).min(30);
         let delay = base.saturating_mul(1u64 << exponent).min(self.config.retry_max.as_millis() as u64);
-        let jitter = (now_millis().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33) % 21;
+        let jitter = (self.now().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33) % 21;
         delay.saturating_mul(90 + jitter) / 100
     }
 
@@ -581,7 +619,7 @@ struct Worker {
     relay: Option<Arc<Relay>>,
 }
 
-impl Worker {
+impl Transmitter for Worker {
     /// One connection to the destination, the records' messages sent over it in turn. A
     /// connection that breaks is opened again for the next message; if that fails, the
     /// rest of the batch is deferred with the reason.
@@ -646,7 +684,9 @@ impl Worker {
         }
         attempts
     }
+}
 
+impl Worker {
     /// The servers to try, best first, and the relay when they are MX hosts. Peers get
     /// plain SMTP (CONTRACT §8); MX hosts get STARTTLS when they offer it.
     fn servers(&self, destination: &Destination) -> Result<(Vec<SocketAddr>, Option<&Relay>), RouteError> {
@@ -811,6 +851,165 @@ mod tests {
         // A reply without an enhanced code bounces as 5.0.0.
         let d = run(Ok(vec![RecipientOutcome::Rejected("554 no".into()), ok]), queued + 1);
         assert_eq!(d.failed[0].status, "5.0.0");
+    }
+
+    /// Plays the outcomes it is given, one per record, and records what it was asked.
+    #[derive(Default)]
+    struct FakeTransmitter {
+        outcomes: std::sync::Mutex<std::collections::VecDeque<Result<Vec<RecipientOutcome>, String>>>,
+        asked: std::sync::Mutex<Vec<(Destination, Vec<u64>)>>,
+    }
+
+    impl Transmitter for FakeTransmitter {
+        fn send_batch(&self, destination: &Destination, batch: Vec<(IVec, QueueRecord)>) -> Vec<Attempt> {
+            let numbers = batch.iter().map(|(_, record)| record.number).collect();
+            self.asked.lock().unwrap().push((destination.clone(), numbers));
+            let mut outcomes = self.outcomes.lock().unwrap();
+            batch
+                .into_iter()
+                .map(|(key, record)| {
+                    let outcome = outcomes.pop_front().expect("an outcome for every record sent");
+                    Attempt { key, record, server: Some(PEER.parse().unwrap()), outcome }
+                })
+                .collect()
+        }
+    }
+
+    const PEER: &str = "127.0.0.1:1";
+
+    /// The scheduler over a real store, with a fake transmitter, a fake clock and an
+    /// intake whose commits succeed or fail as scripted: no socket, no sleep.
+    #[test]
+    fn the_scheduler_limits_connections_retries_backs_off_expires_and_bounces() {
+        use crate::directory::Accepted;
+        use crate::envelope::CommitError;
+        use crate::peers::PeerTable;
+        use std::sync::atomic::AtomicU64;
+        use std::sync::Mutex;
+
+        const HOUR: u64 = 3_600_000;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let peers = Arc::new(PeerTable::default());
+        peers.add_static("peer.test", PEER.parse().unwrap());
+        let directory = Arc::new(MailDirectory::new(vec!["local.test".into()], Users::new(store.users_tree()), peers));
+        for body in ["one", "two", "three"] {
+            let envelope = Envelope {
+                helo: "c.test".into(),
+                extended: true,
+                tls: false,
+                user: None,
+                client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+                sender: "s@remote.example".into(),
+                recipients: vec!["a@peer.test".into()],
+                routes: vec![Accepted::Peer],
+            };
+            let message = Message { envelope, body: format!("Subject: {body}\r\n\r\n{body}\r\n").into_bytes() };
+            crate::pipeline::persist::commit_offline(&store, message, "mx.test").unwrap();
+        }
+        crate::pipeline::deliver::replay(&store, &directory).unwrap();
+        assert_eq!(store.queue().unwrap().len(), 3);
+
+        // The intake commits bounces as scripted and keeps what it was given.
+        let (intake, submissions) = unbounded::<Submission>();
+        let commits: Arc<Mutex<Vec<Result<u64, CommitError>>>> = Arc::default();
+        let bounces: Arc<Mutex<Vec<Message>>> = Arc::default();
+        let responder = {
+            let (commits, bounces) = (commits.clone(), bounces.clone());
+            std::thread::spawn(move || {
+                for submission in submissions {
+                    let outcome = commits.lock().unwrap().remove(0);
+                    let Submission { message, reply } = submission;
+                    bounces.lock().unwrap().push(message);
+                    let _ = reply.send(outcome);
+                }
+            })
+        };
+
+        let start = now_millis();
+        let time = Arc::new(AtomicU64::new(start));
+        let clock: Clock = {
+            let time = time.clone();
+            Arc::new(move || time.load(Ordering::SeqCst))
+        };
+        let fake = Arc::new(FakeTransmitter::default());
+        let config = ForwardConfig {
+            retry_min: Duration::from_secs(60),
+            retry_max: Duration::from_secs(3600),
+            queue_lifetime: Duration::from_secs(24 * 3600),
+            connections_per_peer: 1,
+            messages_per_connection: 1,
+            ..ForwardConfig::new("mx.test")
+        };
+        let parts = Parts {
+            store: store.clone(),
+            directory,
+            intake,
+            config: Arc::new(config),
+            metrics: Metrics::new(),
+            stop: Arc::default(),
+        };
+        let mut scheduler = Scheduler::new(parts, false, fake.clone(), clock);
+        let (report, results) = unbounded();
+        // One round: dispatch, the one batch it starts, its outcomes applied.
+        let round = |scheduler: &mut Scheduler, outcome: Result<Vec<RecipientOutcome>, String>| {
+            fake.outcomes.lock().unwrap().push_back(outcome);
+            let next_due = scheduler.dispatch(&report);
+            let (destination, attempts) = results.recv_timeout(Duration::from_secs(30)).expect("a batch was sent");
+            scheduler.finish(destination, attempts);
+            assert!(results.try_recv().is_err(), "one connection per peer at a time");
+            next_due
+        };
+        let queued = |number: u64| store.queue().unwrap().into_iter().map(|(_, r)| r).find(|r| r.number == number);
+        let later = || Ok(vec![RecipientOutcome::Deferred("451 4.3.0 busy".into())]);
+        let refused = || Ok(vec![RecipientOutcome::Rejected("550 5.1.1 <a@peer.test>: User unknown".into())]);
+
+        // Three due, one connection allowed: message 1 goes, the others wait a second.
+        let next_due = round(&mut scheduler, later());
+        assert_eq!(next_due, Some(start + 1000));
+        let peer = Destination::Peer(PEER.parse().unwrap());
+        assert_eq!(fake.asked.lock().unwrap()[0], (peer.clone(), vec![1]));
+        let kept = queued(1).unwrap();
+        assert_eq!((kept.attempts, kept.last_error.as_str()), (1, "451 4.3.0 busy"));
+        assert!((start + 54_000..=start + 66_000).contains(&kept.next_attempt), "60 s ± 10 %");
+
+        // Message 2 is taken and leaves the queue; message 1 is not due yet.
+        round(&mut scheduler, Ok(vec![RecipientOutcome::Accepted]));
+        assert!(queued(2).is_none());
+        assert!(queued(1).is_some());
+
+        // Message 3 is refused, but its bounce cannot be committed: it stays, retried.
+        commits.lock().unwrap().push(Err(CommitError::Transient));
+        round(&mut scheduler, refused());
+        let kept = queued(3).unwrap();
+        assert_eq!((kept.attempts, kept.last_error.as_str()), (1, "bounce not yet committed"));
+
+        // Two days later message 1 is deferred again, past its lifetime: a 4.4.7 bounce.
+        time.store(start + 48 * HOUR, Ordering::SeqCst);
+        commits.lock().unwrap().push(Ok(10));
+        round(&mut scheduler, later());
+        assert!(queued(1).is_none());
+        // Message 3, refused again, now gets its bounce committed and leaves.
+        commits.lock().unwrap().push(Ok(11));
+        round(&mut scheduler, refused());
+        assert!(store.queue().unwrap().is_empty());
+        assert_eq!(scheduler.dispatch(&report), None, "nothing left to send or wait for");
+
+        let asked: Vec<Vec<u64>> = fake.asked.lock().unwrap().iter().map(|(_, numbers)| numbers.clone()).collect();
+        assert_eq!(asked, [vec![1], vec![2], vec![3], vec![1], vec![3]]);
+        let bounces = bounces.lock().unwrap();
+        let texts: Vec<String> = bounces.iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()).collect();
+        assert_eq!(texts.len(), 3);
+        for bounce in bounces.iter() {
+            assert_eq!(
+                (bounce.envelope.sender.as_str(), &bounce.envelope.recipients[..]),
+                ("", &["s@remote.example".to_string()][..])
+            );
+        }
+        assert!(texts[0].contains("5.1.1") && texts[2].contains("5.1.1"), "{}", texts[0]);
+        assert!(texts[1].contains("4.4.7") && texts[1].contains("451 4.3.0 busy"), "{}", texts[1]);
+        drop(scheduler);
+        responder.join().unwrap();
     }
 
     #[test]
