@@ -13,8 +13,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use engine::directory::{Directory, MailDirectory, Route};
+use engine::directory::{Directory, Route};
 use engine::forward::client::{probe, RecipientOutcome};
+use engine::store::directory::MailDirectory;
 use engine::Address;
 
 const ACCEPTED_FOR: Duration = Duration::from_secs(3600);

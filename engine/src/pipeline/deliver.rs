@@ -16,8 +16,8 @@ use super::backup::BackupSignal;
 use super::{Committed, Signal};
 use crate::address::Address;
 use crate::directory::Accepted;
-use crate::directory::MailDirectory;
 use crate::failpoint;
+use crate::store::directory::MailDirectory;
 use crate::store::record::{QueueRecord, QueueRoute, Routing};
 use crate::store::{Delivery, Store, StoreError};
 

@@ -38,7 +38,6 @@ use time::OffsetDateTime;
 
 use super::{Signal, SignalWaiter, Submission};
 use crate::address::Address;
-use crate::directory::MailDirectory;
 use crate::envelope::{Envelope, Message};
 use crate::forward::client::{probe, OutboundMessage, RecipientOutcome, SendError, SmtpConnection};
 use crate::forward::dsn::{self, FailedRecipient};
@@ -46,6 +45,7 @@ use crate::forward::mx::{Latencies, MxResolver, RouteError};
 use crate::forward::tls;
 use crate::metrics::Metrics;
 use crate::peers::PeerSource;
+use crate::store::directory::MailDirectory;
 use crate::store::record::{QueueRecord, QueueRoute};
 use crate::store::Store;
 use crate::users::Users;

@@ -25,9 +25,9 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use crate::directory::MailDirectory;
 use crate::envelope::{CommitError, Message};
 use crate::metrics::Metrics;
+use crate::store::directory::MailDirectory;
 use crate::store::record::Routing;
 use crate::store::{Store, StoreError};
 use forward::{Forward, ForwardConfig};

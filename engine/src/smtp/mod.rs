@@ -8,9 +8,16 @@
 //!
 //! ```text
 //!   connect ──► Fresh ──HELO/EHLO──► Greeted ──MAIL──► Mail ──RCPT──► Mail(rcpts>0)
-//!                 ▲                     ▲  ▲                              │ DATA
-//!                 │     RSET, HELO/EHLO │  └──── 250/451/452/552 ◄─ Committing ◄─ Data
-//!                 └── RSET (not greeted)┘                         (end of data, CRLF.CRLF)
+//!                 ▲                   ▲ ▲  ▲                              │ DATA
+//!                 │   RSET, HELO/EHLO │ │  └──── 250/451/452/552 ◄─ Committing ◄─ Data
+//!                 └── RSET (not greeted)│                         (end of data, CRLF.CRLF)
+//!                                     │ │ AUTH PLAIN <resp> / AUTH LOGIN   (Greeted only,
+//!                                     │ └──► Auth ── next line ──┐        not yet authenticated)
+//!                                     │        │ `*`, bad base64 │ (or the response at once)
+//!                                     │        ▼                 ▼
+//!                                     │      Greeted ◄─ 535 ─ Authenticating ──► daemon checks
+//!                                     └─────────────── 235 ──────┘               the password
+//!   STARTTLS (Greeted, certificate configured): 220, then Fresh inside TLS.
 //! ```
 //!
 //! Three layers: [`receiver`] cuts bytes into command lines and message data,

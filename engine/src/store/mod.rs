@@ -14,6 +14,7 @@
 //! (`vendor/sled/MAILD-PATCH.md`) so that its flush ends in `fdatasync` of the log, with
 //! every blob file and directory entry it depends on fsync'd before.
 
+pub mod directory;
 pub mod record;
 
 use std::path::{Path, PathBuf};
