@@ -1,17 +1,17 @@
-//! The POP3 listener's worker: drives an engine [`Pop3Session`] and performs its effects
-//! against the store: logins (argon2, maildrop lock), message retrieval, and the durable
-//! deletions of QUIT.
+//! The POP3 listener's worker: drives an engine [`Pop3Session`] and performs its effects:
+//! logins (argon2, then the maildrop from engine's [`Maildrops`]), message retrieval, and
+//! the durable deletions of QUIT.
 
-use std::collections::HashSet;
 use std::io::{self, BufWriter, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use engine::mbox::return_path;
 use engine::pop3::{write_message, LoginError, MaildropEntry, Pop3Action, Pop3Config, Pop3Session};
 use engine::sasl::Verdict;
-use engine::{Store, StoreError};
+use engine::store::maildrop::{Maildrop, Maildrops, OpenError};
+use engine::Store;
 
 use crate::conn::{self, Conn, Handler, Session};
 use crate::login::Logins;
@@ -46,15 +46,13 @@ impl Session for Pop3Session {
 /// Shared by every POP3 worker.
 pub struct Pop3Service {
     pub config: Arc<Pop3Config>,
-    pub store: Store,
+    pub maildrops: Maildrops,
     pub logins: Arc<Logins>,
     pub timeout: Duration,
     /// Set with --tls-cert/--tls-key: STLS is offered.
     pub tls: Option<Arc<Certificates>>,
     /// `--pop3s`: TLS from the first byte.
     implicit_tls: bool,
-    /// Maildrops open in a session (RFC 1939 §8: exclusive access).
-    locks: Mutex<HashSet<String>>,
 }
 
 impl Pop3Service {
@@ -70,11 +68,10 @@ impl Pop3Service {
             // STLS is offered exactly when there is a certificate to start it with.
             config: Arc::new(Pop3Config { tls_available: tls.is_some(), ..config }),
             tls,
-            store,
+            maildrops: Maildrops::new(store),
             logins,
             timeout,
             implicit_tls,
-            locks: Mutex::default(),
         }
     }
 }
@@ -94,65 +91,40 @@ impl Service for Pop3Service {
     }
 }
 
-impl Pop3Service {
-    fn load_maildrop(&self, user: &str) -> Result<Vec<MaildropEntry>, StoreError> {
-        let mut entries = Vec::new();
-        for number in self.store.mailbox(user)? {
-            if let Some(message) = self.store.message(number)? {
-                let record = message.record();
-                let size = return_path(&record.sender).len() + record.stored_len();
-                entries.push(MaildropEntry { number, size: size as u64 });
-            }
-        }
-        Ok(entries)
-    }
-}
-
-/// How long a login waits for the deliver stage to catch up before it opens the maildrop.
-const SETTLE: Duration = Duration::from_secs(5);
-
 struct Pop3Handler<'a> {
     service: &'a Pop3Service,
     client: IpAddr,
-    /// The maildrop this session holds locked (its user key).
-    maildrop: Option<String>,
-}
-
-impl Drop for Pop3Handler<'_> {
-    fn drop(&mut self) {
-        self.release_maildrop();
-    }
+    /// The maildrop this session holds open (exclusively) after its login.
+    maildrop: Option<Maildrop<'a>>,
 }
 
 impl Pop3Handler<'_> {
-    fn release_maildrop(&mut self) {
-        if let Some(user) = self.maildrop.take() {
-            self.service.locks.lock().unwrap_or_else(|e| e.into_inner()).remove(&user);
-        }
-    }
-
     fn login(&mut self, mechanism: &str, user: &str, password: &str) -> Result<Vec<MaildropEntry>, LoginError> {
-        let service = &self.service;
+        let service = self.service;
         let key = match service.logins.check(self.client, mechanism, user, password) {
             Verdict::Accepted(key) => key,
             Verdict::Rejected => return Err(LoginError::BadCredentials),
             Verdict::Throttled => return Err(LoginError::Throttled),
         };
-        if !service.locks.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone()) {
-            return Err(LoginError::Locked);
+        match service.maildrops.open(&key) {
+            Ok((maildrop, entries)) => {
+                self.maildrop = Some(maildrop);
+                Ok(entries)
+            }
+            Err(OpenError::Locked) => Err(LoginError::Locked),
+            Err(OpenError::Store(error)) => {
+                log::error!("loading the maildrop of {key}: {error}");
+                Err(LoginError::Unavailable)
+            }
         }
-        self.maildrop = Some(key.clone());
-        // Mail acknowledged before this login is in the maildrop it opens, although
-        // delivery runs after the 250 (RFC 1939 §8: the maildrop is fixed at login).
-        service.store.wait_for_delivery(SETTLE, &format!("pop3 login of {key}"));
-        service.load_maildrop(&key).map_err(|error| {
-            log::error!("loading the maildrop of {key}: {error}");
-            LoginError::Unavailable
-        })
     }
 
     fn retrieve(&self, number: u64, size: u64, top_lines: Option<usize>, conn: &mut Conn) -> io::Result<()> {
-        let message = match self.service.store.message(number) {
+        let Some(maildrop) = &self.maildrop else {
+            conn.queue(b"-ERR [SYS/TEMP] message unavailable\r\n");
+            return Ok(());
+        };
+        let message = match maildrop.message(number) {
             Ok(Some(message)) => message,
             other => {
                 log::error!("message {number} unavailable for RETR: {:?}", other.err());
@@ -183,7 +155,7 @@ impl Handler<Pop3Session> for Pop3Handler<'_> {
             Pop3Action::Close => {
                 // Unlock before the last reply leaves: a client that read +OK to QUIT can
                 // log in again at once (RFC 1939 §6 releases the lock in UPDATE).
-                self.release_maildrop();
+                self.maildrop = None;
                 conn.request_close()
             }
             Pop3Action::Login { user, password } => {
@@ -194,10 +166,10 @@ impl Handler<Pop3Session> for Pop3Handler<'_> {
             Pop3Action::Retrieve { number, size, top_lines } => self.retrieve(number, size, top_lines, conn)?,
             Pop3Action::Commit { deleted } => {
                 let ok = match &self.maildrop {
-                    Some(user) => match self.service.store.remove_entries(user, &deleted) {
+                    Some(maildrop) => match maildrop.delete(&deleted) {
                         Ok(()) => true,
                         Err(error) => {
-                            log::error!("deleting {} message(s) of {user}: {error}", deleted.len());
+                            log::error!("deleting {} message(s) of {}: {error}", deleted.len(), maildrop.user());
                             false
                         }
                     },

@@ -15,6 +15,7 @@
 //! every blob file and directory entry it depends on fsync'd before.
 
 pub mod directory;
+pub mod maildrop;
 pub mod record;
 
 use std::path::{Path, PathBuf};
