@@ -87,34 +87,9 @@ const RANGE: u64 = 32;
 const FULL_EXPORT_BELOW: u64 = 6000;
 const FULL_EVERY: u64 = 10;
 
-/// SplitMix64 (Steele, Lea, Flood 2014): tiny, and good enough to pick kill moments and
-/// message shapes. Printing the seed makes a run's choices repeatable.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n > 0; the modulo bias is irrelevant here).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    /// An independent stream for a thread.
-    fn fork(&mut self) -> Rng {
-        Rng(self.next())
-    }
-}
+/// Kill moments and message shapes come from engine's SplitMix64; printing the seed makes
+/// a run's choices repeatable.
+type Rng = engine::rng::SplitMix64;
 
 /// A message as a client sent it: the bytes maild must store (before dot-stuffing).
 #[derive(Clone, Debug)]
@@ -916,7 +891,7 @@ fn run(mut scenario: Scenario) {
         now.as_secs() ^ (u64::from(now.subsec_nanos()) << 20) ^ (u64::from(std::process::id()) << 44)
     });
     println!("{name}: seed {seed} (CRASH_SEED={seed} repeats the choices), {cycles} cycles");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let tmp = new_data_dir();
     // On the power-cut file system the data directory is inside the mount (kept only as
     // long as the mount is); otherwise a temporary directory kept on failure.

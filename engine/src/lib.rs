@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod peers;
 pub mod pipeline;
 pub mod pop3;
+pub mod rng;
 pub mod sasl;
 pub mod smtp;
 pub mod store;

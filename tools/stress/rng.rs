@@ -1,26 +1,23 @@
-//! Randomness: SplitMix64, small and good enough to pick scenarios reproducibly.
+//! Randomness: engine's SplitMix64, so a printed seed replays a run's scenarios.
 
 use super::*;
+use engine::rng::SplitMix64;
 
 #[derive(Clone)]
-pub(super) struct Rng(pub(super) u64);
+pub(super) struct Rng(SplitMix64);
 
 impl Rng {
     pub(super) fn new(seed: u64) -> Rng {
-        Rng(seed)
+        Rng(SplitMix64::new(seed))
     }
 
     pub(super) fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
-    /// A number in `0..n` (n > 0); the modulo bias is irrelevant here.
+    /// A number in `0..n` (n > 0).
     pub(super) fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.0.below(n)
     }
 
     pub(super) fn index(&mut self, len: usize) -> usize {
@@ -30,7 +27,7 @@ impl Rng {
 
     /// True with this probability in percent.
     pub(super) fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
+        self.0.chance(percent)
     }
 
     pub(super) fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {

@@ -421,7 +421,7 @@ impl Scheduler {
         let base = self.config.retry_min.as_millis() as u64;
         let exponent = attempts.saturating_sub(1).min(30);
         let delay = base.saturating_mul(1u64 << exponent).min(self.config.retry_max.as_millis() as u64);
-        let jitter = (self.now().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33) % 21;
+        let jitter = crate::rng::SplitMix64::new(self.now()).below(21);
         delay.saturating_mul(90 + jitter) / 100
     }
 
