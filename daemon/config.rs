@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use engine::domain::Domain;
 use serde::Deserialize;
 
 /// The flags, each optional so the file can fill in what the command line leaves out.
@@ -136,7 +137,7 @@ pub struct Options {
 pub struct Config {
     pub data: PathBuf,
     pub hostname: String,
-    pub domains: Vec<String>,
+    pub domains: Vec<Domain>,
     pub smtp: SocketAddr,
     pub pop3: SocketAddr,
     /// `--submission`; `None` when off.
@@ -160,7 +161,7 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub store_timeout: Duration,
     pub min_free_space: u64,
-    pub peers: Vec<(String, SocketAddr)>,
+    pub peers: Vec<(Domain, SocketAddr)>,
     pub retry_min: Duration,
     pub retry_max: Duration,
     pub queue_lifetime: Duration,
@@ -249,12 +250,9 @@ impl Origin<'_> {
 }
 
 /// `DOMAIN=HOST:PORT`; `name` is the setting it came from.
-fn peer(text: &str, name: &str) -> Result<(String, SocketAddr)> {
+fn peer(text: &str, name: &str) -> Result<(Domain, SocketAddr)> {
     let (domain, server) = text.split_once('=').with_context(|| format!("{name} {text:?}: want DOMAIN=HOST:PORT"))?;
-    let domain = domain.trim().to_ascii_lowercase();
-    if engine::Address::parse(&format!("postmaster@{domain}"), None).is_err() {
-        bail!("{name} {text:?}: {domain:?} is not a domain name");
-    }
+    let domain = Domain::parse(domain).map_err(|why| anyhow::anyhow!("{name} {text:?}: {why}"))?;
     Ok((domain, address(server.trim(), name)?))
 }
 
@@ -279,15 +277,14 @@ impl Options {
             None => Options::default(),
         };
         let origin = Origin { file: self.config.as_deref() };
-        let (mut domains, name) = origin.pick_list("domain", self.domain, file.domain);
-        if domains.is_empty() {
-            domains.push("localhost".into());
+        let (mut names, name) = origin.pick_list("domain", self.domain, file.domain);
+        if names.is_empty() {
+            names.push("localhost".into());
         }
-        for domain in &domains {
-            if engine::Address::parse(&format!("postmaster@{domain}"), None).is_err() {
-                bail!("{name} {domain:?} is not a domain name");
-            }
-        }
+        let domains = names
+            .iter()
+            .map(|domain| Domain::parse(domain).map_err(|why| anyhow::anyhow!("{name} {why}")))
+            .collect::<Result<Vec<Domain>>>()?;
         let hostname = match origin.pick("hostname", self.hostname, file.hostname) {
             Some((hostname, name)) if hostname.is_empty() || !hostname.chars().all(|c| c.is_ascii_graphic()) => {
                 bail!("{name} {hostname:?} must be a printable name without spaces")
@@ -428,7 +425,8 @@ mod tests {
         let config = options.resolve().unwrap();
         assert_eq!(config.hostname, "flag.example");
         assert_eq!(config.command_timeout, Duration::from_secs(7));
-        assert_eq!(config.domains, vec!["a.test", "b.test"]);
+        let domains: Vec<&str> = config.domains.iter().map(Domain::as_str).collect();
+        assert_eq!(domains, ["a.test", "b.test"]);
         assert_eq!(config.max_message_size, 26_214_400);
         assert_eq!(config.smtp, "127.0.0.1:2525".parse::<SocketAddr>().unwrap());
     }

@@ -51,6 +51,7 @@ use std::time::{Duration, Instant};
 
 use crate::signature::{self, DiscoverySecret, Signed};
 use anyhow::{bail, Context, Result};
+use engine::domain::Domain;
 use engine::peers::PeerTable;
 use mdns_sd::{
     DaemonEvent, IfKind, ResolvedService, ScopedIp, ServiceDaemon, ServiceEvent, ServiceInfo, UnregisterStatus,
@@ -94,7 +95,7 @@ impl Discovery {
     pub fn start(
         peers: Arc<PeerTable>,
         hostname: &str,
-        domains: &[String],
+        domains: &[Domain],
         smtp: SocketAddr,
         interfaces: &[String],
         secret: Option<Arc<DiscoverySecret>>,
@@ -108,8 +109,8 @@ impl Discovery {
             bail!("--discover: this server has no domain to announce");
         }
         let kinds = interfaces.iter().map(|name| interface_kind(name)).collect::<Result<Vec<IfKind>>>()?;
-        let own_domains: BTreeSet<String> = domains.iter().map(|d| d.to_ascii_lowercase()).collect();
-        let domain_list = own_domains.iter().cloned().collect::<Vec<_>>().join(",");
+        let own_domains: BTreeSet<Domain> = domains.iter().cloned().collect();
+        let domain_list = own_domains.iter().map(Domain::as_str).collect::<Vec<_>>().join(",");
         if "domains=".len() + domain_list.len() > MAX_TXT_STRING {
             bail!(
                 "--discover: the domain list ({} bytes) does not fit in one TXT string of {MAX_TXT_STRING} bytes",
@@ -338,7 +339,7 @@ fn host_label(stem: &str) -> String {
 struct Browser {
     peers: Arc<PeerTable>,
     /// Our `--domain`s, lower-case: never taken from another server's announcement.
-    own_domains: BTreeSet<String>,
+    own_domains: BTreeSet<Domain>,
     /// Lower-case full names of our own instance (we hear our own announcements).
     own_names: Arc<Mutex<HashSet<String>>>,
     roster: Roster,
@@ -481,24 +482,23 @@ fn txt_port(smtp: Option<&[u8]>, srv_port: u16) -> Result<u16, String> {
 #[derive(Debug, PartialEq, Eq)]
 struct DomainList {
     /// Valid domain names, lower-case, each once, not ours.
-    usable: Vec<String>,
+    usable: Vec<Domain>,
     /// Entries we skipped: not a domain name, or one of our own domains.
     ignored: Vec<String>,
 }
 
-fn parse_domains(value: Option<&[u8]>, own: &BTreeSet<String>) -> Result<DomainList, String> {
+fn parse_domains(value: Option<&[u8]>, own: &BTreeSet<Domain>) -> Result<DomainList, String> {
     let value = value.ok_or("it has no domains= property")?;
     let text = std::str::from_utf8(value).map_err(|_| "its domains= is not UTF-8")?;
     let mut usable = BTreeSet::new();
     let mut ignored = Vec::new();
     for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let domain = entry.to_ascii_lowercase();
         // The same check as `--domain` and `--peer`: a domain is what may follow the @.
-        let valid = engine::Address::parse(&format!("postmaster@{domain}"), None).is_ok();
-        if !valid || own.contains(&domain) {
-            ignored.push(entry.escape_default().to_string());
-        } else {
-            usable.insert(domain);
+        match Domain::parse(entry) {
+            Ok(domain) if !own.contains(&domain) => {
+                usable.insert(domain);
+            }
+            _ => ignored.push(entry.escape_default().to_string()),
         }
     }
     Ok(DomainList { usable: usable.into_iter().collect(), ignored })
@@ -538,14 +538,14 @@ fn pick_address(candidates: &[(IpAddr, u32)], previous: Option<IpAddr>) -> Optio
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Announcement {
     address: SocketAddr,
-    domains: Vec<String>,
+    domains: Vec<Domain>,
 }
 
 /// A peer-table update.
 #[derive(Debug, PartialEq, Eq)]
 enum Change {
-    Claim(String, SocketAddr),
-    Release(String),
+    Claim(Domain, SocketAddr),
+    Release(Domain),
 }
 
 /// Instance full name → its latest usable announcement. Pure: each event gives the peer
@@ -581,7 +581,7 @@ impl Roster {
         }
     }
 
-    fn fall_back(&self, domains: impl IntoIterator<Item = String>) -> Vec<Change> {
+    fn fall_back(&self, domains: impl IntoIterator<Item = Domain>) -> Vec<Change> {
         domains
             .into_iter()
             .map(|domain| match self.instances.values().find(|a| a.domains.contains(&domain)) {
@@ -600,16 +600,20 @@ mod tests {
         text.parse().unwrap()
     }
 
+    fn d(name: &str) -> Domain {
+        Domain::parse(name).unwrap()
+    }
+
     fn announcement(address: &str, domains: &[&str]) -> Announcement {
-        Announcement { address: addr(address), domains: domains.iter().map(|d| d.to_string()).collect() }
+        Announcement { address: addr(address), domains: domains.iter().map(|name| d(name)).collect() }
     }
 
     fn claim(domain: &str, address: &str) -> Change {
-        Change::Claim(domain.into(), addr(address))
+        Change::Claim(d(domain), addr(address))
     }
 
     fn release(domain: &str) -> Change {
-        Change::Release(domain.into())
+        Change::Release(d(domain))
     }
 
     #[test]
@@ -665,14 +669,14 @@ mod tests {
 
     #[test]
     fn domains_txt_survives_hostile_values() {
-        let own: BTreeSet<String> = ["own.test".to_string()].into();
+        let own: BTreeSet<Domain> = [d("own.test")].into();
         let usable = |value: &[u8]| parse_domains(Some(value), &own).map(|l| l.usable);
-        assert_eq!(usable(b"a.test,B.Test"), Ok(vec!["a.test".into(), "b.test".into()]));
-        assert_eq!(usable(b" a.test , ,a.test,,"), Ok(vec!["a.test".into()]));
-        assert_eq!(usable(b"own.test,OWN.test,c.test"), Ok(vec!["c.test".into()]));
+        assert_eq!(usable(b"a.test,B.Test"), Ok(vec![d("a.test"), d("b.test")]));
+        assert_eq!(usable(b" a.test , ,a.test,,"), Ok(vec![d("a.test")]));
+        assert_eq!(usable(b"own.test,OWN.test,c.test"), Ok(vec![d("c.test")]));
         assert_eq!(usable(b""), Ok(vec![]));
         assert_eq!(usable(b",,,"), Ok(vec![]));
-        assert_eq!(usable(b"a..b,a b.test,a\0.test,a@b.test,d.test"), Ok(vec!["d.test".into()]));
+        assert_eq!(usable(b"a..b,a b.test,a\0.test,a@b.test,d.test"), Ok(vec![d("d.test")]));
         assert!(usable(b"a.test\xff").is_err());
         assert!(parse_domains(None, &own).is_err());
         let list = parse_domains(Some(b"own.test,bad..d"), &own).unwrap();

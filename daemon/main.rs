@@ -90,11 +90,12 @@ fn run() -> Result<()> {
         other => anyhow::anyhow!("opening the store in {}: {other}", config.data.display()),
     })?;
     log::info!("store {} opened in {:?}: head {}", config.data.display(), opening.elapsed(), store.head()?);
-    let served = Served { hostname: config.hostname.clone(), domains: config.domains.clone() };
+    let domains = config.domains.iter().map(ToString::to_string).collect();
+    let served = Served { hostname: config.hostname.clone(), domains };
     store.record_served(&served).context("recording the served domains in the store")?;
     let peers = Arc::new(PeerTable::default());
     for (domain, address) in &config.peers {
-        if config.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) {
+        if config.domains.contains(domain) {
             anyhow::bail!("--peer {domain}: that domain is also a local --domain");
         }
         peers.add_static(domain, *address);
@@ -317,7 +318,7 @@ fn start_listeners(
     log::info!(
         "maild ready: smtp={smtp_address} pop3={pop3_address}{others} hostname={} domains={} data={}",
         config.hostname,
-        config.domains.join(","),
+        config.domains.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
         config.data.display()
     );
     Ok((server, discovery))

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use engine::directory::{Directory, Route};
+use engine::domain::Domain;
 use engine::forward::client::{probe, RecipientOutcome};
 use engine::store::directory::MailDirectory;
 use engine::Address;
@@ -105,7 +106,7 @@ impl Directory for VerifyingDirectory {
             return route;
         }
         // A remembered domain whose peer is away has nobody to ask: its mail waits.
-        let Some(peer) = self.inner.peers().lookup(recipient.domain()) else { return route };
+        let Some(peer) = self.inner.peers().lookup(&Domain::of(recipient)) else { return route };
         match self.peer_accepts(peer.address, &recipient.to_string()) {
             Some(false) => Route::UnknownUser,
             _ => Route::Peer,

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod budget;
 pub mod dialogue;
 pub mod directory;
+pub mod domain;
 pub mod durable;
 pub mod duration;
 pub mod envelope;

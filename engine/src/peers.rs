@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::RwLock;
 
+use crate::domain::Domain;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PeerSource {
     /// `--peer DOMAIN=HOST:PORT`: never replaced by discovery.
@@ -17,8 +19,7 @@ pub enum PeerSource {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Peer {
-    /// The domain, lower-case.
-    pub domain: String,
+    pub domain: Domain,
     /// The peer's SMTP listener.
     pub address: SocketAddr,
     pub source: PeerSource,
@@ -28,19 +29,19 @@ pub struct Peer {
 /// `mailtool stats`.
 #[derive(Default, Debug)]
 pub struct PeerTable {
-    peers: RwLock<HashMap<String, Peer>>,
+    peers: RwLock<HashMap<Domain, Peer>>,
 }
 
 impl PeerTable {
-    pub fn add_static(&self, domain: &str, address: SocketAddr) {
-        let domain = domain.to_ascii_lowercase();
+    pub fn add_static(&self, domain: &Domain, address: SocketAddr) {
+        let domain = domain.clone();
         let peer = Peer { domain: domain.clone(), address, source: PeerSource::Static };
         self.peers.write().unwrap_or_else(|e| e.into_inner()).insert(domain, peer);
     }
 
     /// Records (or moves) a discovered peer's domain; a static entry wins.
-    pub fn discovered(&self, domain: &str, address: SocketAddr) {
-        let domain = domain.to_ascii_lowercase();
+    pub fn discovered(&self, domain: &Domain, address: SocketAddr) {
+        let domain = domain.clone();
         let mut peers = self.peers.write().unwrap_or_else(|e| e.into_inner());
         if peers.get(&domain).is_some_and(|p| p.source == PeerSource::Static) {
             return;
@@ -52,17 +53,16 @@ impl PeerTable {
     }
 
     /// Forgets a discovered domain (its server left); static entries stay.
-    pub fn forget_discovered(&self, domain: &str) {
-        let domain = domain.to_ascii_lowercase();
+    pub fn forget_discovered(&self, domain: &Domain) {
         let mut peers = self.peers.write().unwrap_or_else(|e| e.into_inner());
-        if peers.get(&domain).is_some_and(|p| p.source == PeerSource::Discovered) {
+        if peers.get(domain).is_some_and(|p| p.source == PeerSource::Discovered) {
             log::info!("peer gone: {domain}");
-            peers.remove(&domain);
+            peers.remove(domain);
         }
     }
 
-    pub fn lookup(&self, domain: &str) -> Option<Peer> {
-        self.peers.read().unwrap_or_else(|e| e.into_inner()).get(&domain.to_ascii_lowercase()).cloned()
+    pub fn lookup(&self, domain: &Domain) -> Option<Peer> {
+        self.peers.read().unwrap_or_else(|e| e.into_inner()).get(domain).cloned()
     }
 
     /// Every peer, by domain.
@@ -77,19 +77,23 @@ impl PeerTable {
 mod tests {
     use super::*;
 
+    fn d(name: &str) -> Domain {
+        Domain::parse(name).unwrap()
+    }
+
     #[test]
     fn static_peers_win_over_discovery() {
         let table = PeerTable::default();
         let a: SocketAddr = "127.0.0.1:25".parse().unwrap();
         let b: SocketAddr = "127.0.0.2:2525".parse().unwrap();
-        table.add_static("B.test", a);
-        table.discovered("b.test", b);
-        assert_eq!(table.lookup("b.TEST").unwrap().address, a);
-        table.forget_discovered("b.test");
-        assert!(table.lookup("b.test").is_some());
-        table.discovered("c.test", b);
-        assert_eq!(table.lookup("c.test").unwrap().source, PeerSource::Discovered);
-        table.forget_discovered("c.test");
-        assert!(table.lookup("c.test").is_none());
+        table.add_static(&d("B.test"), a);
+        table.discovered(&d("b.test"), b);
+        assert_eq!(table.lookup(&d("b.TEST")).unwrap().address, a);
+        table.forget_discovered(&d("b.test"));
+        assert!(table.lookup(&d("b.test")).is_some());
+        table.discovered(&d("c.test"), b);
+        assert_eq!(table.lookup(&d("c.test")).unwrap().source, PeerSource::Discovered);
+        table.forget_discovered(&d("c.test"));
+        assert!(table.lookup(&d("c.test")).is_none());
     }
 }

@@ -19,6 +19,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::address::{user_key, Address};
+use crate::domain::Domain;
 use crate::forward::dsn::FailedRecipient;
 use crate::peers::{PeerSource, PeerTable};
 use crate::pipeline::forward::{self, Bounce};
@@ -190,7 +191,7 @@ pub fn execute(context: &AdminContext, request: Request, out: &mut dyn Output) -
         Request::QueueDelete { number, silent } => queue_delete(context, number, silent, out)?,
         Request::Peers => peers(context, out)?,
         Request::PeersForget { domain } => {
-            let domain = domain.to_ascii_lowercase();
+            let domain = Domain::parse(&domain).map_err(AdminError::Failed)?;
             let current = context.peers.as_ref().and_then(|p| p.lookup(&domain));
             if current.as_ref().is_some_and(|p| p.source == PeerSource::Static) {
                 return Err(AdminError::Failed(format!(
@@ -219,11 +220,10 @@ pub fn execute(context: &AdminContext, request: Request, out: &mut dyn Output) -
 /// receive. Nothing to check against before maild first ran on the store.
 fn check_served(served: Option<&Served>, address: &str) -> Result<()> {
     let Some(served) = served else { return Ok(()) };
-    let domain = Address::parse(address, None)
-        .map_err(|_| AdminError::Failed(format!("{address:?} is not a valid address (want local@domain)")))?
-        .domain()
-        .to_string();
-    if served.serves(&domain) {
+    let parsed = Address::parse(address, None)
+        .map_err(|_| AdminError::Failed(format!("{address:?} is not a valid address (want local@domain)")))?;
+    let domain = parsed.domain();
+    if served.serves(&Domain::of(&parsed)) {
         return Ok(());
     }
     Err(AdminError::Failed(format!(
@@ -255,7 +255,7 @@ fn queue_delete(context: &AdminContext, number: u64, silent: bool, out: &mut dyn
             .collect();
         // A local sender without a user is forged (peers are not asked from here).
         let forged = |sender: &Address| {
-            let local = context.served.as_ref().is_some_and(|s| s.serves(sender.domain()));
+            let local = context.served.as_ref().is_some_and(|s| s.serves(&Domain::of(sender)));
             local.then(|| forward::unknown_local_sender(store, sender)).flatten()
         };
         let bounce =

@@ -16,6 +16,7 @@ use super::backup::BackupSignal;
 use super::{Committed, Signal};
 use crate::address::Address;
 use crate::directory::Accepted;
+use crate::domain::Domain;
 use crate::failpoint;
 use crate::store::directory::MailDirectory;
 use crate::store::record::{QueueRecord, QueueRoute, Routing};
@@ -34,11 +35,11 @@ fn plan(
     let mut delivery = Delivery { number, users: Vec::new(), forwards: Vec::new() };
     for (index, recipient) in recipients.into_iter().enumerate() {
         let Ok(address) = Address::parse(recipient.as_ref(), None) else { continue };
-        if directory.is_local_domain(address.domain()) {
+        let domain = Domain::of(&address);
+        if directory.is_local_domain(&domain) {
             delivery.users.push(address.key());
             continue;
         }
-        let domain = address.domain().to_ascii_lowercase();
         let route = match routing.map(|r| r.routes.get(index)) {
             None => QueueRoute::Undecided,
             Some(Some(Accepted::Relay)) => QueueRoute::Relay,
@@ -49,7 +50,7 @@ fn plan(
             Some(None) if directory.is_peer_domain(&domain) => QueueRoute::Peer,
             Some(None) => QueueRoute::Relay,
         };
-        match delivery.forwards.iter_mut().find(|f| f.domain == domain) {
+        match delivery.forwards.iter_mut().find(|f| f.domain == domain.as_str()) {
             Some(forward) => {
                 forward.recipients.push(address.to_string());
                 // One record per domain: if the peer came or went between two RCPTs,
@@ -60,7 +61,7 @@ fn plan(
             }
             None => delivery.forwards.push(QueueRecord {
                 number,
-                domain,
+                domain: domain.to_string(),
                 route,
                 recipients: vec![address.to_string()],
                 attempts: 0,

@@ -38,6 +38,7 @@ use time::OffsetDateTime;
 
 use super::{Signal, SignalWaiter, Submission};
 use crate::address::Address;
+use crate::domain::Domain;
 use crate::envelope::{Envelope, Message};
 use crate::forward::client::{probe, OutboundMessage, RecipientOutcome, SendError, SmtpConnection};
 use crate::forward::dsn::{self, FailedRecipient};
@@ -206,7 +207,7 @@ struct Scheduler {
     connections: HashMap<Destination, usize>,
     /// Discovered peer domains already written to the store this run.
     /// Discovered peer domains and when this process last wrote them to the store.
-    remembered_peers: HashMap<String, Instant>,
+    remembered_peers: HashMap<Domain, Instant>,
 }
 
 fn now_millis() -> u64 {
@@ -259,13 +260,13 @@ impl Scheduler {
     }
 
     /// Notes in the store that a discovered peer owns `domain` now (at most hourly).
-    fn remember_peer(&mut self, domain: &str) {
+    fn remember_peer(&mut self, domain: &Domain) {
         if self.remembered_peers.get(domain).is_some_and(|at| at.elapsed() < Duration::from_secs(3600)) {
             return;
         }
         match self.store.remember_peer_domain(domain, self.now() / 1000) {
             Ok(()) => {
-                self.remembered_peers.insert(domain.to_string(), Instant::now());
+                self.remembered_peers.insert(domain.clone(), Instant::now());
             }
             Err(error) => log::warn!("forward: remembering peer domain {domain}: {error}"),
         }
@@ -345,7 +346,8 @@ impl Scheduler {
 
     /// Where a record goes now, by the route it was accepted for; why it cannot go yet.
     fn destination(&self, record: &QueueRecord) -> Result<Destination, String> {
-        let peer = self.directory.peers().lookup(&record.domain);
+        let domain = Domain::stored(&record.domain);
+        let peer = self.directory.peers().lookup(&domain);
         let away = || format!("no route to {}: its peer server is away", record.domain);
         match (record.route, peer, self.relaying) {
             (QueueRoute::Peer | QueueRoute::Undecided, Some(peer), _) => Ok(Destination::Peer(peer.address)),
@@ -356,7 +358,7 @@ impl Scheduler {
             (QueueRoute::Relay, _, false) => Err(format!("no route to {}: relaying is off", record.domain)),
             // An older maild's record: a domain whose mDNS peer is away waits for it (DNS
             // may not know the domain at all); any other goes by MX if relaying is on.
-            (QueueRoute::Undecided, None, true) if !self.directory.is_peer_domain(&record.domain) => {
+            (QueueRoute::Undecided, None, true) if !self.directory.is_peer_domain(&domain) => {
                 Ok(Destination::Remote(record.domain.clone()))
             }
             (QueueRoute::Undecided, None, true) => Err(away()),
@@ -458,10 +460,11 @@ impl Scheduler {
     /// Why `sender` (of mail from a client that had not authenticated) is forged: a local
     /// address without a user, or one its peer says does not exist.
     fn forged(&self, sender: &Address) -> Option<&'static str> {
-        if self.directory.is_local_domain(sender.domain()) {
+        let domain = Domain::of(sender);
+        if self.directory.is_local_domain(&domain) {
             return unknown_local_sender(&self.store, sender);
         }
-        let peer = self.directory.peers().lookup(sender.domain())?;
+        let peer = self.directory.peers().lookup(&domain)?;
         // Bounces are rare; a short probe keeps the scheduler from waiting long.
         match probe(peer.address, &self.config.hostname, &sender.to_string(), PROBE_TIMEOUT) {
             Ok(RecipientOutcome::Rejected(_)) => Some("the sender's peer says it does not exist (forged)"),
@@ -891,8 +894,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let peers = Arc::new(PeerTable::default());
-        peers.add_static("peer.test", PEER.parse().unwrap());
-        let directory = Arc::new(MailDirectory::new(vec!["local.test".into()], Users::new(store.users_tree()), peers));
+        peers.add_static(&Domain::parse("peer.test").unwrap(), PEER.parse().unwrap());
+        let directory = Arc::new(MailDirectory::new(
+            vec![Domain::parse("local.test").unwrap()],
+            Users::new(store.users_tree()),
+            peers,
+        ));
         for body in ["one", "two", "three"] {
             let envelope = Envelope {
                 helo: "c.test".into(),

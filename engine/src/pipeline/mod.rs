@@ -266,7 +266,8 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let users = Users::new(store.users_tree());
         users.add("a@x.test", "p").unwrap();
-        let directory = Arc::new(MailDirectory::new(vec!["x.test".into()], users, Arc::default()));
+        let directory =
+            Arc::new(MailDirectory::new(vec![crate::domain::Domain::parse("x.test").unwrap()], users, Arc::default()));
         let pipeline = Pipeline::start(store.clone(), directory, PipelineConfig::new("mx")).unwrap();
         let threads: Vec<_> = (0..8)
             .map(|_| {
@@ -299,7 +300,8 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let users = Users::new(store.users_tree());
         users.add("a@x.test", "p").unwrap();
-        let directory = Arc::new(MailDirectory::new(vec!["x.test".into()], users, Arc::default()));
+        let directory =
+            Arc::new(MailDirectory::new(vec![crate::domain::Domain::parse("x.test").unwrap()], users, Arc::default()));
         let pipeline = Pipeline::start(store.clone(), directory, PipelineConfig::new("mx")).unwrap();
         let looped = "Received: from a\r\n".repeat(31) + "\r\nbody\r\n";
         let (submission, outcome) = Submission::new(message(&["a@x.test"], looped.as_bytes()));

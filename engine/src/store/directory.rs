@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::address::Address;
 use crate::directory::{Directory, Route};
+use crate::domain::Domain;
 use crate::peers::PeerTable;
 use crate::store::Store;
 use crate::users::Users;
@@ -13,15 +14,14 @@ use crate::users::Users;
 /// The live directory: local domains from the configuration, users from the store,
 /// peers from `--peer` and discovery.
 pub struct MailDirectory {
-    domains: Vec<String>,
+    domains: Vec<Domain>,
     users: Users,
     peers: Arc<PeerTable>,
     remembered: Option<(Store, Duration)>,
 }
 
 impl MailDirectory {
-    pub fn new(domains: Vec<String>, users: Users, peers: Arc<PeerTable>) -> MailDirectory {
-        let domains = domains.into_iter().map(|d| d.to_ascii_lowercase()).collect();
+    pub fn new(domains: Vec<Domain>, users: Users, peers: Arc<PeerTable>) -> MailDirectory {
         MailDirectory { domains, users, peers, remembered: None }
     }
 
@@ -33,11 +33,11 @@ impl MailDirectory {
     }
 
     /// A peer owns `domain` now, or a discovered peer did within the remembered lifetime.
-    pub fn is_peer_domain(&self, domain: &str) -> bool {
+    pub fn is_peer_domain(&self, domain: &Domain) -> bool {
         self.peers.lookup(domain).is_some() || self.remembers(domain)
     }
 
-    fn remembers(&self, domain: &str) -> bool {
+    fn remembers(&self, domain: &Domain) -> bool {
         let Some((store, lifetime)) = &self.remembered else { return false };
         let now = crate::trace::unix_now();
         match store.peer_domain_seen(domain) {
@@ -52,21 +52,22 @@ impl MailDirectory {
         &self.peers
     }
 
-    pub fn is_local_domain(&self, domain: &str) -> bool {
-        self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+    pub fn is_local_domain(&self, domain: &Domain) -> bool {
+        self.domains.contains(domain)
     }
 }
 
 impl Directory for MailDirectory {
     fn route(&self, recipient: &Address) -> Route {
-        if self.is_local_domain(recipient.domain()) {
+        let domain = Domain::of(recipient);
+        if self.is_local_domain(&domain) {
             // RFC 5321 §4.5.1: postmaster must be accepted; it gets the mailbox of a
             // user called postmaster if there is one, else it is unknown like anyone.
             match self.users.exists(&recipient.key()) {
                 Ok(true) => Route::Local,
                 _ => Route::UnknownUser,
             }
-        } else if self.is_peer_domain(recipient.domain()) {
+        } else if self.is_peer_domain(&domain) {
             Route::Peer
         } else {
             Route::Remote
@@ -74,6 +75,6 @@ impl Directory for MailDirectory {
     }
 
     fn default_domain(&self) -> &str {
-        self.domains.first().map(String::as_str).unwrap_or("localhost")
+        self.domains.first().map_or("localhost", Domain::as_str)
     }
 }

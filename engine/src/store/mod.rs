@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use rkyv::rancor;
 use sled::{Batch, IVec, Tree};
 
+use crate::domain::Domain;
 use crate::failpoint;
 use record::{keys, ArchivedMessageRecord, LegacyQueueRecord, MessageRecord, QueueRecord, Routing};
 
@@ -134,8 +135,8 @@ pub struct Served {
 }
 
 impl Served {
-    pub fn serves(&self, domain: &str) -> bool {
-        self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+    pub fn serves(&self, domain: &Domain) -> bool {
+        self.domains.iter().any(|d| Domain::stored(d) == *domain)
     }
 }
 
@@ -377,32 +378,34 @@ impl Store {
     /// Remembers that a peer found by mDNS owned `domain` (lower-case) at `now` (seconds
     /// since the epoch), so that while the peer is away, after a restart too, its mail
     /// waits for it instead of going to DNS (see `MailDirectory::remembering`).
-    pub fn remember_peer_domain(&self, domain: &str, now: u64) -> Result<()> {
-        self.peer_domains.insert(domain.as_bytes(), &now.to_be_bytes()).map(|_| ()).map_err(StoreError::from_sled)
+    pub fn remember_peer_domain(&self, domain: &Domain, now: u64) -> Result<()> {
+        self.peer_domains
+            .insert(domain.as_str().as_bytes(), &now.to_be_bytes())
+            .map(|_| ())
+            .map_err(StoreError::from_sled)
     }
 
     /// When a discovered peer was last known to own `domain`; 0 for a domain an older
     /// maild remembered without a time.
-    pub fn peer_domain_seen(&self, domain: &str) -> Result<Option<u64>> {
-        let value = self.peer_domains.get(domain.to_ascii_lowercase().as_bytes()).map_err(StoreError::from_sled)?;
+    pub fn peer_domain_seen(&self, domain: &Domain) -> Result<Option<u64>> {
+        let value = self.peer_domains.get(domain.as_str().as_bytes()).map_err(StoreError::from_sled)?;
         Ok(value.map(|v| keys::number(&v).unwrap_or(0)))
     }
 
     /// Every remembered peer domain with when it was last seen, by domain.
-    pub fn peer_domains(&self) -> Result<Vec<(String, u64)>> {
+    pub fn peer_domains(&self) -> Result<Vec<(Domain, u64)>> {
         self.peer_domains
             .iter()
             .map(|item| {
                 let (key, value) = item.map_err(StoreError::from_sled)?;
-                Ok((String::from_utf8_lossy(&key).into_owned(), keys::number(&value).unwrap_or(0)))
+                Ok((Domain::stored(&String::from_utf8_lossy(&key)), keys::number(&value).unwrap_or(0)))
             })
             .collect()
     }
 
     /// Forgets a remembered peer domain (durably); false if it was not remembered.
-    pub fn forget_peer_domain(&self, domain: &str) -> Result<bool> {
-        let removed =
-            self.peer_domains.remove(domain.to_ascii_lowercase().as_bytes()).map_err(StoreError::from_sled)?;
+    pub fn forget_peer_domain(&self, domain: &Domain) -> Result<bool> {
+        let removed = self.peer_domains.remove(domain.as_str().as_bytes()).map_err(StoreError::from_sled)?;
         self.flush()?;
         Ok(removed.is_some())
     }
