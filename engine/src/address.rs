@@ -80,10 +80,6 @@ impl Address {
     pub fn key(&self) -> String {
         format!("{}@{}", self.local, self.domain).to_ascii_lowercase()
     }
-
-    pub fn domain_is(&self, domain: &str) -> bool {
-        self.domain.eq_ignore_ascii_case(domain)
-    }
 }
 
 impl fmt::Display for Address {

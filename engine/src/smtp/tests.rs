@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::dialogue::{Dialogue, Step};
+use crate::domain::Domain;
 use std::net::Ipv4Addr;
 
 struct FakeDirectory {
@@ -12,7 +13,7 @@ struct FakeDirectory {
 
 impl Directory for FakeDirectory {
     fn route(&self, recipient: &Address) -> Route {
-        if !self.domains.iter().any(|d| recipient.domain_is(d)) {
+        if !self.domains.iter().any(|d| Domain::parse(d).ok() == Some(Domain::of(recipient))) {
             Route::Remote
         } else if self.users.iter().any(|u| u.eq_ignore_ascii_case(&recipient.to_string())) {
             Route::Local
