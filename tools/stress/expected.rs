@@ -1,6 +1,7 @@
 //! What a command is, what the contract says the answer is, and how a reply is checked.
 
 use super::*;
+use engine::smtp::client::Extensions;
 
 /// A command as the model sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -142,27 +143,21 @@ pub(crate) fn check(expected: &Expected, reply: &ServerReply) -> Result<Checked,
     match expected.shape {
         Shape::Plain => Ok(Checked::Plain),
         Shape::Ehlo => {
-            let keywords: Vec<(String, Option<&str>)> = reply.lines[1..]
-                .iter()
-                .filter_map(|line| {
-                    let mut words = line.split_whitespace();
-                    Some((words.next()?.to_ascii_uppercase(), words.next()))
-                })
-                .collect();
-            for wanted in ["PIPELINING", "SIZE", "8BITMIME", "ENHANCEDSTATUSCODES"] {
-                if !keywords.iter().any(|(keyword, _)| keyword == wanted) {
-                    return Err(format!("EHLO extension {wanted} missing"));
-                }
+            // The client's own reading of EHLO (engine::smtp::client), not a second one.
+            let offered = Extensions::parse(reply.lines.get(1..).unwrap_or_default());
+            let wanted = [
+                ("PIPELINING", offered.pipelining),
+                ("SIZE", offered.size_advertised),
+                ("8BITMIME", offered.eight_bit_mime),
+                ("ENHANCEDSTATUSCODES", offered.enhanced_status_codes),
+            ];
+            if let Some((missing, _)) = wanted.iter().find(|(_, present)| !present) {
+                return Err(format!("EHLO extension {missing} missing"));
             }
-            let size = keywords.iter().find(|(keyword, _)| keyword == "SIZE").and_then(|(_, value)| *value);
-            match size {
-                None => Ok(Checked::Ehlo { size: None }),
-                Some(value) => match value.parse::<u64>() {
-                    Ok(0) => Ok(Checked::Ehlo { size: None }),
-                    Ok(size) => Ok(Checked::Ehlo { size: Some(size) }),
-                    Err(_) => Err(format!("EHLO SIZE {value:?} is not a number")),
-                },
+            if offered.size_malformed {
+                return Err("EHLO SIZE has a value that is not a number".into());
             }
+            Ok(Checked::Ehlo { size: offered.size_limit })
         }
         Shape::Delivered => {
             let number = all

@@ -174,6 +174,10 @@ pub struct Extensions {
     pub eight_bit_mime: bool,
     /// RFC 3207.
     pub starttls: bool,
+    /// RFC 2034.
+    pub enhanced_status_codes: bool,
+    /// SIZE came with a value that is not a number (which counts as no limit).
+    pub size_malformed: bool,
     /// RFC 4954 with the PLAIN mechanism (RFC 4616).
     pub auth_plain: bool,
 }
@@ -191,11 +195,15 @@ impl Extensions {
                 extensions.eight_bit_mime = true;
             } else if keyword.eq_ignore_ascii_case("STARTTLS") {
                 extensions.starttls = true;
+            } else if keyword.eq_ignore_ascii_case("ENHANCEDSTATUSCODES") {
+                extensions.enhanced_status_codes = true;
             } else if keyword.eq_ignore_ascii_case("AUTH") {
                 extensions.auth_plain |= words.any(|mechanism| mechanism.eq_ignore_ascii_case("PLAIN"));
             } else if keyword.eq_ignore_ascii_case("SIZE") {
                 extensions.size_advertised = true;
-                extensions.size_limit = words.next().and_then(|n| n.parse::<u64>().ok()).filter(|&n| n > 0);
+                let value = words.next().map(str::parse::<u64>);
+                extensions.size_malformed = matches!(value, Some(Err(_)));
+                extensions.size_limit = value.and_then(Result::ok).filter(|&n| n > 0);
             }
         }
         extensions
@@ -289,13 +297,14 @@ mod tests {
                     size_advertised: true,
                     size_limit: Some(1000),
                     eight_bit_mime: true,
+                    enhanced_status_codes: true,
                     ..Default::default()
                 },
             ),
             (&["STARTTLS", "starttls"], Extensions { starttls: true, ..Default::default() }),
             (&["pipelining", "size"], Extensions { pipelining: true, size_advertised: true, ..Default::default() }),
             (&["SIZE 0"], Extensions { size_advertised: true, ..Default::default() }),
-            (&["SIZE lots"], Extensions { size_advertised: true, ..Default::default() }),
+            (&["SIZE lots"], Extensions { size_advertised: true, size_malformed: true, ..Default::default() }),
             (&["AUTH LOGIN plain"], Extensions { auth_plain: true, ..Default::default() }),
             (&["AUTH CRAM-MD5", "XPIPELINING", "SIZEX 5", "AUTHPLAIN"], Extensions::default()),
         ];
