@@ -27,6 +27,8 @@ pub mod rng;
 pub mod sasl;
 pub mod smtp;
 pub mod store;
+#[cfg(test)]
+mod testing;
 pub mod trace;
 pub mod transport;
 pub mod users;

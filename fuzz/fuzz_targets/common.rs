@@ -99,3 +99,28 @@ pub fn feed(run: &mut impl Run, input: &Input, whole: bool) {
     }
     run.time_out();
 }
+
+/// For the client targets: `[n] [n chunk lengths] server stream` split into the lengths
+/// (`n` mod 16) and the stream.
+pub fn lengths_and_stream(data: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (&n, rest) = data.split_first()?;
+    Some(rest.split_at(usize::from(n % 16).min(rest.len())))
+}
+
+/// `stream` cut by `lengths` (cycled; 0 counts as 1; none: chunks of 7), as a socket's
+/// short reads would hand it over.
+pub fn cut<'a>(stream: &'a [u8], lengths: &[u8]) -> Vec<&'a [u8]> {
+    let lengths: Vec<usize> =
+        if lengths.is_empty() { vec![7] } else { lengths.iter().map(|&l| usize::from(l).max(1)).collect() };
+    let mut out = Vec::new();
+    let mut rest = stream;
+    for &len in lengths.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (chunk, tail) = rest.split_at(len.min(rest.len()));
+        out.push(chunk);
+        rest = tail;
+    }
+    out
+}

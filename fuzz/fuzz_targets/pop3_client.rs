@@ -8,6 +8,8 @@
 //! error; every body stays within the bound.
 #![no_main]
 
+mod common;
+
 use engine::pop3::client::{Pop3Client, Response};
 use libfuzzer_sys::fuzz_target;
 
@@ -51,20 +53,8 @@ fn drive<'a>(chunks: impl Iterator<Item = &'a [u8]>) -> (Vec<Response>, Option<S
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&n, rest)) = data.split_first() else { return };
-    let n = usize::from(n % 16).min(rest.len());
-    let (sizes, server) = rest.split_at(n);
+    let Some((lengths, server)) = common::lengths_and_stream(data) else { return };
     let whole = drive(std::iter::once(server));
-    let mut chunks = Vec::new();
-    let mut remaining = server;
-    let sizes: Vec<usize> = if sizes.is_empty() { vec![7] } else { sizes.iter().map(|&s| usize::from(s).max(1)).collect() };
-    for size in sizes.iter().cycle() {
-        if remaining.is_empty() {
-            break;
-        }
-        let (chunk, after) = remaining.split_at((*size).min(remaining.len()));
-        chunks.push(chunk);
-        remaining = after;
-    }
-    assert_eq!(whole, drive(chunks.into_iter()), "the responses depend on how the bytes arrived");
+    let chunked = drive(common::cut(server, lengths).into_iter());
+    assert_eq!(whole, chunked, "the responses depend on how the bytes arrived");
 });

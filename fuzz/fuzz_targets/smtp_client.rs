@@ -10,6 +10,8 @@
 //! characters; every command the session writes is one CRLF-terminated line.
 #![no_main]
 
+mod common;
+
 use engine::smtp::client::reply::MAX_REPLY_LINES;
 use engine::smtp::client::{ClientSession, Event, OutboundMessage, Progress, ReplyReader};
 use libfuzzer_sys::fuzz_target;
@@ -49,7 +51,11 @@ fn drive<'a>(chunks: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
                 _ => {
                     round += 1;
                     match round % 6 {
-                        1 | 5 => session.send(&OutboundMessage { sender: "s@y.test", recipients: &recipients, parts: MESSAGE }),
+                        1 | 5 => session.send(&OutboundMessage {
+                            sender: "s@y.test",
+                            recipients: &recipients,
+                            parts: MESSAGE,
+                        }),
                         2 => session.verify("c@x.test"),
                         3 => session.starttls().map(|()| None),
                         4 => session.auth_plain("u@y.test", "pw").map(|()| None),
@@ -77,25 +83,9 @@ fn drive<'a>(chunks: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&n, rest)) = data.split_first() else { return };
-    let n = usize::from(n % 16).min(rest.len());
-    let (sizes, server) = rest.split_at(n);
-
+    let Some((lengths, server)) = common::lengths_and_stream(data) else { return };
     let whole = drive(std::iter::once(server));
-    let mut chunks = Vec::new();
-    let mut remaining = server;
-    for size in sizes.iter().cycle().map(|&s| usize::from(s).max(1)) {
-        if remaining.is_empty() {
-            break;
-        }
-        let (chunk, after) = remaining.split_at(size.min(remaining.len()));
-        chunks.push(chunk);
-        remaining = after;
-    }
-    if sizes.is_empty() {
-        chunks = server.chunks(7).collect();
-    }
-    let chunked = drive(chunks.into_iter());
+    let chunked = drive(common::cut(server, lengths).into_iter());
     assert_eq!(whole, chunked, "the session depends on how the bytes arrived");
 
     let mut reader = ReplyReader::default();

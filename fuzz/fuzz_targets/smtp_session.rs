@@ -22,8 +22,9 @@ use std::sync::Arc;
 use common::Input;
 use engine::address::Address;
 use engine::directory::{Directory, Route};
-use engine::sasl::Verdict;
+use engine::domain::Domain;
 use engine::envelope::CommitError;
+use engine::sasl::Verdict;
 use engine::smtp::{Action, Reply, SmtpConfig, SmtpSession};
 use libfuzzer_sys::fuzz_target;
 
@@ -33,13 +34,13 @@ struct FakeDirectory;
 
 impl Directory for FakeDirectory {
     fn route(&self, recipient: &Address) -> Route {
-        if recipient.domain_is("example.org") {
+        if Domain::of(recipient).as_str() == "example.org" {
             if recipient.local().len() % 2 == 0 {
                 Route::Local
             } else {
                 Route::UnknownUser
             }
-        } else if recipient.domain_is("peer.test") {
+        } else if Domain::of(recipient).as_str() == "peer.test" {
             Route::Peer
         } else {
             Route::Remote

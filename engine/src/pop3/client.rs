@@ -144,20 +144,7 @@ mod tests {
         for (line, multiline) in commands {
             client.command(line, *multiline).unwrap();
         }
-        let mut got = Vec::new();
-        for piece in server.chunks(chunk) {
-            let mut piece = piece;
-            while !piece.is_empty() {
-                let (taken, response) = client.receive(piece);
-                piece = &piece[taken..];
-                match response {
-                    Some(Ok(response)) => got.push(response),
-                    Some(Err(error)) => return (got, Some(error)),
-                    None => {}
-                }
-            }
-        }
-        (got, None)
+        crate::testing::feed_in_chunks(server, chunk, |bytes| client.receive(bytes))
     }
 
     #[test]

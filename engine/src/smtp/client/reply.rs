@@ -218,21 +218,13 @@ mod tests {
     /// over; then the error, or "end of input" with nothing pending.
     fn replies(input: &[u8], chunk: usize) -> (Vec<ServerReply>, String) {
         let mut reader = ReplyReader::default();
-        let mut replies = Vec::new();
-        for piece in input.chunks(chunk) {
-            let mut piece = piece;
-            while !piece.is_empty() {
-                let (taken, reply) = reader.push(piece);
-                piece = &piece[taken..];
-                match reply {
-                    Some(Ok(reply)) => replies.push(reply),
-                    Some(Err(error)) => return (replies, error),
-                    None => {}
-                }
-            }
-        }
-        let end = if reader.is_mid_reply() { "closed by the peer" } else { "end of input" };
-        (replies, end.to_string())
+        let (replies, error) = crate::testing::feed_in_chunks(input, chunk, |bytes| reader.push(bytes));
+        let end = match error {
+            Some(error) => error,
+            None if reader.is_mid_reply() => "closed by the peer".to_string(),
+            None => "end of input".to_string(),
+        };
+        (replies, end)
     }
 
     #[test]
