@@ -53,6 +53,15 @@ impl LineReceiver {
     }
 }
 
+/// The bytes of `input` up to and including its first LF, and whether there was one (if
+/// not: all of it, a line still to be continued).
+pub fn through_lf(input: &[u8]) -> (usize, bool) {
+    match input.iter().position(|&b| b == b'\n') {
+        Some(lf) => (lf + 1, true),
+        None => (input.len(), false),
+    }
+}
+
 /// Client text as a reply may quote it: RFC 5321 §4.2 and RFC 1939 allow only printable
 /// ASCII and spaces in reply text, so anything else (a NUL, a bare CR, 8-bit bytes) is
 /// shown as `?`. A reply then cannot carry a control character back to the client.

@@ -44,17 +44,7 @@ impl<'a> Input<'a> {
 
     /// `stream` cut by the chunk lengths, cycled.
     pub fn chunked(&self, stream: &'a [u8]) -> Vec<&'a [u8]> {
-        let mut out = Vec::new();
-        let mut rest = stream;
-        for &len in self.chunks.iter().cycle() {
-            if rest.is_empty() {
-                break;
-            }
-            let (chunk, tail) = rest.split_at(len.min(rest.len()));
-            out.push(chunk);
-            rest = tail;
-        }
-        out
+        split_cycled(stream, &self.chunks)
     }
 }
 
@@ -112,6 +102,11 @@ pub fn lengths_and_stream(data: &[u8]) -> Option<(&[u8], &[u8])> {
 pub fn cut<'a>(stream: &'a [u8], lengths: &[u8]) -> Vec<&'a [u8]> {
     let lengths: Vec<usize> =
         if lengths.is_empty() { vec![7] } else { lengths.iter().map(|&l| usize::from(l).max(1)).collect() };
+    split_cycled(stream, &lengths)
+}
+
+/// `stream` cut into pieces of `lengths`, cycled (some must be non-zero).
+fn split_cycled<'a>(stream: &'a [u8], lengths: &[usize]) -> Vec<&'a [u8]> {
     let mut out = Vec::new();
     let mut rest = stream;
     for &len in lengths.iter().cycle() {

@@ -79,10 +79,7 @@ impl Pop3Client {
         let mut taken = 0;
         while taken < bytes.len() {
             let rest = &bytes[taken..];
-            let (take, complete) = match rest.iter().position(|&b| b == b'\n') {
-                Some(lf) => (lf + 1, true),
-                None => (rest.len(), false),
-            };
+            let (take, complete) = crate::lines::through_lf(rest);
             taken += take;
             if self.status.is_none() && self.line.len() + take > MAX_STATUS_LINE {
                 return (taken, Some(Err(format!("status line longer than {MAX_STATUS_LINE} octets"))));

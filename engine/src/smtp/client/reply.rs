@@ -65,10 +65,7 @@ impl ReplyReader {
         let mut taken = 0;
         while taken < bytes.len() {
             let rest = &bytes[taken..];
-            let (take, complete) = match rest.iter().position(|&b| b == b'\n') {
-                Some(lf) => (lf + 1, true),
-                None => (rest.len(), false),
-            };
+            let (take, complete) = crate::lines::through_lf(rest);
             if self.line.len() + take > MAX_REPLY_LINE {
                 return (taken + take, Some(Err(format!("reply line longer than {MAX_REPLY_LINE} octets"))));
             }
