@@ -161,6 +161,34 @@ fn send_to_an_unknown_user_fails_with_the_servers_reply() {
 }
 
 #[test]
+fn send_delivers_to_the_recipients_taken_and_names_the_one_refused() {
+    let mut maild = maild_with_users(&["alice@example.org"], &["--domain", "example.org"]);
+    let smtp = maild.smtp.to_string();
+    let args = [
+        "send",
+        "--smtp",
+        &smtp,
+        "--from",
+        "a@remote.test",
+        "--to",
+        "nobody@example.org",
+        "--to",
+        "alice@example.org",
+        "--subject",
+        "two",
+    ];
+    let out = mailtool(&maild.data, &args, Some(b"hello\n"));
+    assert!(!out.status.success(), "{}", report(&out));
+    assert!(out.stderr.contains("RCPT TO:<nobody@example.org>: 550 5.1.1"), "{}", report(&out));
+    assert!(!out.stderr.contains("alice"), "{}", report(&out));
+    assert_eq!(out.stdout_text().trim(), "250 2.0.0 Ok: delivered message 1");
+    maild.stop();
+    let entries = export_entries(&maild.data, &["--user", "alice@example.org"]);
+    assert_eq!(entries.len(), 1);
+    assert!(String::from_utf8_lossy(&entries[0]).contains("Subject: two\r\n"));
+}
+
+#[test]
 fn fetch_writes_an_mbox_deletes_at_quit_and_then_finds_nothing() {
     let maild = maild_with_users(&["alice@example.org"], &["--domain", "example.org"]);
     let smtp = maild.smtp.to_string();

@@ -3,8 +3,11 @@
 //! With `--subject`, stdin is the body and the tool writes the header block (From, To,
 //! Subject, Date, Message-ID, and MIME headers when the body is 8-bit); without it, stdin
 //! is the whole message. Bare LF line ends become CRLF (RFC 5321 §2.3.8), dot-stuffing is
-//! done on the wire (§4.5.2), and the server's final reply is printed. Any reply that is
-//! not 2xx/3xx ends the run with an error naming the command and the reply.
+//! done on the wire (§4.5.2), and the server's final reply is printed. It speaks SMTP
+//! through engine's client (`forward::client`), one pipelined transaction: a refused
+//! greeting, EHLO, STARTTLS or AUTH ends the run with an error; a refused recipient is an
+//! error naming its command and the reply, while the recipients the server took still
+//! get the message (as with any mail client).
 //!
 //! For a submission port: `--starttls` encrypts first (`--tls-ca FILE` checks the
 //! certificate), `--user` logs in with AUTH PLAIN.
