@@ -56,6 +56,9 @@
 //! POWERCUT_CYCLES=200 cargo test --release --all-features --test crash power_cut -- --nocapture
 //! ```
 //!
+//! `POWERCUT_EVIDENCE=DIR` keeps a copy of the store as each power cut left it (the last
+//! two), so that a loss can be studied after sled's recovery has zeroed what it skipped.
+//!
 //! Every wait is bounded by `PATIENCE` but none asserts speed.
 
 mod common;
@@ -65,7 +68,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -838,6 +841,26 @@ impl Scenario {
         }
     }
 
+    /// With `POWERCUT_EVIDENCE=DIR`, copies the store as the cut left it, before maild
+    /// recovers it, to `DIR/cycle-N-a` (`-b` after a second kill), keeping the last two:
+    /// sled's recovery zeroes the log past where it stops, so a loss destroys its own
+    /// evidence unless a copy was taken first.
+    fn keep_evidence(&self, data: &Path, cycle: u64, tag: &str) {
+        let Some(dir) = std::env::var_os("POWERCUT_EVIDENCE").filter(|_| self.power.is_some()) else { return };
+        let dir = PathBuf::from(dir);
+        let target = dir.join(format!("cycle-{cycle}-{tag}"));
+        copy_tree(&data.join("store"), &target).expect("copying the store as evidence");
+        let mut kept: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .expect("the evidence directory")
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("cycle-")))
+            .collect();
+        kept.sort_by_key(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok());
+        for old in kept.iter().rev().skip(2) {
+            let _ = std::fs::remove_dir_all(old);
+        }
+    }
+
     /// After the SIGKILL: in a power-cut run, everything not fsync'd is dropped.
     fn cut(&mut self) -> String {
         match &mut self.power {
@@ -978,6 +1001,7 @@ fn run(mut scenario: Scenario) {
             offline += 1;
         }
 
+        scenario.keep_evidence(&data, cycle, "a");
         maild = scenario.start(&data, args);
         // Sometimes a second kill right after the restart, while start-up work (range
         // files the crash missed, collection) may still be running.
@@ -987,6 +1011,7 @@ fn run(mut scenario: Scenario) {
             maild.sigkill_now();
             kills += 1;
             scenario.cut();
+            scenario.keep_evidence(&data, cycle, "b");
             maild = scenario.start(&data, args);
         }
         context.log = Some(maild.log.clone());
@@ -1065,4 +1090,19 @@ fn run(mut scenario: Scenario) {
         cut_off_applied + cut_off_kept,
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Copies the directory tree `from` to `to` (files and directories only).
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
 }
