@@ -26,7 +26,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 
 use crate::password::{PasswordArgs, Stdin};
-use engine::forward::client::{OutboundMessage, RecipientOutcome, SmtpConnection, Stage};
+use engine::forward::client::{OutboundMessage, RecipientOutcome, Sent, SmtpConnection, Stage};
 
 #[derive(Args)]
 pub struct SendArgs {
@@ -221,25 +221,35 @@ fn deliver(args: &SendArgs, tls: Option<Arc<ClientConfig>>, login: Option<&Login
     let outbound = OutboundMessage { sender: &args.from, recipients: &args.to, parts: &[message] };
     let sent = connection.send(&outbound)?;
     connection.quit();
-    let mut refusals = Vec::new();
-    for ((recipient, outcome), stage) in args.to.iter().zip(&sent.outcomes).zip(&sent.decided_by) {
-        if let RecipientOutcome::Deferred(reply) | RecipientOutcome::Rejected(reply) = outcome {
-            let command = match stage {
-                Stage::Mail => format!("MAIL FROM:<{}>", args.from),
-                Stage::Rcpt => format!("RCPT TO:<{recipient}>"),
-                stage => format!("{} (for {recipient})", stage.command()),
-            };
-            refusals.push(format!("{command}: {reply}"));
-        }
-    }
-    match (sent.final_reply, refusals.is_empty()) {
-        (Some(reply), true) => Ok(reply),
-        (Some(reply), false) => {
+    match verdict(&args.from, &args.to, sent) {
+        (Some(reply), refusals) if refusals.is_empty() => Ok(reply),
+        (Some(reply), refusals) => {
             println!("{reply}");
             bail!("the others got the message; refused:\n{}", refusals.join("\n"))
         }
-        (None, _) => bail!("{}", refusals.join("\n")),
+        (None, refusals) => bail!("{}", refusals.join("\n")),
     }
+}
+
+/// What to print of a transaction: the server's reply to the message if anyone got it,
+/// and a line per refusal (a refusal of MAIL, DATA or the message, which is one for every
+/// recipient, said once).
+fn verdict(from: &str, to: &[String], sent: Sent) -> (Option<String>, Vec<String>) {
+    let mut refusals: Vec<String> = Vec::new();
+    for ((recipient, outcome), stage) in to.iter().zip(&sent.outcomes).zip(&sent.decided_by) {
+        if let RecipientOutcome::Deferred(reply) | RecipientOutcome::Rejected(reply) = outcome {
+            let refusal = match stage {
+                Stage::Rcpt => format!("RCPT TO:<{recipient}>: {reply}"),
+                Stage::Mail => format!("MAIL FROM:<{from}>: {reply}"),
+                stage => format!("{}: {reply}", stage.command()),
+            };
+            if !refusals.contains(&refusal) {
+                refusals.push(refusal);
+            }
+        }
+    }
+    let delivered = sent.outcomes.contains(&RecipientOutcome::Accepted);
+    (sent.final_reply.filter(|_| delivered), refusals)
 }
 
 /// The TLS server name for `HOST:PORT` (an IP address or a DNS name; `[v6]` too).
@@ -256,6 +266,30 @@ mod tests {
     fn bare_line_feeds_become_crlf() {
         assert_eq!(to_crlf(b"a\nb\r\nc\rd\n\n"), b"a\r\nb\r\nc\rd\r\n\r\n");
         assert_eq!(to_crlf(b""), b"");
+    }
+
+    #[test]
+    fn the_verdict_names_each_refusal_once_and_the_reply_only_if_someone_got_it() {
+        use RecipientOutcome::{Accepted, Deferred, Rejected};
+        let to = vec!["a@d.test".to_string(), "b@d.test".to_string()];
+        let sent = |outcomes: Vec<RecipientOutcome>, decided_by: Vec<Stage>, final_reply: Option<&str>| Sent {
+            outcomes,
+            decided_by,
+            final_reply: final_reply.map(String::from),
+        };
+        let ok = "250 2.0.0 Ok: delivered message 1";
+        let all = sent(vec![Accepted, Accepted], vec![Stage::EndOfData; 2], Some(ok));
+        assert_eq!(verdict("s@x.test", &to, all), (Some(ok.to_string()), vec![]));
+        let one = sent(vec![Rejected("550 5.1.1 no".into()), Accepted], vec![Stage::Rcpt, Stage::EndOfData], Some(ok));
+        assert_eq!(
+            verdict("s@x.test", &to, one),
+            (Some(ok.to_string()), vec!["RCPT TO:<a@d.test>: 550 5.1.1 no".into()])
+        );
+        let full = "452 4.3.1 full";
+        let none = sent(vec![Deferred(full.into()), Deferred(full.into())], vec![Stage::EndOfData; 2], Some(full));
+        assert_eq!(verdict("s@x.test", &to, none), (None, vec![format!("end of data: {full}")]));
+        let mail = sent(vec![Rejected("553 no".into()), Rejected("553 no".into())], vec![Stage::Mail; 2], None);
+        assert_eq!(verdict("s@x.test", &to, mail), (None, vec!["MAIL FROM:<s@x.test>: 553 no".to_string()]));
     }
 
     #[test]
