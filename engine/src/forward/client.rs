@@ -259,21 +259,6 @@ impl SmtpConnection {
         self.session.extensions()
     }
 
-    /// Whether the peer offered PIPELINING (RFC 2920).
-    pub fn pipelining(&self) -> bool {
-        self.extensions().pipelining
-    }
-
-    /// The peer's advertised size limit (RFC 1870), if it has a fixed one.
-    pub fn size_limit(&self) -> Option<u64> {
-        self.extensions().size_limit
-    }
-
-    /// Whether the peer offered 8BITMIME (RFC 6152).
-    pub fn eight_bit_mime(&self) -> bool {
-        self.extensions().eight_bit_mime
-    }
-
     /// Whether the session runs inside TLS.
     pub fn is_encrypted(&self) -> bool {
         self.stream.is_tls()
@@ -547,7 +532,7 @@ mod tests {
             hold_pipeline: false,
         });
         let mut connection = open(address);
-        assert!(!connection.pipelining());
+        assert!(!connection.extensions().pipelining);
         let rcpts = recipients(&["a@y", "b@y"]);
         let outcomes =
             connection.send(&OutboundMessage { sender: "s@x", recipients: &rcpts, parts: MESSAGE }).unwrap().outcomes;
@@ -832,7 +817,7 @@ mod tests {
             replies.extend_from_slice(case.replies);
             let (address, server) = serve(Script { greeting: GREETING, replies, hold_pipeline: case.pipelining });
             let mut connection = open(address);
-            assert_eq!(connection.pipelining(), case.pipelining, "{}", case.name);
+            assert_eq!(connection.extensions().pipelining, case.pipelining, "{}", case.name);
             let rcpts = recipients(case.recipients);
             let result = connection.send(&OutboundMessage { sender: "s@x", recipients: &rcpts, parts: MESSAGE });
             match (&result, &case.outcomes) {
@@ -901,7 +886,7 @@ mod tests {
             hold_pipeline: true,
         });
         let mut connection = open(address);
-        assert_eq!((connection.size_limit(), connection.eight_bit_mime()), (Some(100), true));
+        assert_eq!((connection.extensions().size_limit, connection.extensions().eight_bit_mime), (Some(100), true));
         let rcpts = recipients(&["a@y", "b@y"]);
         let big = vec![b'x'; 150];
         let parts: &[&[u8]] = &[&big];
@@ -938,7 +923,7 @@ mod tests {
             hold_pipeline: false,
         });
         let mut connection = open(address);
-        assert!(!connection.pipelining());
+        assert!(!connection.extensions().pipelining);
         let rcpts = recipients(&["a@y"]);
         let outcomes =
             connection.send(&OutboundMessage { sender: "s@x", recipients: &rcpts, parts: MESSAGE }).unwrap().outcomes;

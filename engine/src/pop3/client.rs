@@ -67,11 +67,6 @@ impl Pop3Client {
         std::mem::take(&mut self.output)
     }
 
-    /// Responses still owed.
-    pub fn pending(&self) -> usize {
-        self.expected.len()
-    }
-
     /// Takes bytes up to the end of the first response they complete; returns how many
     /// were taken and, once a response is whole, the response or why the bytes are not
     /// one (after which the session is out of step and should be closed).

@@ -34,19 +34,6 @@ impl ServerReply {
         summary.truncate(MAX_SUMMARY);
         summary
     }
-
-    /// The reply's lines as they came, code and separator included (`250-first`, …,
-    /// `250 last`), made printable.
-    pub fn wire_lines(&self) -> Vec<String> {
-        let last = self.lines.len().saturating_sub(1);
-        let separator = |i: usize| if i == last { ' ' } else { '-' };
-        self.lines.iter().enumerate().map(|(i, text)| format!("{}{}{text}", self.code, separator(i))).collect()
-    }
-
-    /// 2xx and 3xx: the command was taken.
-    pub fn is_positive(&self) -> bool {
-        (200..400).contains(&self.code)
-    }
 }
 
 /// Cuts bytes into replies. Lines end at LF (a CR before it is removed; RFC 5321
@@ -272,7 +259,7 @@ mod tests {
         let all = replies(&input[..input.len() - 5], 3).0;
         let summaries: Vec<String> = all.iter().map(ServerReply::summary).collect();
         assert_eq!(summaries, ["250 a", "550 b c", "354 d"]);
-        assert_eq!(all[1].wire_lines(), ["550-b", "550 c"]);
+        assert_eq!(all[1].lines, ["b", "c"]);
     }
 
     #[test]
