@@ -4,8 +4,10 @@
 //! 1. Block for one submission, then take every other one already waiting, up to
 //!    `max_batch`.
 //! 2. Number them `head+1, head+2, …` and build each record (trace header included).
-//! 3. Write all records and the new head in one atomic sled batch.
-//! 4. Flush (fsync) once for the whole batch.
+//! 3. Write all records and the new head as one journal frame and `fdatasync` it, once
+//!    for the whole batch (`store/journal.rs`).
+//! 4. Apply the same writes to sled in one atomic batch (made durable by sled later; the
+//!    journal replays it after a crash).
 //! 5. Only now answer each session with its number (its `250`), then pass the batch on
 //!    to deliver.
 //!
@@ -152,8 +154,8 @@ pub fn commit_offline(store: &Store, message: Message, hostname: &str) -> Result
     commit(store, head, &mut [submission], &PipelineConfig::new(hostname))
 }
 
-/// Steps 2–4: numbers, records, one batch, one flush. Bodies are moved into the records
-/// (and dropped after serialising) so the batch holds each message once.
+/// Steps 2–4: numbers, records, one journal frame and its sync, one batch. Bodies are
+/// moved into the records (and dropped after serialising) so memory holds few copies.
 fn commit(store: &Store, head: u64, batch: &mut [Submission], config: &PipelineConfig) -> Result<u64, StoreError> {
     let incoming: usize = batch.iter().map(|s| s.message.body.len()).sum();
     store.check_space(incoming as u64, config.min_free_space)?;

@@ -141,6 +141,8 @@ pub struct UserRecord {
 pub mod keys {
     /// `messages` tree: the highest committed number.
     pub const HEAD: &[u8] = b"h";
+    /// `messages` tree: the id of the last journal frame applied (`store/journal.rs`).
+    pub const JOURNAL: &[u8] = b"j";
     /// `messages` tree: `m` + number → [`super::MessageRecord`].
     pub const MESSAGE: u8 = b'm';
     /// `messages` tree: `o` + number → [`super::Routing`] of that message.
