@@ -16,11 +16,16 @@
 //! injected into the next operation (`FailPoint`).
 //!
 //! What a crash may lose is exactly what the store promises to keep and no more: a
-//! commit or a `remove_entries` that returned `Ok` flushed, so it and everything written
-//! before it survive; deliver, collect and the backup mark do not flush (they are
-//! replayed), so after a crash the store may be back at any state it passed through since
-//! the last flush, and at no other. The harness therefore remembers every state since the
-//! last flush, and after a crash requires the store to equal one of them.
+//! `remove_entries` that returned `Ok` flushed, so it and everything written before it
+//! survive; deliver, collect and the backup mark do not flush (they are replayed), so
+//! after a crash the store may be back at any state it passed through since the last
+//! flush, and at no other — except that every commit that returned `Ok` is there too,
+//! whichever state that is (it is durable in the journal, which start-up applies again).
+//! The harness therefore remembers every state since the last flush, adds each commit to
+//! all of them, and after a crash requires the store to equal one of them. Deliver writes
+//! its mark last, not atomically with its entries, so a crash may also leave entries past
+//! the mark; those are not part of the state (start-up's replay sets them again), and after
+//! a crash the harness replays delivery as start-up does.
 //!
 //! The crash is a real one as far as the store can tell: the harness copies the store's
 //! files as they are on disk at that moment (what `kill -9` leaves: everything sled has
@@ -172,6 +177,17 @@ impl Model {
             }
         }
         self.delivered = self.delivered.max(*last);
+    }
+
+    /// The state without what a crash may leave past the deliver mark.
+    fn without_undelivered(&self) -> Model {
+        let mut model = self.clone();
+        let delivered = model.delivered;
+        for mailbox in model.mailboxes.values_mut() {
+            mailbox.retain(|n| *n <= delivered);
+        }
+        model.collectable.retain(|n| *n <= delivered);
+        model
     }
 
     /// The invariants `mailtool verify` checks, on the model itself (the store equals it).
@@ -395,18 +411,6 @@ fn commit_fault(fault: Option<Fault>) -> Option<Fault> {
     fault
 }
 
-/// Whether a commit failing at this failpoint had already applied its batch (and undid
-/// it), as opposed to failing before writing anything.
-#[cfg(feature = "failpoints")]
-fn leaves_batch_in_memory(point: Point) -> bool {
-    point == Point::PersistAfterBatch
-}
-
-#[cfg(not(feature = "failpoints"))]
-fn leaves_batch_in_memory(fault: Fault) -> bool {
-    match fault {}
-}
-
 /// Whether the failpoint armed for a `remove_entries` is the one it hits.
 #[cfg(feature = "failpoints")]
 fn quit_fault(fault: Option<Fault>) -> bool {
@@ -498,13 +502,22 @@ impl Harness {
     }
 
     /// After a reopen: the store must be in one of the states it passed through since its
-    /// last flush (the latest one that fits becomes the model), and no other.
-    fn recovered(&mut self) -> Result<(), String> {
+    /// last flush (the latest one that fits becomes the model), and no other. After a
+    /// crash, entries past the deliver mark do not count, and delivery is replayed.
+    fn recovered(&mut self, crashed: bool) -> Result<(), String> {
         let (seen, _) = observe(self.store(), self.span)?;
-        match self.since_flush.iter().rposition(|state| *state == seen) {
+        let comparable = |state: &Model| if crashed { state.without_undelivered() } else { state.clone() };
+        let seen_comparable = comparable(&seen);
+        match self.since_flush.iter().rposition(|state| comparable(state) == seen_comparable) {
             Some(i) => {
                 self.model = self.since_flush[i].clone();
                 self.since_flush = vec![self.model.clone()];
+                if crashed {
+                    let run = self.model.run_from(self.model.delivered + 1, self.model.head);
+                    self.store().deliver(&run).map_err(|error| format!("replay after the crash: {error}"))?;
+                    self.model.deliver(&run);
+                    self.wrote();
+                }
                 Ok(())
             }
             None => Err(format!(
@@ -536,22 +549,14 @@ impl Harness {
                         if new_head != *numbers.end() {
                             return Err(format!("commit of {} at head {head} returned head {new_head}", msgs.len()));
                         }
-                        self.model.head = new_head;
-                        self.model.records.extend(numbers.zip(records));
-                        self.flushed();
+                        // Durable in the journal: in every state a crash may come back to.
+                        for state in self.since_flush.iter_mut().chain([&mut self.model]) {
+                            state.head = new_head;
+                            state.records.extend(numbers.clone().zip(records.iter().cloned()));
+                        }
                     }
-                    Err(engine::StoreError::Io(_)) if commit_fault(fault).is_some_and(leaves_batch_in_memory) => {
-                        // The batch reached sled's memory and was taken back, neither
-                        // flushed: a crash may find the store at either step. (So a
-                        // refused message can come back after an ill-timed crash; its
-                        // sender got a 4xx and will retry, so that is a duplicate, never
-                        // a loss.)
-                        let mut with_batch = self.model.clone();
-                        with_batch.head = *numbers.end();
-                        with_batch.records.extend(numbers.zip(records));
-                        self.since_flush.push(with_batch);
-                        self.wrote();
-                    }
+                    // Failing after its batch, the commit was taken back by an undo frame,
+                    // as durable as the commit's own: a crash finds neither.
                     Err(engine::StoreError::Io(_)) if commit_fault(fault).is_some() => {}
                     Err(error) => return Err(format!("commit failed: {error}")),
                 }
@@ -649,7 +654,7 @@ impl Harness {
                 }
                 drop(self.store.take());
                 self.store = Some(reopen(&self.dir())?);
-                self.recovered()?;
+                self.recovered(false)?;
             }
             Op::Crash => {
                 let (old, new) = (self.dir(), self.root.path().join(format!("gen{}", self.generation + 1)));
@@ -660,7 +665,7 @@ impl Harness {
                 fs::remove_dir_all(&old).map_err(|error| format!("removing the crashed store: {error}"))?;
                 self.generation += 1;
                 self.store = Some(Store::open(&new).map_err(|error| format!("opening the crash image: {error}"))?);
-                self.recovered()?;
+                self.recovered(true)?;
             }
             #[cfg(feature = "failpoints")]
             Op::FailPoint(_) => unreachable!("armed by run"),

@@ -1,12 +1,13 @@
 //! The deliver stage: puts committed messages into their recipients' mailboxes, and
 //! messages for peer domains into the outbound queue (for the forward stage).
 //!
-//! Each run of messages is applied with its progress mark in one atomic batch, so a crash
-//! either keeps both or neither, and [`replay`] at start-up re-applies whatever the
-//! progress mark does not cover. A run that fails is replayed the same way at once
-//! (until it succeeds), before any later run can move the mark past it. Re-applying an entry is harmless (it is a set), which is
-//! what makes this stage idempotent. Deliver does not flush: a lost write is replayed from
-//! the fsync'd message records.
+//! Each run of messages is applied write by write with its progress mark last, so a crash
+//! keeps the mark only with every write before it, and [`replay`] at start-up re-applies
+//! whatever the progress mark does not cover. A run that fails is replayed the same way at
+//! once (until it succeeds), before any later run can move the mark past it. Every write
+//! sets a value (an entry, a queue record, a reference count), so re-applying is harmless,
+//! which is what makes this stage idempotent. Deliver does not flush: a lost write is
+//! replayed from the durable message records.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

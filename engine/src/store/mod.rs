@@ -2,10 +2,11 @@
 //!
 //! Trees and their writers (see `docs/ARCHITECTURE.md`):
 //! - `messages`: the head counter and the message records. Only the persist stage writes
-//!   it, and always the records and the new head in one atomic batch.
+//!   it, always the records and the new head as one journal frame, atomic through the
+//!   journal (`journal.rs`).
 //! - `mailboxes`: per-user mailbox entries, per-message reference counts and the deliver
-//!   stage's progress mark, written together in one atomic batch so replaying after a
-//!   crash is idempotent; also the backup stage's progress mark.
+//!   stage's progress mark, which deliver writes last, so that replaying from it after a
+//!   crash sets whatever the crash cut short; also the backup stage's progress mark.
 //! - `users`: user records, written by `mailtool`.
 //!
 //! sled is not durable per write (it flushes every 500 ms in the background): a write is
@@ -252,7 +253,7 @@ impl Store {
     fn replay_journal(&self, frames: Vec<journal::Frame>) -> Result<()> {
         let (count, first) = (frames.len(), frames.first().map(|f| f.id));
         for frame in frames {
-            self.messages.apply_batch(Self::batch_of(frame.ops, frame.id)).map_err(StoreError::from_sled)?;
+            self.apply_frame(frame.ops, frame.id)?;
         }
         self.flush()?;
         self.lock_journal().restart();
@@ -262,17 +263,20 @@ impl Store {
         Ok(())
     }
 
-    /// The sled batch of a journal frame, recording that the frame is applied.
-    fn batch_of(ops: Vec<Op>, id: u64) -> Batch {
-        let mut batch = Batch::default();
+    /// Applies a journal frame's writes to the `messages` tree one by one, its id last.
+    /// Not as one sled batch, on purpose: a batch costs two log buffers written and synced
+    /// at once (`pin_log`), and the atomicity is the journal's. sled recovers a prefix of
+    /// its log, so after a crash it holds every frame up to its `j` whole and at most the
+    /// start of the next one, which the replay then applies again, whole.
+    fn apply_frame(&self, ops: Vec<Op>, id: u64) -> Result<()> {
         for op in ops {
             match op {
-                Op::Insert(key, value) => batch.insert(key, value),
-                Op::Remove(key) => batch.remove(key),
+                Op::Insert(key, value) => self.messages.insert(key, value),
+                Op::Remove(key) => self.messages.remove(key),
             }
+            .map_err(StoreError::from_sled)?;
         }
-        batch.insert(keys::JOURNAL, &id.to_be_bytes());
-        batch
+        self.messages.insert(keys::JOURNAL, &id.to_be_bytes()).map(|_| ()).map_err(StoreError::from_sled)
     }
 
     fn lock_journal(&self) -> MutexGuard<'_, Journal> {
@@ -292,7 +296,7 @@ impl Store {
             AppendError::NotWritten(io) => StoreError::from_io(io),
             AppendError::Unknown(io) => self.mark_broken(format!("journal write failed and could not be erased: {io}")),
         })?;
-        self.messages.apply_batch(Self::batch_of(ops, id)).map_err(StoreError::from_sled)
+        self.apply_frame(ops, id)
     }
 
     /// Rewrites the queue records of an older maild (prefix `q`, without a route) in
@@ -512,32 +516,36 @@ impl Store {
 
     /// Adds mailbox entries and outbound queue records for a run of committed messages,
     /// sets each message's reference count (mailboxes plus queue records), and moves the
-    /// progress mark, atomically. Only messages past the mark are applied, so re-applying
-    /// a run (replay after a crash) changes nothing.
+    /// progress mark, last. Only messages past the mark are applied, so re-applying a run
+    /// (replay after a crash) changes nothing.
     pub fn deliver_all(&self, deliveries: &[Delivery]) -> Result<()> {
         let Some(last) = deliveries.last().map(|d| d.number) else { return Ok(()) };
         let _guard = self.index_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mark = self.delivered_through()?;
-        let mut batch = Batch::default();
+        // One write at a time, the mark last, rather than one sled batch (two log buffers
+        // written and synced at once): every write sets a value, none adds to one, so
+        // after a crash that kept only some of them (sled recovers a prefix of its log)
+        // replaying from the mark sets them all again.
+        let set =
+            |key: &[u8], value: &[u8]| self.mailboxes.insert(key, value).map(|_| ()).map_err(StoreError::from_sled);
         for Delivery { number, users, forwards } in deliveries.iter().filter(|d| d.number > mark) {
             let mut users: Vec<&String> = users.iter().collect();
             users.sort();
             users.dedup();
             for user in &users {
-                batch.insert(keys::entry(user, *number), &[]);
+                set(&keys::entry(user, *number), &[])?;
             }
             for record in forwards {
-                batch.insert(keys::queue(*number, &record.domain), encode(record)?);
+                set(&keys::queue(*number, &record.domain), &encode(record)?)?;
             }
             let refs = u32::try_from(users.len() + forwards.len()).unwrap_or(u32::MAX);
             if refs == 0 {
-                batch.insert(&keys::numbered(keys::UNREFERENCED, *number), &[]);
+                set(&keys::numbered(keys::UNREFERENCED, *number), &[])?;
             } else {
-                batch.insert(&keys::numbered(keys::REFS, *number), &refs.to_be_bytes());
+                set(&keys::numbered(keys::REFS, *number), &refs.to_be_bytes())?;
             }
         }
-        batch.insert(keys::DELIVERED, &last.max(mark).to_be_bytes());
-        self.mailboxes.apply_batch(batch).map_err(StoreError::from_sled)
+        set(keys::DELIVERED, &last.max(mark).to_be_bytes())
     }
 
     /// Holds off every change to mailboxes, the queue and reference counts while the guard
