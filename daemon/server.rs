@@ -1,7 +1,9 @@
 //! Listening sockets, the accept loops, the connection limit, and orderly shutdown.
 //!
 //! Each listener has an accept thread; each accepted client gets a worker thread of its
-//! own (small stack), so an idle or slow client never delays another. Three limits hold a
+//! own (small stack), so an idle or slow client never delays another. A worker whose
+//! client left waits a few seconds for the next one before it ends ([`Workers`]), so a
+//! stream of one-message connections does not start and end a thread per client. Three limits hold a
 //! crowd off ([`Limits`]): connections in all, per listener (so port 25 cannot lock out
 //! POP3 and submission), and per client address on a listener (Postfix's anvil). A client
 //! past one of them is told `421` (or `-ERR`) and closed at once, without a thread, and the
@@ -21,6 +23,43 @@ use socket2::{Domain, Socket, Type};
 
 /// Worker threads only run a session; they need little stack.
 const WORKER_STACK: usize = 256 * 1024;
+/// How long a worker whose client left waits for another before it ends.
+const WORKER_IDLE: Duration = Duration::from_secs(10);
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// One listener's worker threads: a new client goes to a worker that is waiting for one,
+/// or, when none is, to a new thread.
+struct Workers {
+    name: &'static str,
+    /// Zero capacity: a send succeeds only into the hands of a waiting worker.
+    hand_over: crossbeam_channel::Sender<Job>,
+    waiting: crossbeam_channel::Receiver<Job>,
+}
+
+impl Workers {
+    fn new(name: &'static str) -> Workers {
+        let (hand_over, waiting) = crossbeam_channel::bounded(0);
+        Workers { name, hand_over, waiting }
+    }
+
+    fn run(&self, job: Job) -> std::io::Result<()> {
+        let job = match self.hand_over.try_send(job) {
+            Ok(()) => return Ok(()),
+            Err(refused) => refused.into_inner(),
+        };
+        let waiting = self.waiting.clone();
+        std::thread::Builder::new().name(format!("{}-client", self.name)).stack_size(WORKER_STACK).spawn(
+            move || {
+                job();
+                while let Ok(job) = waiting.recv_timeout(WORKER_IDLE) {
+                    job();
+                }
+            },
+        )?;
+        Ok(())
+    }
+}
 
 /// Binds with SO_REUSEADDR so a restart on the same port works at once.
 pub fn bind(address: SocketAddr, what: &str) -> Result<TcpListener> {
@@ -244,6 +283,7 @@ struct Listening {
 fn accept_loop(listener: TcpListener, listening: Listening) {
     let Listening { name, busy, service, shutdown, registry, limits, metrics } = listening;
     let busy = Arc::new(busy);
+    let workers = Workers::new(name);
     loop {
         let (stream, peer) = match listener.accept() {
             Ok(accepted) => accepted,
@@ -299,11 +339,10 @@ fn accept_loop(listener: TcpListener, listening: Listening) {
         };
         let (service, shutdown_for_worker) = (service.clone(), shutdown.clone());
         let refused = stream.try_clone();
-        let spawned =
-            std::thread::Builder::new().name(format!("{name}-client")).stack_size(WORKER_STACK).spawn(move || {
-                let _registration = registration;
-                service.serve(stream, peer, &shutdown_for_worker);
-            });
+        let spawned = workers.run(Box::new(move || {
+            let _registration = registration;
+            service.serve(stream, peer, &shutdown_for_worker);
+        }));
         if let Err(error) = spawned {
             log::warn!("{name}: cannot start a worker for {peer}: {error}");
             if let Ok(stream) = refused {

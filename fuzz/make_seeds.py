@@ -129,3 +129,10 @@ write("mbox_reader", {
                   b"not From\r\n\nFrom a@b Thu Jan  1 00:00:01 1970\nNumber: 2\r\nReturn-Path: <a@b>\r\n"
                   b"Received: t\r\n\r\nno newline\n\n",
 })
+
+# Journal: [n] then n frames' values (a length byte each), then trailing bytes: a stale
+# magic with zeros (what a restart leaves behind the new frames), and nothing at all.
+write("journal", {
+    "three-frames-and-a-stale-magic": bytes([3, 5]) + b"hello" + bytes([0, 2]) + b"ab" + b"MJ1\n" + bytes(20),
+    "seven-empty-frames": bytes([7, 0, 0, 0, 0, 0, 0, 0]),
+})

@@ -74,24 +74,8 @@ impl Journal {
         }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        let mut frames = Vec::new();
-        let mut last_id = applied;
-        let mut expected: Option<u64> = None;
-        let mut offset = 0;
-        while let Some((id, payload, next)) = frame_at(&bytes, offset) {
-            // Frames follow each other by id; an older one is what the last restart left.
-            if expected.is_some_and(|e| e != id) {
-                break;
-            }
-            let Some(ops) = decode_ops(payload) else { break };
-            if id > applied {
-                frames.push(Frame { id, ops });
-            }
-            last_id = last_id.max(id);
-            expected = Some(id + 1);
-            offset = next;
-        }
-        Ok((Journal { file, end: 0, next_id: last_id + 1 }, frames))
+        let (frames, last_id) = scan(&bytes, applied);
+        Ok((Journal { file, end: 0, next_id: last_id.saturating_add(1) }, frames))
     }
 
     /// Starts writing at offset 0 again. Only once every frame written so far is durable
@@ -135,6 +119,31 @@ pub enum AppendError {
     Unknown(io::Error),
 }
 
+/// The frames in a journal's bytes, from the start up to the first that is torn, garbled
+/// or older than the one before it; returns those whose id is above `applied`, and the
+/// highest id seen (`applied` if none is higher).
+pub fn scan(bytes: &[u8], applied: u64) -> (Vec<Frame>, u64) {
+    let mut frames = Vec::new();
+    let mut last_id = applied;
+    let mut expected: Option<u64> = None;
+    let mut offset = 0;
+    while let Some((id, payload, next)) = frame_at(bytes, offset) {
+        // Frames follow each other by id; an older one is what the last restart left.
+        if expected.is_some_and(|e| e != id) {
+            break;
+        }
+        let Some(ops) = decode_ops(payload) else { break };
+        if id > applied {
+            frames.push(Frame { id, ops });
+        }
+        last_id = last_id.max(id);
+        let Some(following) = id.checked_add(1) else { break };
+        expected = Some(following);
+        offset = next;
+    }
+    (frames, last_id)
+}
+
 fn encoded_len(ops: &[Op]) -> usize {
     HEADER
         + ops
@@ -146,7 +155,8 @@ fn encoded_len(ops: &[Op]) -> usize {
             .sum::<usize>()
 }
 
-fn encode(id: u64, ops: &[Op]) -> Vec<u8> {
+/// One frame's bytes (keys under 64 KiB, values and the whole under 4 GiB).
+pub fn encode(id: u64, ops: &[Op]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(encoded_len(ops));
     frame.extend_from_slice(MAGIC);
     frame.extend_from_slice(&id.to_be_bytes());
