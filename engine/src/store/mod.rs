@@ -376,7 +376,8 @@ impl Store {
         let mut ops = Vec::with_capacity(records.len() * 2 + 1);
         let mut number = head;
         // Each record is dropped once `ops` holds its copy: a large message is in memory
-        // about twice on its way to the disk (ops and frame, then ops and sled's batch).
+        // about twice on its way to the disk (in `ops` and in the journal's frame, then in
+        // `ops` and in sled as each insert takes its value).
         for (record, routing) in records {
             number += 1;
             ops.push(Op::Insert(keys::message(number).to_vec(), record.as_ref().to_vec()));
