@@ -303,6 +303,12 @@ impl ClientSession {
     /// it. Returns how many bytes were taken: what follows stays with the caller (after
     /// [`Event::StartTls`] it must be nothing).
     pub fn receive(&mut self, bytes: &[u8]) -> (usize, Result<Progress, SendError>) {
+        // Once broken, nothing the peer sends means anything: all of it gets one answer,
+        // the same however the bytes arrive (the reader stopped mid-line or not).
+        if let Some(why) = &self.broken {
+            let error = SendError::Protocol(format!("connection unusable after an earlier failure: {why}"));
+            return (bytes.len(), Err(error));
+        }
         let (taken, reply) = self.reader.push(bytes);
         let result = match reply {
             None => return (taken, Ok(Progress::NeedMore)),

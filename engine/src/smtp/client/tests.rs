@@ -281,6 +281,49 @@ fn a_closing_server_breaks_the_session_unless_the_outcome_is_decided() {
 }
 
 #[test]
+fn after_a_failure_every_byte_gets_the_same_answer_however_it_arrives() {
+    // Found by the smtp_client fuzz target: an over-long line broke a session whose
+    // outcome was decided, and what came after depended on where the line was cut.
+    let long = format!("250 {}", "x".repeat(reply::MAX_REPLY_LINE));
+    let outcome = |chunk: usize| {
+        let mut session = ClientSession::new("client.test").unwrap();
+        let server = format!("220 mx\r\n250 mx\r\n550 5.7.1 not you\r\n{long}\r\nT\r\n");
+        let mut log = Vec::new();
+        let mut rest = server.as_bytes();
+        while !rest.is_empty() {
+            let (taken, progress) = session.receive(&rest[..chunk.min(rest.len())]);
+            rest = &rest[taken..];
+            match progress {
+                Ok(Progress::Event(Event::Ready)) => {
+                    let to = vec!["a@y".to_string()];
+                    let message = OutboundMessage { sender: "s@x", recipients: &to, parts: MESSAGE };
+                    session.send(&message).unwrap();
+                }
+                Ok(Progress::Event(event)) => log.push(format!("{event:?}")),
+                Ok(_) => {}
+                Err(error) => {
+                    log.push(format!("error: {error}"));
+                    break;
+                }
+            }
+        }
+        log
+    };
+    let whole = outcome(usize::MAX);
+    assert_eq!(
+        whole,
+        [
+            r#"Sent(Sent { outcomes: [Rejected("550 5.7.1 not you")], decided_by: [Mail], final_reply: None })"#,
+            "error: SMTP protocol error: connection unusable after an earlier failure: SMTP protocol error: reply line \
+             longer than 2048 octets",
+        ]
+    );
+    for chunk in [1, 7, 100] {
+        assert_eq!(outcome(chunk), whole, "in chunks of {chunk}");
+    }
+}
+
+#[test]
 fn greeting_ehlo_and_helo() {
     run("
         S: 554 5.7.1 go away
