@@ -3,11 +3,11 @@
 //! Each listener has an accept thread; each accepted client gets a worker thread of its
 //! own (small stack), so an idle or slow client never delays another. A worker whose
 //! client left waits a few seconds for the next one before it ends ([`Workers`]), so a
-//! stream of one-message connections does not start and end a thread per client. Three limits hold a
-//! crowd off ([`Limits`]): connections in all, per listener (so port 25 cannot lock out
-//! POP3 and submission), and per client address on a listener (Postfix's anvil). A client
-//! past one of them is told `421` (or `-ERR`) and closed at once, without a thread, and the
-//! refusal is logged.
+//! stream of one-message connections does not start and end a thread per client. Three
+//! limits hold a crowd off ([`Limits`]): connections in all, per listener (so port 25
+//! cannot lock out POP3 and submission), and per client address on a listener (Postfix's
+//! anvil). A client past one of them is told `421` (or `-ERR`) and closed at once, without
+//! a thread, and the refusal is logged.
 
 use std::collections::HashMap;
 use std::io::Write;

@@ -17,6 +17,11 @@ fn parent(path: &Path) -> &Path {
     path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
+/// Makes the entry of `path` in its directory durable (a file just created there).
+pub fn sync_parent(path: &Path) -> io::Result<()> {
+    sync_dir(parent(path))
+}
+
 /// Makes the entries of `dir` (files created, renamed or removed in it) durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -55,7 +60,7 @@ pub fn write_atomically<E: From<io::Error>>(
         file.flush()?;
         file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         fs::rename(&tmp, path)?;
-        Ok(sync_dir(parent(path))?)
+        Ok(sync_parent(path)?)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

@@ -9,10 +9,10 @@
 //! costs the file system no metadata), and only then into sled, which makes them durable
 //! later, in the background or at the next flush.
 //!
-//! Every frame has an id, one more than the frame before it, and the sled batch that
-//! applies a frame also records its id ([`keys::JOURNAL`]), so the store always knows
-//! which frames it holds: sled recovers a prefix of its batches, so it holds exactly
-//! the frames up to that id. At open, [`Journal::open`] hands back the frames after it;
+//! Every frame has an id, one more than the frame before it, and applying a frame to sled
+//! ends with writing its id ([`keys::JOURNAL`]), so the store always knows which frames
+//! it holds: sled recovers a prefix of its log, so it holds the frames up to that id whole
+//! and at most the start of the next, which is applied again. At open, [`Journal::open`] hands back the frames after it;
 //! the store applies them and flushes. When the file is full, the store flushes sled
 //! (every frame is then in sled's log) and the journal starts again at offset 0. The
 //! frames after the new ones are older (lower ids) and end the scan, as does a torn or
@@ -70,7 +70,7 @@ impl Journal {
         if created {
             file.write_all_at(&vec![0; CAPACITY as usize], 0)?;
             file.sync_all()?;
-            crate::durable::sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+            crate::durable::sync_parent(path)?;
         }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
@@ -92,7 +92,7 @@ impl Journal {
     /// Writes `ops` as the next frame and `fdatasync`s it; returns its id. On an error the
     /// frame's magic is overwritten and synced, so that a frame whose write failed half-way
     /// cannot come back at the next open; if even that fails, the journal cannot be
-    /// trusted and the error says so (`Err(Ok(error))` vs the clean `Err(Err(error))`).
+    /// trusted and the error says so ([`AppendError::Unknown`] vs [`AppendError::NotWritten`]).
     pub fn append(&mut self, ops: &[Op]) -> Result<u64, AppendError> {
         let id = self.next_id;
         let frame = encode(id, ops);
