@@ -243,15 +243,29 @@ impl Store {
             broken: Arc::default(),
             journal: Arc::new(Mutex::new(journal)),
         };
-        store.replay_journal(frames)?;
+        store.replay_journal(applied, frames)?;
         store.upgrade_queue()?;
         Ok(store)
     }
 
     /// Applies the journal's frames that sled lost (a crash or power cut before sled's
     /// log had them), makes them durable in sled, and lets the journal start over.
-    fn replay_journal(&self, frames: Vec<journal::Frame>) -> Result<()> {
+    ///
+    /// The journal starts over only after sled is flushed, so its first frame is never
+    /// more than one past sled's `j`. If it is, sled lost frames it had made durable, and
+    /// they are in neither: opening is refused, loudly, rather than serving a store with a
+    /// hole where acknowledged messages were.
+    fn replay_journal(&self, applied: u64, frames: Vec<journal::Frame>) -> Result<()> {
         let (count, first) = (frames.len(), frames.first().map(|f| f.id));
+        if let Some(first) = first.filter(|&first| first > applied.saturating_add(1)) {
+            return Err(StoreError::Corrupt(format!(
+                "sled lost journal frames {}..={} after it had flushed them, and the journal no \
+                 longer holds them: acknowledged messages may be missing (restore them from the \
+                 backup range files with mailtool restore)",
+                applied + 1,
+                first - 1
+            )));
+        }
         for frame in frames {
             self.apply_frame(frame.ops, frame.id)?;
         }
@@ -934,6 +948,28 @@ mod tests {
         let store = Store::open(&cut).unwrap();
         assert_eq!(store.commit(4, vec![record(5, b"five")]).unwrap(), 5);
         assert_eq!(store.message(4).unwrap().unwrap().record().body.as_slice(), b"four again");
+    }
+
+    #[test]
+    fn a_store_whose_sled_lost_frames_the_journal_no_longer_holds_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (live, cut) = (dir.path().join("live"), dir.path().join("cut"));
+        let store = Store::open(&live).unwrap();
+        store.commit(0, vec![record(1, b"one")]).unwrap();
+        store.flush().unwrap();
+        copy_dir(&live, &cut);
+        store.commit(1, vec![record(2, b"two")]).unwrap();
+        // Reopening flushes sled and starts the journal over: frame 2 leaves the journal.
+        drop(store);
+        let store = Store::open(&live).unwrap();
+        store.commit(2, vec![record(3, b"three")]).unwrap();
+        // sled as of frame 1, a journal that starts at frame 3: frame 2 is nowhere.
+        std::fs::copy(live.join("store/journal"), cut.join("store/journal")).unwrap();
+        drop(store);
+        match Store::open(&cut) {
+            Err(StoreError::Corrupt(why)) => assert!(why.contains("frames 2..=2"), "{why}"),
+            other => panic!("expected the hole to be refused, got {:?}", other.map(|s| s.head())),
+        }
     }
 
     #[test]
