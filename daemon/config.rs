@@ -82,7 +82,7 @@ pub struct Options {
     /// messages get 452 until memory frees up. [default: 268435456]
     #[arg(long, value_name = "BYTES")]
     pub max_data_in_flight: Option<u64>,
-    /// Memory for the store's page cache (recent records; all are on disk too). [default: 67108864]
+    /// Memory for the store's page cache (recent records; all are on disk too). [default: 16777216]
     #[arg(long, value_name = "BYTES")]
     pub cache_size: Option<u64>,
     /// A peer server that owns DOMAIN (repeatable): mail for it is forwarded there.

@@ -197,7 +197,7 @@ impl StoredMessage {
 
 /// sled's page cache: what stays in memory of the records read and written lately. Every
 /// record is also on disk, so a small cache costs reads, not safety.
-pub const DEFAULT_CACHE: u64 = 64 << 20;
+pub const DEFAULT_CACHE: u64 = 16 << 20;
 
 impl Store {
     /// Opens (creating if needed) the store in `dir/store`, with the default cache.

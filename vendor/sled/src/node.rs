@@ -13,6 +13,12 @@ pub struct Node {
     pub(crate) data: Data,
 }
 
+
+/// maild patch: the most items a leaf holds before it splits (sled's own figure is 16).
+const LEAF_SPLIT_ITEMS: usize = 64;
+/// maild patch: past 16 items, a leaf also splits once its keys and values pass this.
+const LEAF_SPLIT_BYTES: u64 = 64 * 1024;
+
 impl Node {
     pub(crate) fn new_hoisted_root(
         left: PageId,
@@ -602,10 +608,18 @@ impl Node {
         } else if self.data.is_index() {
             256
         } else {
-            16
+            LEAF_SPLIT_ITEMS
         };
 
-        let size_checks = self.data.len() > threshold;
+        // maild patch: a leaf of small items holds up to 64 of them, not 16, so that a
+        // store of a million small messages keeps a quarter of the pages (each costs
+        // memory for as long as the store is open, cached or not); a leaf of large
+        // items still splits past 16 once it holds LEAF_SPLIT_BYTES.
+        let size_checks = self.data.len() > threshold
+            || (!self.data.is_index()
+                && !cfg!(any(test, feature = "lock_free_delays"))
+                && self.data.len() > 16
+                && self.data.rss() > LEAF_SPLIT_BYTES);
         let safety_checks = self.merging_child.is_none() && !self.merging;
 
         size_checks && safety_checks
