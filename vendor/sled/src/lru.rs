@@ -22,8 +22,11 @@ const MAX_QUEUE_ITEMS: usize = 64;
 #[cfg(any(test, feature = "lock_free_delays"))]
 const N_SHARDS: usize = 2;
 
+// maild patch: 16 shards, not 256. A shard holds capacity / N_SHARDS; at maild's 16 MiB
+// cache, 256 shards left 64 KiB each, less than one full leaf (64 items), so the leaf
+// being written was evicted and read back from the log at nearly every insert.
 #[cfg(not(any(test, feature = "lock_free_delays")))]
-const N_SHARDS: usize = 256;
+const N_SHARDS: usize = 16;
 
 struct AccessBlock {
     len: AtomicUsize,
