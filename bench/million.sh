@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# bench/million.sh BIN_DIR [CHUNKS] [-- maild args...]: the performance issue's memory,
+# restart and steady-rate figures. A fresh store is filled in CHUNKS (default 10) of
+# 100,000 × 1 KiB messages over 32 connections (`mailtool bench smtp`), printing msgs/s,
+# ack p99 and maild's RSS after each; then 1,000 idle connections (500 SMTP, 500 POP3)
+# are held and RSS read again; then the store's size; then maild is killed with -9 and
+# the time from exec to "maild ready" is printed. The data directory is removed at the end.
+set -euo pipefail
+[ $# -ge 1 ] || { echo "usage: $0 BIN_DIR [CHUNKS] [-- maild args...]" >&2; exit 2; }
+bin=$1; chunks=${2:-10}; shift $(( $# >= 2 ? 2 : 1 )); [ "${1:-}" = "--" ] && shift
+smtp=127.0.0.1:${SMTP_PORT:-28250}; pop3=127.0.0.1:${POP3_PORT:-28251}
+data=$(mktemp -d); trap 'rm -rf "$data"' EXIT
+rss() { awk '/VmRSS/ {printf "%.1f MiB", $2 / 1024}' "/proc/$1/status"; }
+echo bench | "$bin/mailtool" --data "$data" user add bench@localhost --password-stdin >/dev/null
+"$bin/maild" --data "$data" --smtp "$smtp" --pop3 "$pop3" "$@" 2>"$data/log" & pid=$!
+for _ in $(seq 100); do grep -q "maild ready" "$data/log" && break; sleep 0.1; done
+for i in $(seq "$chunks"); do
+    out=$("$bin/mailtool" bench smtp --smtp "$smtp" --connections 32 --messages 100000 --size 1024 2>&1 \
+        | grep -E "msgs/s|p99" | tr "\n" " ")
+    echo "chunk $i ($(( (i - 1) * 100000 )) stored before it): $out RSS $(rss $pid)"
+done
+python3 - "$smtp" "$pop3" <<'PY' &
+import socket, sys, time
+held = []
+for _ in range(500):
+    for address in sys.argv[1:]:
+        host, port = address.rsplit(":", 1)
+        held.append(socket.create_connection((host, int(port))))
+time.sleep(20)
+PY
+holder=$!
+sleep 12
+echo "with 1,000 idle sessions: RSS $(rss $pid), $(awk '/Threads/ {print $2}' /proc/$pid/status) threads"
+wait "$holder"
+echo "store: $(du -sm "$data/store" | cut -f1) MiB"
+kill -9 "$pid"; wait "$pid" 2>/dev/null || true
+start=$(date +%s.%N)
+"$bin/maild" --data "$data" --smtp "$smtp" --pop3 "$pop3" "$@" 2>"$data/log2" & pid=$!
+until grep -qs "maild ready" "$data/log2"; do sleep 0.01; done
+echo "restart after kill -9: $(echo "$(date +%s.%N) - $start" | bc) s to ready ($(grep -o "opened in [^ :]*" "$data/log2" | head -1))"
+kill "$pid"; wait "$pid" 2>/dev/null || true
