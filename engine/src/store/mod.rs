@@ -922,21 +922,32 @@ mod tests {
         }
     }
 
-    #[test]
-    fn commits_sled_lost_come_back_from_the_journal_and_undone_ones_stay_undone() {
+    /// A store at `live` holding message 1, flushed, and a copy at `cut`: what a power cut
+    /// leaves of sled from here on (the copy's journal is brought up to date by
+    /// [`cut_keeps_the_journal`]).
+    fn a_store_and_its_cut_after_one_commit() -> (tempfile::TempDir, PathBuf, PathBuf, Store) {
         let dir = tempfile::tempdir().unwrap();
         let (live, cut) = (dir.path().join("live"), dir.path().join("cut"));
         let store = Store::open(&live).unwrap();
         store.commit(0, vec![record(1, b"one")]).unwrap();
         store.flush().unwrap();
-        // What a power cut leaves of sled from here on: everything up to this flush.
         copy_dir(&live, &cut);
+        (dir, live, cut, store)
+    }
+
+    /// The journal is fsync'd at every commit: a cut keeps all of it.
+    fn cut_keeps_the_journal(live: &Path, cut: &Path) {
+        std::fs::copy(live.join("store/journal"), cut.join("store/journal")).unwrap();
+    }
+
+    #[test]
+    fn commits_sled_lost_come_back_from_the_journal_and_undone_ones_stay_undone() {
+        let (_dir, live, cut, store) = a_store_and_its_cut_after_one_commit();
         assert_eq!(store.commit(1, vec![record(2, b"two"), record(3, b"three")]).unwrap(), 3);
         assert_eq!(store.commit(3, vec![record(4, b"four")]).unwrap(), 4);
         store.undo_commit(3, 4).unwrap();
         assert_eq!(store.commit(3, vec![record(4, b"four again")]).unwrap(), 4);
-        // The journal is fsync'd at every commit: the cut keeps all of it.
-        std::fs::copy(live.join("store/journal"), cut.join("store/journal")).unwrap();
+        cut_keeps_the_journal(&live, &cut);
         drop(store);
         let store = Store::open(&cut).unwrap();
         assert_eq!(store.head().unwrap(), 4);
@@ -952,19 +963,14 @@ mod tests {
 
     #[test]
     fn a_store_whose_sled_lost_frames_the_journal_no_longer_holds_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let (live, cut) = (dir.path().join("live"), dir.path().join("cut"));
-        let store = Store::open(&live).unwrap();
-        store.commit(0, vec![record(1, b"one")]).unwrap();
-        store.flush().unwrap();
-        copy_dir(&live, &cut);
+        let (_dir, live, cut, store) = a_store_and_its_cut_after_one_commit();
         store.commit(1, vec![record(2, b"two")]).unwrap();
         // Reopening flushes sled and starts the journal over: frame 2 leaves the journal.
         drop(store);
         let store = Store::open(&live).unwrap();
         store.commit(2, vec![record(3, b"three")]).unwrap();
         // sled as of frame 1, a journal that starts at frame 3: frame 2 is nowhere.
-        std::fs::copy(live.join("store/journal"), cut.join("store/journal")).unwrap();
+        cut_keeps_the_journal(&live, &cut);
         drop(store);
         match Store::open(&cut) {
             Err(StoreError::Corrupt(why)) => assert!(why.contains("frames 2..=2"), "{why}"),
