@@ -260,8 +260,8 @@ impl Store {
         if let Some(first) = first.filter(|&first| first > applied.saturating_add(1)) {
             return Err(StoreError::Corrupt(format!(
                 "sled lost journal frames {}..={} after it had flushed them, and the journal no \
-                 longer holds them: acknowledged messages may be missing (restore them from the \
-                 backup range files with mailtool restore)",
+                 longer holds them: acknowledged messages may be missing from the store (copies \
+                 are in the backup range files, and in any mailtool backup to restore from)",
                 applied + 1,
                 first - 1
             )));
