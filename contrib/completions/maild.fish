@@ -17,7 +17,7 @@ complete -c maild -l max-connections -d 'Most client connections at once, over a
 complete -c maild -l max-listener-connections -d 'Most connections one listener may hold, so one port cannot lock out the others. [default: three quarters of --max-connections]' -r
 complete -c maild -l max-client-connections -d 'Most connections one client address (an IPv6 /64) may hold on one listener. [default: half of --max-connections, as Postfix\'s anvil]' -r
 complete -c maild -l max-data-in-flight -d 'Bytes of message data held in memory over all sessions at once; past it, new messages get 452 until memory frees up. [default: 268435456]' -r
-complete -c maild -l cache-size -d 'Memory for the store\'s page cache (recent records; all are on disk too). [default: 67108864]' -r
+complete -c maild -l cache-size -d 'Memory for the store\'s page cache (recent records; all are on disk too). [default: 16777216]' -r
 complete -c maild -l peer -d 'A peer server that owns DOMAIN (repeatable): mail for it is forwarded there' -r
 complete -c maild -l retry-min -d 'First retry of a deferred forward after this long (doubling each time). [default: 5s]' -r
 complete -c maild -l retry-max -d 'Longest wait between retries. [default: 10m]' -r
