@@ -65,11 +65,17 @@ fn main() {
 /// after that, big buffers (an argon2 check's 19 MiB, a message in DATA) come from the heap
 /// arenas and stay resident after an attack has ended. A fixed threshold keeps every
 /// buffer of 1 MiB or more mmapped, so it goes back to the system when freed.
+///
+/// Fixing it also fixes the trim threshold at glibc's 128 KiB, so every free of a buffer
+/// of a few hundred KiB at the top of a heap gave the pages back, and the next such
+/// buffer faulted them in again: sled reads its log in 512 KiB segments at start-up, and
+/// that took half its time (docs/BENCHMARKS.md). A heap keeps up to 1 MiB free at its top.
 fn return_large_buffers_to_the_system() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
+    // SAFETY: mallopt only sets allocator parameters; called before any thread starts.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 20);
     }
 }
 
