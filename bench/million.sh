@@ -7,7 +7,10 @@
 # the time from exec to "maild ready" is printed. The data directory is removed at the end.
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 BIN_DIR [CHUNKS] [-- maild args...]" >&2; exit 2; }
-bin=$1; chunks=${2:-10}; shift $(( $# >= 2 ? 2 : 1 )); [ "${1:-}" = "--" ] && shift
+bin=$1; shift
+chunks=10
+if [[ "${1:-}" =~ ^[0-9]+$ ]]; then chunks=$1; shift; fi
+if [ "${1:-}" = "--" ]; then shift; fi
 smtp=127.0.0.1:${SMTP_PORT:-28250}; pop3=127.0.0.1:${POP3_PORT:-28251}
 data=$(mktemp -d); trap 'rm -rf "$data"' EXIT
 rss() { awk '/VmRSS/ {printf "%.1f MiB", $2 / 1024}' "/proc/$1/status"; }
