@@ -475,3 +475,52 @@ fn curl_sends_mail() {
         String::from_utf8_lossy(&entries[0])
     );
 }
+
+#[test]
+fn a_store_whose_sled_lost_frames_the_journal_no_longer_holds_is_refused_at_start() {
+    let send = |maild: &Maild, number: u64| {
+        let mut c = maild.smtp_client();
+        c.reply();
+        c.expect("HELO x", "250");
+        assert_eq!(c.send_message("s@d.test", &["u@d.test"], format!("message {number}\r\n").as_bytes()), number);
+        c.expect("QUIT", "221");
+    };
+    let mut maild = maild_with_users(&["u@d.test"], &["--domain", "d.test"]);
+    send(&maild, 1);
+    maild.stop();
+    // sled as a power cut from here on would leave it, if sled then lost what it flushed.
+    let cut = new_data_dir();
+    let copied = std::process::Command::new("cp").arg("-a").arg(maild.data.join("store")).arg(cut.path()).status();
+    assert!(copied.unwrap().success());
+    // Each start flushes sled and starts the journal over: message 2's frame leaves it.
+    for number in [2, 3] {
+        let mut again = Maild::start_on(&maild.data, &["--domain", "d.test"]);
+        send(&again, number);
+        again.stop();
+    }
+    std::fs::copy(maild.data.join("store/journal"), cut.path().join("store/journal")).unwrap();
+    let mut child = std::process::Command::new(MAILD)
+        .args(["--data", cut.path().to_str().unwrap(), "--smtp", "127.0.0.1:0", "--pop3", "127.0.0.1:0"])
+        .args(["--domain", "d.test"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A maild that accepted the store would run on: wait for an exit, within a bound.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let exited = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(exited.is_some_and(|status| !status.success()), "maild served a store with a hole:\n{stderr}");
+    assert!(stderr.contains("sled lost journal frames") && stderr.contains("range files"), "{stderr}");
+}
