@@ -507,18 +507,11 @@ fn a_store_whose_sled_lost_frames_the_journal_no_longer_holds_is_refused_at_star
         .spawn()
         .unwrap();
     // A maild that accepted the store would run on: wait for an exit, within a bound.
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    let exited = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if std::time::Instant::now() > deadline {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let exited = wait_bounded(&mut child);
+    if exited.is_none() {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(exited.is_some_and(|status| !status.success()), "maild served a store with a hole:\n{stderr}");

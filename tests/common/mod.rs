@@ -75,20 +75,15 @@ impl Maild {
 
     /// Waits (bounded) for the process to exit.
     pub fn wait(&mut self) -> ExitStatus {
-        let child = self.child.as_mut().unwrap();
-        let started = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                self.child = None;
-                // The last lines (a failpoint's, a panic's) may still be in the pipe.
-                if let Some(reader) = self.log_reader.take() {
-                    wait_for_eof(reader);
-                }
-                return status;
-            }
-            assert!(started.elapsed() < PATIENCE, "maild did not exit:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
+        let Some(status) = wait_bounded(self.child.as_mut().unwrap()) else {
+            panic!("maild did not exit:\n{}", self.log());
+        };
+        self.child = None;
+        // The last lines (a failpoint's, a panic's) may still be in the pipe.
+        if let Some(reader) = self.log_reader.take() {
+            wait_for_eof(reader);
         }
+        status
     }
 
     /// SIGTERM and wait; asserts a clean exit. Keeps the data dir.
@@ -129,6 +124,20 @@ impl Drop for Maild {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Waits up to [`PATIENCE`] for `child` to exit; `None` if it is still running.
+pub fn wait_bounded(child: &mut Child) -> Option<ExitStatus> {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if started.elapsed() >= PATIENCE {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
