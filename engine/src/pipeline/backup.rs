@@ -50,9 +50,13 @@ impl BackupSignal {
         (BackupSignal { head: head.clone(), wake }, BackupWaiter { head, woken })
     }
 
+    /// Wakes the stage only when a range is complete: waking a thread costs more than
+    /// the check, and most messages complete no range.
     pub fn delivered(&self, head: u64) {
-        self.head.fetch_max(head, Ordering::SeqCst);
-        self.wake.wake();
+        let before = self.head.fetch_max(head, Ordering::SeqCst);
+        if head / RANGE > before / RANGE {
+            self.wake.wake();
+        }
     }
 }
 
@@ -190,4 +194,26 @@ fn write_range(store: &Store, dir: &Path, first: u64, last: u64) -> Result<(), S
         let _ = fs::remove_file(&tmp);
     }
     result.map_err(StoreError::from_io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stage_is_woken_only_when_a_range_is_complete() {
+        let (signal, waiter) = BackupSignal::new();
+        let woken = || waiter.woken.receiver().try_recv().is_ok();
+        signal.delivered(5);
+        assert!(!woken(), "no range is complete at 5");
+        signal.delivered(RANGE);
+        assert!(woken(), "1-32 is complete");
+        signal.delivered(RANGE + 7);
+        signal.delivered(RANGE + 3); // late and lower: the head stays at 39
+        assert!(!woken());
+        assert_eq!(waiter.head.load(Ordering::SeqCst), RANGE + 7);
+        signal.delivered(3 * RANGE + 1); // two ranges at once: one wake-up
+        assert!(woken());
+        assert!(!woken());
+    }
 }
