@@ -36,6 +36,8 @@ pub struct Conn {
     close: bool,
     /// The session's idle timeout, which also bounds a TLS handshake.
     timeout: Duration,
+    /// The socket's read timeout as last set (`SO_RCVTIMEO`).
+    read_timeout: Option<Duration>,
 }
 
 impl Conn {
@@ -55,6 +57,25 @@ impl Conn {
         self.close = true;
     }
 
+    /// Makes the next read wait at most about `remaining`. The socket option is set only
+    /// when the one it has would let a read wait past `remaining` by more than a sixteenth
+    /// of it, or would wake the read loop before half of it: a `setsockopt` per read is a
+    /// syscall per command. An early wake-up only goes round the loop once more.
+    fn wait_at_most(&mut self, remaining: Duration) -> io::Result<()> {
+        match self.read_timeout {
+            Some(set) if set <= remaining + remaining / 16 && set >= remaining / 2 => Ok(()),
+            _ => self.set_read_timeout(remaining),
+        }
+    }
+
+    fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        // A zero timeout means "block forever" to the socket; a deadline that close is due.
+        let timeout = timeout.max(Duration::from_millis(1));
+        self.transport.tcp().set_read_timeout(Some(timeout))?;
+        self.read_timeout = Some(timeout);
+        Ok(())
+    }
+
     /// Sends what is queued in the clear, then runs the TLS handshake as server; from
     /// then on every byte goes through TLS. The handshake is bounded by the socket's
     /// timeouts; an error ends the connection, and so does having no certificate (a
@@ -65,7 +86,7 @@ impl Conn {
             self.request_close();
             return Ok(());
         };
-        self.transport.tcp().set_read_timeout(Some(self.timeout))?;
+        self.set_read_timeout(self.timeout)?;
         let session = ServerConnection::new(config).map_err(io::Error::other)?;
         self.transport.upgrade(session)
     }
@@ -102,7 +123,8 @@ pub fn drive<S: Session, H: Handler<S>>(
 ) -> io::Result<()> {
     let _ = stream.set_nodelay(true);
     stream.set_write_timeout(Some(timeout))?;
-    let mut conn = Conn { transport: Transport::Plain(stream), out: Vec::new(), close: false, timeout };
+    let mut conn =
+        Conn { transport: Transport::Plain(stream), out: Vec::new(), close: false, timeout, read_timeout: None };
     if implicit_tls.is_some() {
         // Implicit TLS (RFC 8314): the handshake comes first, the greeting goes through it.
         conn.start_tls(implicit_tls)?;
@@ -122,7 +144,7 @@ pub fn drive<S: Session, H: Handler<S>>(
         } else if now >= deadline {
             session.timed_out(&mut actions);
         } else {
-            conn.transport.tcp().set_read_timeout(Some(deadline - now))?;
+            conn.wait_at_most(deadline - now)?;
             match conn.transport.read(&mut buffer) {
                 Ok(0) if shutdown.grace_over() => session.shutting_down(&mut actions),
                 Ok(0) => break,
