@@ -26,7 +26,9 @@ const WORKER_STACK: usize = 256 * 1024;
 /// How long a worker whose client left waits for another before it ends.
 const WORKER_IDLE: Duration = Duration::from_secs(10);
 
-type Job = Box<dyn FnOnce() + Send>;
+/// A client and what serves it. The socket travels beside the closure so that a client
+/// no thread could be started for is still there to be told `421`.
+type Job = (TcpStream, Box<dyn FnOnce(TcpStream) + Send>);
 
 /// One listener's worker threads: a new client goes to a worker that is waiting for one,
 /// or, when none is, to a new thread.
@@ -43,21 +45,28 @@ impl Workers {
         Workers { name, hand_over, waiting }
     }
 
-    fn run(&self, job: Job) -> std::io::Result<()> {
+    /// Hands `job` to a worker; if no thread could be started for it, gives its socket back.
+    fn run(&self, job: Job) -> Result<(), (std::io::Error, TcpStream)> {
         let job = match self.hand_over.try_send(job) {
             Ok(()) => return Ok(()),
             Err(refused) => refused.into_inner(),
         };
         let waiting = self.waiting.clone();
-        std::thread::Builder::new().name(format!("{}-client", self.name)).stack_size(WORKER_STACK).spawn(
+        let started = std::thread::Builder::new().name(format!("{}-client", self.name)).stack_size(WORKER_STACK).spawn(
             move || {
-                job();
-                while let Ok(job) = waiting.recv_timeout(WORKER_IDLE) {
-                    job();
+                while let Ok((stream, serve)) = waiting.recv_timeout(WORKER_IDLE) {
+                    serve(stream);
                 }
             },
-        )?;
-        Ok(())
+        );
+        match started {
+            // The new worker (or one that came free meanwhile) takes it.
+            Ok(_) => self
+                .hand_over
+                .send(job)
+                .map_err(|refused| (std::io::Error::other("the listener's workers are gone"), refused.into_inner().0)),
+            Err(error) => Err((error, job.0)),
+        }
     }
 }
 
@@ -338,16 +347,16 @@ fn accept_loop(listener: TcpListener, listening: Listening) {
             }
         };
         let (service, shutdown_for_worker) = (service.clone(), shutdown.clone());
-        let refused = stream.try_clone();
-        let spawned = workers.run(Box::new(move || {
-            let _registration = registration;
-            service.serve(stream, peer, &shutdown_for_worker);
-        }));
-        if let Err(error) = spawned {
+        let spawned = workers.run((
+            stream,
+            Box::new(move |stream| {
+                let _registration = registration;
+                service.serve(stream, peer, &shutdown_for_worker);
+            }),
+        ));
+        if let Err((error, stream)) = spawned {
             log::warn!("{name}: cannot start a worker for {peer}: {error}");
-            if let Ok(stream) = refused {
-                refuse(stream, &busy);
-            }
+            refuse(stream, &busy);
         }
     }
 }
