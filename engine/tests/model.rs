@@ -539,7 +539,7 @@ impl Harness {
                 self.span = self.span.max(*numbers.end());
                 let result = {
                     let _armed = Armed::new(fault);
-                    self.store().commit(head, records.iter().map(|r| (r, Routing::default())).collect())
+                    self.store().commit(head, records.iter().map(|r| (r.as_slice(), Routing::default())).collect())
                 };
                 match result {
                     Ok(new_head) => {

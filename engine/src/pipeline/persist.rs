@@ -154,6 +154,9 @@ pub fn commit_offline(store: &Store, message: Message, hostname: &str) -> Result
     commit(store, head, &mut [submission], &PipelineConfig::new(hostname))
 }
 
+/// Room in a record's buffer beyond its body, trace header and addresses: rkyv's fields.
+const RECORD_OVERHEAD: usize = 256;
+
 /// Steps 2–4: numbers, records, one journal frame and its sync, one batch. Bodies are
 /// moved into the records (and dropped after serialising) so memory holds few copies.
 fn commit(store: &Store, head: u64, batch: &mut [Submission], config: &PipelineConfig) -> Result<u64, StoreError> {
@@ -173,7 +176,13 @@ fn commit(store: &Store, head: u64, batch: &mut [Submission], config: &PipelineC
             trace: received_header(envelope, &config.hostname, number, now),
             body: std::mem::take(&mut submission.message.body),
         };
-        let bytes = rkyv::to_bytes::<rancor::Error>(&record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        // Into a `Vec` sized for the record: an `AlignedVec` would grow by doubling (a 25 MB
+        // body copied at each step) and be copied once more into the batch. The store reads
+        // records unaligned (rkyv's `unaligned` format), so a `Vec` serves.
+        let addresses: usize = record.sender.len() + record.recipients.iter().map(|r| r.len() + 8).sum::<usize>();
+        let capacity = record.body.len() + record.trace.len() + addresses + RECORD_OVERHEAD;
+        let bytes = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&record, Vec::with_capacity(capacity))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         records.push((bytes, routing(envelope)));
     }
     store.commit(head, records)

@@ -385,16 +385,16 @@ impl Store {
     /// atomic, durable step (a journal frame, then sled). On any failure nothing of it
     /// remains (what was written is undone), or, if even the undo fails, the error is
     /// [`StoreError::Broken`].
-    pub fn commit<R: AsRef<[u8]>>(&self, head: u64, records: Vec<(R, Routing)>) -> Result<u64> {
+    pub fn commit<R: Into<Vec<u8>>>(&self, head: u64, records: Vec<(R, Routing)>) -> Result<u64> {
         let _watched = self.in_progress.watch();
         let mut ops = Vec::with_capacity(records.len() * 2 + 1);
         let mut number = head;
-        // Each record is dropped once `ops` holds its copy: a large message is in memory
+        // A record moves into `ops` (a `Vec` is not copied): a large message is in memory
         // about twice on its way to the disk (in `ops` and in the journal's frame, then in
         // `ops` and in sled as each insert takes its value).
         for (record, routing) in records {
             number += 1;
-            ops.push(Op::Insert(keys::message(number).to_vec(), record.as_ref().to_vec()));
+            ops.push(Op::Insert(keys::message(number).to_vec(), record.into()));
             ops.push(Op::Insert(keys::numbered(keys::ROUTING, number).to_vec(), routing.encode()));
         }
         ops.push(Op::Insert(keys::HEAD.to_vec(), number.to_be_bytes().to_vec()));
