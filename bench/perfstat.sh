@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# bench/perfstat.sh BIN_DIR MODE SESSIONS MESSAGES [SIZE]: one smtp-source run against a
+# fresh maild (MODE multi = many messages per connection, single = one each) under
+# `perf stat -p`, printing msgs/s and maild's CPU time, context switches and system calls
+# (in all and the ones a message's path makes). Divide by MESSAGES for per-message
+# figures; alternate two builds' runs to compare them. PERF_STAT_ARGS (e.g.
+# "--per-thread") go to perf stat. Needs perf (linux-perf) and smtp-source (postfix).
+set -euo pipefail
+[ $# -ge 4 ] || { echo "usage: $0 BIN_DIR multi|single SESSIONS MESSAGES [SIZE]" >&2; exit 2; }
+bin=$1; mode=$2; sessions=$3; messages=$4; size=${5:-1024}
+port=${SMTP_PORT:-26650}
+data=$(mktemp -d)
+echo pw | "$bin/mailtool" --data "$data" user add bench@localhost --password-stdin >/dev/null
+"$bin/maild" --data "$data" --smtp "127.0.0.1:$port" --pop3 "127.0.0.1:$((port + 1))" --hostname bench.test \
+    2>"$data/log" &
+pid=$!
+trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$data"' EXIT
+for _ in $(seq 100); do grep -q "maild ready" "$data/log" && break; sleep 0.1; done
+args=(-s "$sessions" -m "$messages" -l "$size" -M bench.test -f sender@bench.test -t bench@localhost)
+[ "$mode" = multi ] && args=(-d "${args[@]}")
+events=task-clock,context-switches,raw_syscalls:sys_enter
+for call in sched_yield futex recvfrom sendto write setsockopt fcntl close fdatasync fsync pwrite64 statfs; do
+    events+=",syscalls:sys_enter_$call"
+done
+# shellcheck disable=SC2086
+perf stat ${PERF_STAT_ARGS:-} -e "$events" -p "$pid" -o "$data/stat" &
+perf_pid=$!
+sleep 0.3
+start=$(date +%s.%N)
+smtp-source "${args[@]}" "127.0.0.1:$port"
+end=$(date +%s.%N)
+sleep 0.5 # deliver and backup finish the last messages
+kill -INT "$perf_pid"; wait "$perf_pid" || true
+awk -v n="$messages" -v s="$start" -v e="$end" -v m="$mode" -v c="$sessions" \
+    'BEGIN { printf "%s, %s sessions: %.0f msgs/s\n", m, c, n / (e - s) }'
+grep -vE '^#|^$' "$data/stat"
