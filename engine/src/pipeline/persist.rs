@@ -176,9 +176,9 @@ fn commit(store: &Store, head: u64, batch: &mut [Submission], config: &PipelineC
             trace: received_header(envelope, &config.hostname, number, now),
             body: std::mem::take(&mut submission.message.body),
         };
-        // Into a `Vec` sized for the record: an `AlignedVec` would grow by doubling (a 25 MB
-        // body copied at each step) and be copied once more into the batch. The store reads
-        // records unaligned (rkyv's `unaligned` format), so a `Vec` serves.
+        // Into a `Vec` sized for the record: an `AlignedVec` would grow by doubling (each
+        // step a reallocation, a copy below the 1 MiB mmap threshold) and be copied once
+        // more into the batch. The store's rkyv format is `unaligned`, so a `Vec` serves.
         let addresses: usize = record.sender.len() + record.recipients.iter().map(|r| r.len() + 8).sum::<usize>();
         let capacity = record.body.len() + record.trace.len() + addresses + RECORD_OVERHEAD;
         let bytes = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&record, Vec::with_capacity(capacity))
