@@ -12,15 +12,14 @@
 set -euo pipefail
 [ $# -eq 2 ] || { echo "usage: $0 A_DIR B_DIR (each holding maild and mailtool)" >&2; exit 2; }
 port=${SMTP_PORT:-26250}
+source "$(dirname "$0")/lib.sh"
 for round in 1 2; do
     for bin in "$1" "$2"; do
         for conns in 1 8 32; do
-            data=$(mktemp -d)
-            echo pw | "$bin/mailtool" --data "$data" user add bench@localhost --password-stdin >/dev/null
-            "$bin/maild" --data "$data" --smtp "127.0.0.1:$port" --pop3 "127.0.0.1:$((port + 1))" \
-                --hostname bench.test 2>"$data/log" &
-            pid=$!
-            for _ in $(seq 100); do grep -q "maild ready" "$data/log" && break; sleep 0.1; done
+            new_store "$bin"; data=$DATA
+            start_maild "$bin" "$data/log" --smtp "127.0.0.1:$port" --pop3 "127.0.0.1:$((port + 1))" \
+                --hostname bench.test
+            pid=$MAILD_PID
             messages=10000
             [ "$conns" = 1 ] && messages=4000
             out=$("$bin/mailtool" --data "$data" bench smtp --smtp "127.0.0.1:$port" --connections "$conns" \

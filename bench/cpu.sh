@@ -7,12 +7,10 @@ set -euo pipefail
 [ $# -ge 3 ] || { echo "usage: $0 BIN_DIR CONNECTIONS MESSAGES [maild args...]" >&2; exit 2; }
 bin=$1; conns=$2; messages=$3; shift 3
 port=${SMTP_PORT:-26550}
-data=$(mktemp -d); trap 'rm -rf "$data"' EXIT
-echo pw | "$bin/mailtool" --data "$data" user add bench@localhost --password-stdin >/dev/null
-"$bin/maild" --data "$data" --smtp "127.0.0.1:$port" --pop3 "127.0.0.1:$((port + 1))" --hostname bench.test "$@" \
-    2>"$data/log" &
-pid=$!
-for _ in $(seq 100); do grep -q "maild ready" "$data/log" && break; sleep 0.1; done
+source "$(dirname "$0")/lib.sh"
+new_store "$bin"; data=$DATA; trap 'rm -rf "$data"' EXIT
+start_maild "$bin" "$data/log" --smtp "127.0.0.1:$port" --pop3 "127.0.0.1:$((port + 1))" --hostname bench.test "$@"
+pid=$MAILD_PID
 ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 before=$(ticks)
 out=$("$bin/mailtool" bench smtp --smtp "127.0.0.1:$port" --connections "$conns" --messages "$messages" --size 1024 \

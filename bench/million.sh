@@ -12,11 +12,11 @@ chunks=10
 if [[ "${1:-}" =~ ^[0-9]+$ ]]; then chunks=$1; shift; fi
 if [ "${1:-}" = "--" ]; then shift; fi
 smtp=127.0.0.1:${SMTP_PORT:-28250}; pop3=127.0.0.1:${POP3_PORT:-28251}
-data=$(mktemp -d); trap 'rm -rf "$data"' EXIT
+source "$(dirname "$0")/lib.sh"
+new_store "$bin"; data=$DATA; trap 'rm -rf "$data"' EXIT
 rss() { awk '/VmRSS/ {printf "%.1f MiB", $2 / 1024}' "/proc/$1/status"; }
-echo bench | "$bin/mailtool" --data "$data" user add bench@localhost --password-stdin >/dev/null
-"$bin/maild" --data "$data" --smtp "$smtp" --pop3 "$pop3" "$@" 2>"$data/log" & pid=$!
-for _ in $(seq 100); do grep -q "maild ready" "$data/log" && break; sleep 0.1; done
+start_maild "$bin" "$data/log" --smtp "$smtp" --pop3 "$pop3" "$@"
+pid=$MAILD_PID
 for i in $(seq "$chunks"); do
     out=$("$bin/mailtool" bench smtp --smtp "$smtp" --connections 32 --messages 100000 --size 1024 2>&1 \
         | grep -E "msgs/s|p99" | tr "\n" " ")

@@ -9,13 +9,11 @@ set -euo pipefail
 [ $# -ge 4 ] || { echo "usage: $0 BIN_DIR multi|single SESSIONS MESSAGES [SIZE]" >&2; exit 2; }
 bin=$1; mode=$2; sessions=$3; messages=$4; size=${5:-1024}
 port=${SMTP_PORT:-26650}
-data=$(mktemp -d)
-echo pw | "$bin/mailtool" --data "$data" user add bench@localhost --password-stdin >/dev/null
-"$bin/maild" --data "$data" --smtp "127.0.0.1:$port" --pop3 "127.0.0.1:$((port + 1))" --hostname bench.test \
-    2>"$data/log" &
-pid=$!
+source "$(dirname "$0")/lib.sh"
+new_store "$bin"; data=$DATA; trap 'rm -rf "$data"' EXIT
+start_maild "$bin" "$data/log" --smtp "127.0.0.1:$port" --pop3 "127.0.0.1:$((port + 1))" --hostname bench.test
+pid=$MAILD_PID
 trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$data"' EXIT
-for _ in $(seq 100); do grep -q "maild ready" "$data/log" && break; sleep 0.1; done
 args=(-s "$sessions" -m "$messages" -l "$size" -M bench.test -f sender@bench.test -t bench@localhost)
 [ "$mode" = multi ] && args=(-d "${args[@]}")
 events=task-clock,context-switches,raw_syscalls:sys_enter
