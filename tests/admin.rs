@@ -290,12 +290,8 @@ fn a_message_deleted_over_pop3_leaves_the_store_but_stays_in_its_range_file() {
 fn a_data_dir_too_long_for_the_admin_socket_is_a_clear_error_at_start() {
     let tmp = new_data_dir();
     let deep = tmp.path().join("a-directory-name-that-is-long-enough".repeat(3));
-    let out = std::process::Command::new(MAILD)
-        .args(["--data", deep.to_str().unwrap(), "--smtp", "127.0.0.1:0", "--pop3", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (exited, stderr) = maild_until_exit(&deep, &[]);
+    assert!(exited.is_some_and(|status| !status.success()), "{stderr}");
     assert!(stderr.contains("longer than a Unix socket allows") && stderr.contains("shorter --data"), "{stderr}");
 }
 

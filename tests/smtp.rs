@@ -499,21 +499,8 @@ fn a_store_whose_sled_lost_frames_the_journal_no_longer_holds_is_refused_at_star
         again.stop();
     }
     std::fs::copy(maild.data.join("store/journal"), cut.path().join("store/journal")).unwrap();
-    let mut child = std::process::Command::new(MAILD)
-        .args(["--data", cut.path().to_str().unwrap(), "--smtp", "127.0.0.1:0", "--pop3", "127.0.0.1:0"])
-        .args(["--domain", "d.test"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // A maild that accepted the store would run on: wait for an exit, within a bound.
-    let exited = wait_bounded(&mut child);
-    if exited.is_none() {
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    // A maild that accepted the store would run on: the wait for an exit is bounded.
+    let (exited, stderr) = maild_until_exit(cut.path(), &["--domain", "d.test"]);
     assert!(exited.is_some_and(|status| !status.success()), "maild served a store with a hole:\n{stderr}");
     assert!(stderr.contains("sled lost journal frames") && stderr.contains("range files"), "{stderr}");
 }

@@ -142,13 +142,8 @@ fn unusable_tls_files_stop_maild_at_start_with_the_reason() {
     ];
     for (reason, cert_file, key_file) in cases {
         let data = new_data_dir();
-        let out = Command::new(MAILD)
-            .args(["--data", &data.path().display().to_string(), "--smtp", "127.0.0.1:0", "--pop3", "127.0.0.1:0"])
-            .args(["--tls-cert", &cert_file, "--tls-key", &key_file])
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{cert_file} + {key_file} started:\n{stderr}");
+        let (exited, stderr) = maild_until_exit(data.path(), &["--tls-cert", &cert_file, "--tls-key", &key_file]);
+        assert!(exited.is_some_and(|status| !status.success()), "{cert_file} + {key_file} started:\n{stderr}");
         assert!(stderr.contains(reason), "{cert_file} + {key_file}: want {reason:?} in\n{stderr}");
         assert!(!stderr.contains("ready"), "{stderr}");
     }
@@ -328,11 +323,6 @@ print('ok')";
 #[test]
 fn implicit_tls_without_a_certificate_is_refused_at_start() {
     let tmp = new_data_dir();
-    let out = Command::new(env!("CARGO_BIN_EXE_maild"))
-        .args(["--data", tmp.path().to_str().unwrap(), "--smtp", "127.0.0.1:0", "--pop3", "127.0.0.1:0"])
-        .args(["--pop3s", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("--pop3s needs --tls-cert"), "{stderr}");
+    let (exited, stderr) = maild_until_exit(tmp.path(), &["--pop3s", "127.0.0.1:0"]);
+    assert!(exited.is_some_and(|status| !status.success()) && stderr.contains("--pop3s needs --tls-cert"), "{stderr}");
 }

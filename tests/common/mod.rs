@@ -141,6 +141,30 @@ pub fn wait_bounded(child: &mut Child) -> Option<ExitStatus> {
     }
 }
 
+/// Runs maild on `data` (listeners on port 0) with `args`, for a start it should refuse:
+/// waits, bounded, for it to exit, and returns how it exited (`None`: still running at the
+/// bound, then killed) with its stderr.
+pub fn maild_until_exit(data: &Path, args: &[&str]) -> (Option<ExitStatus>, String) {
+    let mut child = Command::new(MAILD)
+        .arg("--data")
+        .arg(data)
+        .args(["--smtp", "127.0.0.1:0", "--pop3", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (log, reader) = capture_stderr(&mut child);
+    let exited = wait_bounded(&mut child);
+    if exited.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    wait_for_eof(reader);
+    let stderr = log.lock().unwrap().clone();
+    (exited, stderr)
+}
+
 /// Collects a child's stderr (piped) into a shared string, line by line, as it runs.
 /// The thread ends at EOF: pass it to [`wait_for_eof`] after the child exits, so the log
 /// holds everything the child wrote.
