@@ -107,8 +107,8 @@ pub trait Handler<S: Session> {
 /// A connection reads into a small buffer while it sends commands, and into a large one
 /// once it sends in bulk (a read that fills the buffer): an idle or chatty session keeps
 /// 4 KiB, not 64 KiB, and a 25 MB DATA still takes few reads.
-const READ_BUFFER_START: usize = 4 * 1024;
-const READ_BUFFER_BULK: usize = 64 * 1024;
+pub const READ_BUFFER_START: usize = 4 * 1024;
+pub const READ_BUFFER_BULK: usize = 64 * 1024;
 
 /// Runs a session on `stream` until either side closes, the idle timeout fires, or the
 /// shutdown grace runs out. With `implicit_tls` the connection is TLS from the first byte.
@@ -116,28 +116,59 @@ pub fn drive<S: Session, H: Handler<S>>(
     stream: TcpStream,
     implicit_tls: Option<Arc<ServerConfig>>,
     greeting: &[u8],
-    mut session: S,
-    mut handler: H,
+    session: S,
+    handler: H,
     timeout: Duration,
     shutdown: &ShutdownSignal,
 ) -> io::Result<()> {
-    let _ = stream.set_nodelay(true);
-    stream.set_write_timeout(Some(timeout))?;
-    let mut conn =
-        Conn { transport: Transport::Plain(stream), out: Vec::new(), close: false, timeout, read_timeout: None };
+    let mut conn = Conn::new(stream, Vec::new(), timeout)?;
     if implicit_tls.is_some() {
         // Implicit TLS (RFC 8314): the handshake comes first, the greeting goes through it.
         conn.start_tls(implicit_tls)?;
     }
     conn.queue(greeting);
     conn.flush()?;
+    run(conn, session, handler, Vec::new(), Instant::now() + timeout, shutdown)
+}
+
+impl Conn {
+    /// A blocking connection in the clear; `unsent` goes out before anything else.
+    pub fn new(stream: TcpStream, unsent: Vec<u8>, timeout: Duration) -> io::Result<Conn> {
+        let _ = stream.set_nodelay(true);
+        stream.set_write_timeout(Some(timeout))?;
+        Ok(Conn { transport: Transport::Plain(stream), out: unsent, close: false, timeout, read_timeout: None })
+    }
+}
+
+/// Runs a session on `conn` from where it stands: `actions` are still to be performed and
+/// the idle timeout fires at `deadline`. [`drive`] starts here after the greeting; an
+/// event loop hands a session over here when its next step blocks (TLS, a password check).
+pub fn run<S: Session, H: Handler<S>>(
+    mut conn: Conn,
+    mut session: S,
+    mut handler: H,
+    mut actions: Vec<S::Action>,
+    mut deadline: Instant,
+    shutdown: &ShutdownSignal,
+) -> io::Result<()> {
+    let timeout = conn.timeout;
     let mut buffer = vec![0u8; READ_BUFFER_START];
-    let mut deadline = Instant::now() + timeout;
-    let mut actions = Vec::new();
     loop {
+        // Perform the actions, and any the session returns while doing so, in order.
+        while !actions.is_empty() {
+            let mut next = Vec::new();
+            for action in actions.drain(..) {
+                handler.perform(&mut session, action, &mut conn, &mut next)?;
+            }
+            actions = next;
+        }
+        conn.flush()?;
+        if conn.close || session.is_closed() {
+            break;
+        }
         let now = Instant::now();
         if session.is_paused() {
-            // Backpressure: what the last round produced is sent (the flush below blocks
+            // Backpressure: what the last round produced is sent (the flush above blocks
             // while the client does not read), and no more is read until the session has
             // worked through what it already holds.
             session.resume(&mut actions);
@@ -164,18 +195,6 @@ pub fn drive<S: Session, H: Handler<S>>(
                     ) => {}
                 Err(e) => return Err(e),
             }
-        }
-        // Perform the actions, and any the session returns while doing so, in order.
-        while !actions.is_empty() {
-            let mut next = Vec::new();
-            for action in actions.drain(..) {
-                handler.perform(&mut session, action, &mut conn, &mut next)?;
-            }
-            actions = next;
-        }
-        conn.flush()?;
-        if conn.close || session.is_closed() {
-            break;
         }
     }
     conn.transport.close_tls();

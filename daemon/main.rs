@@ -9,6 +9,7 @@ mod admin;
 mod config;
 mod conn;
 mod discover;
+mod event_loop;
 #[cfg(test)]
 #[path = "../tools/generated.rs"]
 mod generated;
@@ -43,6 +44,7 @@ use signal_hook::iterator::Signals;
 use config::{Config, Options};
 use discover::Discovery;
 use engine::budget::MemoryBudget;
+use event_loop::EventLoop;
 use login::Logins;
 use pop3::Pop3Service;
 use recipients::VerifyingDirectory;
@@ -275,6 +277,7 @@ fn start_listeners(
         ..SmtpConfig::new(&config.hostname, config.max_message_size)
     };
     let directory: Arc<dyn Directory> = Arc::new(VerifyingDirectory::new(directory, &config.hostname));
+    let smtp_loop = EventLoop::start(server.shutdown_signal()).context("starting the smtp event loop")?;
     let smtp_service = |submission: bool, implicit_tls: bool| {
         Arc::new(SmtpService {
             config: Arc::new(SmtpConfig { submission, ..smtp_config.clone() }),
@@ -285,6 +288,7 @@ fn start_listeners(
             implicit_tls,
             logins: logins.clone(),
             metrics: pipeline.metrics(),
+            event_loop: (!implicit_tls).then(|| smtp_loop.handle()),
         })
     };
     let busy = Reply::too_many_connections(server.hostname()).as_bytes().to_vec();
@@ -298,6 +302,7 @@ fn start_listeners(
             server.listen(name, listener, &busy, smtp_service(true, implicit_tls))?;
         }
     }
+    server.after_clients(Box::new(move || smtp_loop.stop()));
 
     let pop3_service = |implicit_tls: bool| {
         Arc::new(Pop3Service::new(

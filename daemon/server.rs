@@ -1,7 +1,8 @@
 //! Listening sockets, the accept loops, the connection limit, and orderly shutdown.
 //!
-//! Each listener has an accept thread; each accepted client gets a worker thread of its
-//! own (small stack), so an idle or slow client never delays another. A worker whose
+//! Each listener has an accept thread. A service may take its clients onto an event loop
+//! (plain-text SMTP does: `event_loop.rs`); otherwise each accepted client gets a worker
+//! thread of its own (small stack), so an idle or slow client never delays another. A worker whose
 //! client left waits a few seconds for the next one before it ends ([`Workers`]), so a
 //! stream of one-message connections does not start and end a thread per client. Three
 //! limits hold a crowd off ([`Limits`]): connections in all, per listener (so port 25
@@ -28,11 +29,11 @@ const WORKER_IDLE: Duration = Duration::from_secs(10);
 
 /// A client and what serves it. The socket travels beside the closure so that a client
 /// no thread could be started for is still there to be told `421`.
-type Job = (TcpStream, Box<dyn FnOnce(TcpStream) + Send>);
+pub type Job = (TcpStream, Box<dyn FnOnce(TcpStream) + Send>);
 
 /// One listener's worker threads: a new client goes to a worker that is waiting for one,
 /// or, when none is, to a new thread.
-struct Workers {
+pub struct Workers {
     name: &'static str,
     /// Zero capacity: a send succeeds only into the hands of a waiting worker.
     hand_over: crossbeam_channel::Sender<Job>,
@@ -40,13 +41,13 @@ struct Workers {
 }
 
 impl Workers {
-    fn new(name: &'static str) -> Workers {
+    pub fn new(name: &'static str) -> Workers {
         let (hand_over, waiting) = crossbeam_channel::bounded(0);
         Workers { name, hand_over, waiting }
     }
 
     /// Hands `job` to a worker; if no thread could be started for it, gives its socket back.
-    fn run(&self, job: Job) -> Result<(), (std::io::Error, TcpStream)> {
+    pub fn run(&self, job: Job) -> Result<(), (std::io::Error, TcpStream)> {
         let job = match self.hand_over.try_send(job) {
             Ok(()) => return Ok(()),
             Err(refused) => refused.into_inner(),
@@ -153,7 +154,7 @@ fn release<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) {
 }
 
 /// Unregisters a connection when its worker ends, however it ends.
-struct Registration {
+pub struct Registration {
     metrics: Arc<Metrics>,
     registry: Arc<Registry>,
     id: u64,
@@ -195,9 +196,23 @@ pub fn client_key(client: IpAddr) -> IpAddr {
     }
 }
 
-/// What a listener does with an accepted client, on the client's own thread.
+/// What a listener does with an accepted client.
 pub trait Service: Send + Sync + 'static {
+    /// Serves the client on a thread of its own.
     fn serve(&self, stream: TcpStream, peer: SocketAddr, shutdown: &ShutdownSignal);
+
+    /// Takes the client onto an event loop, or gives it back (`Some`) to be served on a
+    /// thread.
+    fn adopt(self: Arc<Self>, client: Client) -> Option<Client> {
+        Some(client)
+    }
+}
+
+/// An accepted client, counted against the limits until its registration is dropped.
+pub struct Client {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub registration: Registration,
 }
 
 pub struct Server {
@@ -207,6 +222,8 @@ pub struct Server {
     hostname: String,
     metrics: Arc<Metrics>,
     listeners: Vec<(TcpListener, JoinHandle<()>)>,
+    /// Run once every client is gone: event loops stop here.
+    after_clients: Vec<Box<dyn FnOnce() + Send>>,
 }
 
 impl Server {
@@ -218,7 +235,18 @@ impl Server {
             limits,
             hostname: hostname.to_string(),
             listeners: Vec::new(),
+            after_clients: Vec::new(),
         }
+    }
+
+    /// What shutdown tells the sessions.
+    pub fn shutdown_signal(&self) -> Arc<ShutdownSignal> {
+        self.shutdown.clone()
+    }
+
+    /// Runs `stop` at shutdown, once every client is gone.
+    pub fn after_clients(&mut self, stop: Box<dyn FnOnce() + Send>) {
+        self.after_clients.push(stop);
     }
 
     /// Starts accepting on `listener`, serving each client with `serve`. `busy` is what a
@@ -273,6 +301,10 @@ impl Server {
         }
         while !open.streams.is_empty() {
             open = self.registry.emptied.wait(open).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(open);
+        for stop in self.after_clients {
+            stop();
         }
     }
 }
@@ -345,6 +377,10 @@ fn accept_loop(listener: TcpListener, listening: Listening) {
                 refuse(stream, &busy);
                 continue;
             }
+        };
+        let (stream, registration) = match service.clone().adopt(Client { stream, peer, registration }) {
+            None => continue,
+            Some(client) => (client.stream, client.registration),
         };
         let (service, shutdown_for_worker) = (service.clone(), shutdown.clone());
         let spawned = workers.run((

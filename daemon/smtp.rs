@@ -4,7 +4,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use engine::directory::Directory;
@@ -14,8 +14,9 @@ use engine::pipeline::Submission;
 use engine::smtp::{Action, SmtpConfig, SmtpSession};
 
 use crate::conn::{self, Conn, Handler, Session};
+use crate::event_loop::LoopHandle;
 use crate::login::Logins;
-use crate::server::{Service, ShutdownSignal};
+use crate::server::{Client, Service, ShutdownSignal};
 use crate::tls::Certificates;
 
 impl Session for SmtpSession {
@@ -102,6 +103,41 @@ pub struct SmtpService {
     /// Password checks for AUTH (submission).
     pub logins: Arc<Logins>,
     pub metrics: Arc<Metrics>,
+    /// Where plain-text sessions run (see `event_loop.rs`); without it each has a thread.
+    pub event_loop: Option<LoopHandle>,
+}
+
+impl SmtpService {
+    fn handler(&self, client: IpAddr) -> SmtpHandler {
+        SmtpHandler {
+            metrics: self.metrics.clone(),
+            intake: self.intake.clone(),
+            tls: self.tls.clone(),
+            logins: self.logins.clone(),
+            client,
+        }
+    }
+
+    /// Goes on, on this thread, with a session the event loop handed over: `unsent` is
+    /// output it had not written yet, `actions` what the session asked for that it did not do.
+    #[allow(clippy::too_many_arguments)]
+    pub fn continue_session(
+        &self,
+        stream: TcpStream,
+        unsent: Vec<u8>,
+        session: SmtpSession,
+        actions: Vec<Action>,
+        deadline: Instant,
+        peer: SocketAddr,
+        shutdown: &ShutdownSignal,
+    ) {
+        let handler = self.handler(peer.ip());
+        let ran = Conn::new(stream, unsent, self.timeout)
+            .and_then(|conn| conn::run(conn, session, handler, actions, deadline, shutdown));
+        if let Err(error) = ran {
+            log::debug!("smtp {peer}: {error}");
+        }
+    }
 }
 
 impl Service for SmtpService {
@@ -112,17 +148,18 @@ impl Service for SmtpService {
             session.tls_from_the_start();
         }
         let greeting = session.greeting();
-        let handler = SmtpHandler {
-            metrics: self.metrics.clone(),
-            intake: self.intake.clone(),
-            tls: self.tls.clone(),
-            logins: self.logins.clone(),
-            client: peer.ip(),
-        };
+        let handler = self.handler(peer.ip());
         if let Err(error) =
             conn::drive(stream, implicit_tls, greeting.as_bytes(), session, handler, self.timeout, shutdown)
         {
             log::debug!("smtp {peer}: {error}");
+        }
+    }
+
+    fn adopt(self: Arc<Self>, client: Client) -> Option<Client> {
+        match &self.event_loop {
+            Some(event_loop) if !self.implicit_tls => event_loop.clone().adopt(client, self),
+            _ => Some(client),
         }
     }
 }

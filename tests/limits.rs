@@ -160,6 +160,48 @@ fn pipelined_listings_that_are_not_read_hold_bounded_memory() {
     assert!(other.line().unwrap().starts_with("+OK 5000 "));
 }
 
+#[test]
+fn smtp_clients_that_do_not_read_their_replies_hold_up_no_one_and_little_memory() {
+    let maild = maild_with_users(&["u@d.test"], &["--domain", "d.test"]);
+    let mut warm = maild.smtp_client();
+    warm.reply();
+    warm.expect("HELO x", "250");
+    let before = memory(&maild, "VmRSS");
+    // Eight clients pipeline 4 MiB of NOOPs each (~10 MB of replies apiece, more than the
+    // socket buffers hold with a small receive window) and read none.
+    let request = "NOOP\r\n".repeat((4 << 20) / 6);
+    let stuck: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+            socket.set_recv_buffer_size(4096).unwrap();
+            socket.connect(&maild.smtp.into()).unwrap();
+            let mut stream: TcpStream = socket.into();
+            stream.set_nonblocking(true).unwrap();
+            let mut sent = 0;
+            let started = Instant::now();
+            while sent < request.len() && started.elapsed() < Duration::from_secs(5) {
+                match stream.write(&request.as_bytes()[sent..]) {
+                    Ok(n) => sent += n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(10)),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            stream
+        })
+        .collect();
+    // Sessions share threads now: one whose client reads nothing must not stall the others.
+    let mut c = maild.smtp_client();
+    assert!(c.reply().starts_with("220"));
+    c.expect("HELO x", "250");
+    assert_eq!(c.send_message("s@d.test", &["u@d.test"], b"past the stuck ones\r\n"), 1);
+    warm.expect("NOOP", "250");
+    let growth = memory(&maild, "VmHWM").saturating_sub(before);
+    eprintln!("8 clients x 4 MiB of unread NOOPs: peak growth {} MiB", growth / MIB);
+    assert!(growth < 64 * MIB, "grew by {} MiB", growth / MIB);
+    drop(stuck);
+    assert_eq!(c.send_message("s@d.test", &["u@d.test"], b"and after\r\n"), 2);
+}
+
 /// DATA of `size` bytes from its own connection; the reply to the final dot.
 fn send_large(smtp: SocketAddr, size: usize) -> String {
     let mut c = Client::connect(smtp);

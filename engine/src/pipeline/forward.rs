@@ -928,7 +928,7 @@ mod tests {
                     let outcome = commits.lock().unwrap().remove(0);
                     let Submission { message, reply } = submission;
                     bounces.lock().unwrap().push(message);
-                    let _ = reply.send(outcome);
+                    reply.send(outcome);
                 }
             })
         };

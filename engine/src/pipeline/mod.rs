@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  SMTP sessions ──Submission──► validate ──Submission──► persist ──Committed──► deliver
-//!   (daemon threads)   (loop and sanity checks)   (number, batch, fsync)    (mailbox indexes)
+//!     (daemon)        (loop and sanity checks)   (number, batch, fsync)    (mailbox indexes)
 //!        ▲                                            │                          │ signal
 //!        └──────────── Result<number, CommitError> ───┘                          ▼
 //!                   (the session's 250 / 451 / 452)       backup (range files)   forward (to peers)
@@ -35,19 +35,52 @@ use forward::{Forward, ForwardConfig};
 /// A message from a session, with the way back to it.
 pub struct Submission {
     pub message: Message,
-    pub reply: Sender<Result<u64, CommitError>>,
+    pub reply: ReplyTo,
 }
 
 impl Submission {
     /// Builds a submission and the receiver its session waits on.
     pub fn new(message: Message) -> (Submission, Receiver<Result<u64, CommitError>>) {
         let (reply, outcome) = bounded(1);
-        (Submission { message, reply }, outcome)
+        (Submission { message, reply: ReplyTo::Channel(reply) }, outcome)
     }
 
     /// Answers the session; a session that went away is not an error.
     pub fn answer(self, outcome: Result<u64, CommitError>) {
-        let _ = self.reply.send(outcome);
+        self.reply.send(outcome);
+    }
+}
+
+/// Where a submission's outcome goes: to a session thread that waits for it, or to an
+/// event loop that serves many sessions and must not be blocked on.
+#[derive(Clone)]
+pub enum ReplyTo {
+    Channel(Sender<Result<u64, CommitError>>),
+    /// `key` tells the sink which session (and which of its commits) this answers.
+    Notify {
+        key: u64,
+        sink: Arc<dyn CommitSink>,
+    },
+}
+
+/// Takes commit outcomes for an event loop's sessions.
+pub trait CommitSink: Send + Sync {
+    /// Called by persist (or the watchdog); must not block.
+    fn answer(&self, key: u64, outcome: Result<u64, CommitError>);
+}
+
+impl ReplyTo {
+    /// Sends the outcome without blocking; false if it was not taken (a channel that
+    /// holds an answer already, or whose session went away). A sink takes every answer
+    /// and keeps the first per key.
+    pub fn send(&self, outcome: Result<u64, CommitError>) -> bool {
+        match self {
+            ReplyTo::Channel(reply) => reply.try_send(outcome).is_ok(),
+            ReplyTo::Notify { key, sink } => {
+                sink.answer(*key, outcome);
+                true
+            }
+        }
     }
 }
 

@@ -14,7 +14,7 @@
 //! If 3 or 4 fails (or anything before 5), the batch is undone and every session gets
 //! `451`/`452`; the numbers are reused by the next batch, so the sequence stays gapless.
 //!
-//! While a group is being committed its sessions' reply channels are listed in
+//! While a group is being committed the ways back to its sessions are listed in
 //! [`InFlight`], so that if the store hangs (sled can block every later flush after one
 //! write it could not finish) the daemon's watchdog can still answer them `451` before
 //! it exits for a restart.
@@ -27,17 +27,17 @@ use crossbeam_channel::{Receiver, Sender};
 use rkyv::rancor;
 use time::OffsetDateTime;
 
-use super::{Committed, PipelineConfig, Submission};
+use super::{Committed, PipelineConfig, ReplyTo, Submission};
 use crate::envelope::{CommitError, Envelope, Message};
 use crate::failpoint;
 use crate::store::record::{MessageRecord, Routing};
 use crate::store::{Store, StoreError};
 use crate::trace::received_header;
 
-/// The reply channels of the sessions whose group is being committed now.
+/// Where to answer the sessions whose group is being committed now.
 #[derive(Default)]
 pub struct InFlight {
-    replies: Mutex<Vec<Sender<Result<u64, CommitError>>>>,
+    replies: Mutex<Vec<ReplyTo>>,
 }
 
 impl InFlight {
@@ -49,7 +49,7 @@ impl InFlight {
         self.lock().clear();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Sender<Result<u64, CommitError>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<ReplyTo>> {
         self.replies.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -58,7 +58,7 @@ impl InFlight {
     /// read, and the message is one a client was refused (stored or not, never half).
     pub fn abandon(&self) -> usize {
         let replies = std::mem::take(&mut *self.lock());
-        replies.iter().filter(|reply| reply.try_send(Err(CommitError::Transient)).is_ok()).count()
+        replies.iter().filter(|reply| reply.send(Err(CommitError::Transient))).count()
     }
 }
 
