@@ -175,9 +175,15 @@ impl Loop {
                 continue;
             }
             for event in &events {
-                if event.token() != WAKER {
-                    self.ready.push_back(event.token().0);
+                let slot = event.token().0;
+                if event.token() == WAKER {
+                    continue;
                 }
+                if let Some(Some(session)) = self.sessions.get_mut(slot) {
+                    // Sticky: the end of input is reported once, and must be read to.
+                    session.input_closed |= event.is_read_closed() || event.is_error();
+                }
+                self.ready.push_back(slot);
             }
             while let Ok((client, service)) = self.incoming.try_recv() {
                 self.adopt(client, service, &mut buffer);
@@ -241,6 +247,7 @@ impl Loop {
             deadline,
             committing: None,
             closing: false,
+            input_closed: false,
         });
         self.next_timeout = Some(self.next_timeout.map_or(deadline, |at| at.min(deadline)));
         self.turn(slot, Vec::new(), buffer);
@@ -375,6 +382,9 @@ struct Session {
     /// The commit this session waits for, and since when.
     committing: Option<(u64, Instant)>,
     closing: bool,
+    /// The client closed its side (or the socket failed): read on to the end, even past a
+    /// short read.
+    input_closed: bool,
 }
 
 impl Session {
@@ -387,6 +397,7 @@ impl Session {
         shutdown: &ShutdownSignal,
     ) -> Turn {
         let mut reads = 0;
+        let mut drained = false;
         loop {
             while !actions.is_empty() {
                 let mut next = Vec::new();
@@ -426,6 +437,9 @@ impl Session {
                 self.smtp.resume(&mut actions);
                 continue;
             }
+            if drained && !self.input_closed {
+                return Turn::Wait;
+            }
             if reads == READS_PER_TURN {
                 return Turn::Again;
             }
@@ -438,6 +452,9 @@ impl Session {
                     if self.smtp.take_activity() {
                         self.deadline = Instant::now() + self.service.timeout;
                     }
+                    // A short read took all there was; epoll reports the next arrival, so
+                    // reading on to EAGAIN would cost a system call per round trip.
+                    drained = n < buffer.len();
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Turn::Wait,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
