@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use std::process::Command;
 
 #[test]
 fn user_add_list_passwd_del() {
@@ -160,4 +161,30 @@ fn user_add_refuses_a_domain_maild_does_not_serve_unless_any_domain() {
     let users = mailtool(&maild.data, &["user", "list"], None).stdout_text();
     assert_eq!(users, "carol@E.TEST\ncarol@nothere.example\ndave@d.test\nu@d.test\n");
     assert!(maild.log().contains("admin: user add carol@nothere.example --any-domain\n"), "{}", maild.log());
+}
+
+#[test]
+fn bench_smtp_at_an_offered_rate_paces_its_messages_and_stores_them_all() {
+    let mut maild = maild_with_users(&["bench@d.test"], &["--domain", "d.test"]);
+    let bench = |rate: &str| {
+        Command::new(MAILTOOL)
+            .args(["bench", "smtp", "--smtp", &maild.smtp.to_string(), "--connections", "4", "--messages", "30"])
+            .args(["--rcpt", "bench@d.test", "--from", "bench@d.test", "--rate", rate])
+            .output()
+            .unwrap()
+    };
+    let out = bench("100");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("messages: 30\n") && stdout.contains("offered rate: 100 msgs/s"), "{stdout}");
+    // The 30th message is due 0.29 s after the first: pacing can only make a run longer.
+    let seconds: f64 = stdout.lines().find_map(|l| l.strip_prefix("seconds: ")).unwrap().parse().unwrap();
+    assert!(seconds >= 0.29, "{stdout}");
+    for rate in ["0", "NaN", "inf"] {
+        let out = bench(rate);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--rate must be a positive number"), "{out:?}");
+    }
+    maild.stop();
+    assert_eq!(export_entries(&maild.data, &[]).len(), 30);
 }

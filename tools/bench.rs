@@ -56,6 +56,11 @@ pub struct SmtpArgs {
     /// measures what encryption costs and protects nothing.
     #[arg(long)]
     starttls: bool,
+    /// Offered load in messages per second over all connections, each message sent at its
+    /// scheduled time (an open loop). Without it every connection sends its next message
+    /// as soon as the last is answered, so latency is mostly queueing: connections / rate.
+    #[arg(long)]
+    rate: Option<f64>,
 }
 
 pub fn run(command: BenchCommand) -> Result<()> {
@@ -76,18 +81,25 @@ fn message(size: usize) -> Vec<u8> {
     message
 }
 
+/// A message that starts more than this after its time under `--rate` counts as late.
+const LATE: Duration = Duration::from_millis(1);
+
 fn smtp(args: SmtpArgs) -> Result<()> {
     if args.connections == 0 || args.messages == 0 {
         bail!("--connections and --messages must be at least 1");
+    }
+    if args.rate.is_some_and(|rate| !(rate > 0.0 && rate.is_finite())) {
+        bail!("--rate must be a positive number of messages per second");
     }
     let message = Arc::new(message(args.size));
     let tls = if args.starttls { Some(engine::forward::tls::unverified_client().context("TLS set-up")?) } else { None };
     let server_name = tls_server_name(&args.smtp)?;
     let next = Arc::new(AtomicU64::new(0));
+    let late = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..args.connections)
         .map(|_| {
-            let (args, message, next) = (args.clone(), message.clone(), next.clone());
+            let (args, message, next, late) = (args.clone(), message.clone(), next.clone(), late.clone());
             let (tls, server_name) = (tls.clone(), server_name.clone());
             std::thread::spawn(move || -> Result<Vec<Duration>> {
                 let mut connection = SmtpConnection::open(args.smtp.as_str(), "bench", Duration::from_secs(60))
@@ -98,7 +110,20 @@ fn smtp(args: SmtpArgs) -> Result<()> {
                 let recipients = [args.rcpt.clone()];
                 let outbound = OutboundMessage { sender: &args.from, recipients: &recipients, parts: &[&message] };
                 let mut latencies = Vec::new();
-                while next.fetch_add(1, Ordering::Relaxed) < args.messages {
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    if index >= args.messages {
+                        break;
+                    }
+                    if let Some(rate) = args.rate {
+                        let due = started + Duration::from_secs_f64(index as f64 / rate);
+                        let now = Instant::now();
+                        if now < due {
+                            std::thread::sleep(due - now);
+                        } else if now - due > LATE {
+                            late.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                     let sent = connection.send(&outbound)?;
                     match (&sent.outcomes[..], &sent.decided_by[..]) {
                         ([RecipientOutcome::Accepted], _) => {}
@@ -134,6 +159,11 @@ fn smtp(args: SmtpArgs) -> Result<()> {
     println!("msgs/s: {:.0}", latencies.len() as f64 / elapsed.as_secs_f64());
     println!("latency p50: {:.2} ms", percentile(0.50).as_secs_f64() * 1e3);
     println!("latency p99: {:.2} ms", percentile(0.99).as_secs_f64() * 1e3);
+    if let Some(rate) = args.rate {
+        // Messages that could not start on time: the offered rate was more than the
+        // server (or this client) kept up with.
+        println!("offered rate: {rate:.0} msgs/s, late starts (> 1 ms): {}", late.load(Ordering::Relaxed));
+    }
     Ok(())
 }
 

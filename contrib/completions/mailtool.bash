@@ -375,7 +375,7 @@ _mailtool() {
             return 0
             ;;
         mailtool__subcmd__bench__subcmd__smtp)
-            opts="-h --smtp --connections --messages --size --rcpt --from --starttls --data --help"
+            opts="-h --smtp --connections --messages --size --rcpt --from --starttls --rate --data --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -402,6 +402,10 @@ _mailtool() {
                     return 0
                     ;;
                 --from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rate)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -123,6 +123,7 @@ complete -c mailtool -n "__fish_mailtool_using_subcommand bench; and __fish_seen
 complete -c mailtool -n "__fish_mailtool_using_subcommand bench; and __fish_seen_subcommand_from smtp" -l size -d 'Size of each message in bytes' -r
 complete -c mailtool -n "__fish_mailtool_using_subcommand bench; and __fish_seen_subcommand_from smtp" -l rcpt -d 'Recipient (must be a user of the server)' -r
 complete -c mailtool -n "__fish_mailtool_using_subcommand bench; and __fish_seen_subcommand_from smtp" -l from -r
+complete -c mailtool -n "__fish_mailtool_using_subcommand bench; and __fish_seen_subcommand_from smtp" -l rate -d 'Offered load in messages per second over all connections, each message sent at its scheduled time (an open loop). Without it every connection sends its next message as soon as the last is answered, so latency is mostly queueing: connections / rate' -r
 complete -c mailtool -n "__fish_mailtool_using_subcommand bench; and __fish_seen_subcommand_from smtp" -l data -d 'The maild data directory' -r -F
 complete -c mailtool -n "__fish_mailtool_using_subcommand bench; and __fish_seen_subcommand_from smtp" -l starttls -d 'STARTTLS on every connection. The server\'s certificate is not checked: this measures what encryption costs and protects nothing'
 complete -c mailtool -n "__fish_mailtool_using_subcommand bench; and __fish_seen_subcommand_from smtp" -s h -l help -d 'Print help'
