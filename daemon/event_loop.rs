@@ -468,6 +468,9 @@ impl Session {
         let _ = self.send();
         let key = commits.key();
         let submission = Submission { message, reply: ReplyTo::Notify { key, sink: commits.sink.clone() } };
+        // A full intake blocks the whole loop: that is the pipeline's backpressure, as it
+        // was for each session's thread. Persist never waits for the loop, so it drains;
+        // if the store hangs, the watchdog empties the queues with 451s and exits.
         match self.service.intake.send(submission) {
             Ok(()) => self.committing = Some((key, Instant::now())),
             Err(_) => self.smtp.commit_finished(Err(CommitError::Transient), next),

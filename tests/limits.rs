@@ -52,6 +52,21 @@ fn read_line(stream: &mut TcpStream) -> Option<String> {
     }
 }
 
+/// Writes `bytes` (or as much as the server takes within `bound`) and reads nothing back;
+/// leaves `stream` non-blocking.
+fn send_without_reading(stream: &mut TcpStream, bytes: &[u8], bound: Duration) {
+    stream.set_nonblocking(true).unwrap();
+    let mut sent = 0;
+    let started = Instant::now();
+    while sent < bytes.len() && started.elapsed() < bound {
+        match stream.write(&bytes[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
 /// One POP3 login attempt from `source`; the reply to PASS.
 fn pop3_attempt(source: Ipv4Addr, pop3: SocketAddr, user: &str, password: &str) -> String {
     let mut stream = connect_from(source, pop3);
@@ -138,17 +153,7 @@ fn pipelined_listings_that_are_not_read_hold_bounded_memory() {
     assert!(pop.line().unwrap().starts_with("+OK 5000 messages"));
     let before = memory(&maild, "VmRSS");
     // 64 KiB of LIST asks for ~650 MB of answers; none of it is read.
-    pop.stream.set_nonblocking(true).unwrap();
-    let request = "LIST\r\n".repeat(64 * 1024 / 6);
-    let mut sent = 0;
-    let started = Instant::now();
-    while sent < request.len() && started.elapsed() < Duration::from_secs(10) {
-        match pop.stream.write(&request.as_bytes()[sent..]) {
-            Ok(n) => sent += n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => panic!("{e}"),
-        }
-    }
+    send_without_reading(&mut pop.stream, "LIST\r\n".repeat(64 * 1024 / 6).as_bytes(), Duration::from_secs(10));
     std::thread::sleep(Duration::from_secs(3));
     let growth = memory(&maild, "VmHWM").saturating_sub(before);
     eprintln!("64 KiB of LIST over 5,000 messages, unread: peak growth {} MiB", growth / MIB);
@@ -176,16 +181,7 @@ fn smtp_clients_that_do_not_read_their_replies_hold_up_no_one_and_little_memory(
             socket.set_recv_buffer_size(4096).unwrap();
             socket.connect(&maild.smtp.into()).unwrap();
             let mut stream: TcpStream = socket.into();
-            stream.set_nonblocking(true).unwrap();
-            let mut sent = 0;
-            let started = Instant::now();
-            while sent < request.len() && started.elapsed() < Duration::from_secs(5) {
-                match stream.write(&request.as_bytes()[sent..]) {
-                    Ok(n) => sent += n,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(10)),
-                    Err(e) => panic!("{e}"),
-                }
-            }
+            send_without_reading(&mut stream, request.as_bytes(), Duration::from_secs(5));
             stream
         })
         .collect();
