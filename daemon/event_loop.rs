@@ -1,11 +1,13 @@
-//! The SMTP event loop: every plain-text SMTP session on one thread.
+//! The SMTP event loop: the smtp and submission listeners, and every plain-text SMTP
+//! session, on one thread.
 //!
 //! A thread per connection pays a wake-up and a task switch for every command and every
 //! commit, and on two cores those switches were most of maild's kernel time. The loop
 //! instead reads whatever is ready on any socket, feeds each session, and writes its
 //! replies; a finished message goes to the pipeline without waiting, and persist's answer
 //! comes back through a [`CommitSink`] that queues it and wakes the loop (one wake-up per
-//! group commit, not one per session).
+//! group commit, not one per session). It accepts on its listeners itself, so a new
+//! client costs no hand-over between threads either.
 //!
 //! A session whose next step would block the loop, the TLS handshake of STARTTLS or the
 //! argon2 check of AUTH, is handed to a worker thread with its unsent output and the
@@ -21,15 +23,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
 use engine::envelope::{CommitError, Message};
 use engine::pipeline::{CommitSink, ReplyTo, Submission};
 use engine::smtp::{Action, SmtpSession};
-use mio::net::TcpStream;
+use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::conn::READ_BUFFER_BULK;
-use crate::server::{Client, Registration, ShutdownSignal, Workers};
+use crate::server::{Admission, Registration, ShutdownSignal, Workers, ACCEPT_BACKOFF};
 use crate::smtp::SmtpService;
 
 const WAKER: Token = Token(usize::MAX);
@@ -43,41 +44,41 @@ const OUT_KEEP: usize = 16 * 1024;
 
 /// The running loop; stopped by the server once every client is gone.
 pub struct EventLoop {
-    handle: LoopHandle,
     stopping: Arc<AtomicBool>,
+    waker: Arc<Waker>,
     thread: JoinHandle<()>,
 }
 
-/// What a listener hands clients to the loop with.
-#[derive(Clone)]
-pub struct LoopHandle {
-    adopted: Sender<(Client, Arc<SmtpService>)>,
-    waker: Arc<Waker>,
+/// A listener the loop accepts on, what it admits clients with, and what serves them.
+pub struct Listening {
+    pub listener: std::net::TcpListener,
+    pub admission: Admission,
+    pub service: Arc<SmtpService>,
 }
 
-impl LoopHandle {
-    /// Gives `client` to the loop; gives it back if the loop is gone.
-    pub fn adopt(&self, client: Client, service: Arc<SmtpService>) -> Option<Client> {
-        match self.adopted.send((client, service)) {
-            Ok(()) => {
-                let _ = self.waker.wake();
-                None
-            }
-            Err(refused) => Some(refused.into_inner().0),
-        }
-    }
+struct LoopListener {
+    listener: TcpListener,
+    admission: Admission,
+    service: Arc<SmtpService>,
 }
 
 impl EventLoop {
-    pub fn start(shutdown: Arc<ShutdownSignal>) -> io::Result<EventLoop> {
+    pub fn start(shutdown: Arc<ShutdownSignal>, listening: Vec<Listening>) -> io::Result<EventLoop> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let (adopted, incoming) = crossbeam_channel::unbounded();
+        let mut listeners = Vec::new();
+        for (index, Listening { listener, admission, service }) in listening.into_iter().enumerate() {
+            listener.set_nonblocking(true)?;
+            let mut listener = TcpListener::from_std(listener);
+            poll.registry().register(&mut listener, listener_token(index), Interest::READABLE)?;
+            listeners.push(Some(LoopListener { listener, admission, service }));
+        }
         let stopping = Arc::new(AtomicBool::new(false));
         let answers = Arc::new(Answers { queue: Mutex::default(), waker: waker.clone() });
         let state = Loop {
             poll,
-            incoming,
+            listeners,
+            accept_again: None,
             answers,
             stopping: stopping.clone(),
             shutdown,
@@ -89,20 +90,21 @@ impl EventLoop {
             next_timeout: None,
         };
         let thread = std::thread::Builder::new().name("smtp-loop".into()).spawn(move || state.run())?;
-        Ok(EventLoop { handle: LoopHandle { adopted, waker }, stopping, thread })
-    }
-
-    pub fn handle(&self) -> LoopHandle {
-        self.handle.clone()
+        Ok(EventLoop { stopping, waker, thread })
     }
 
     pub fn stop(self) {
         self.stopping.store(true, Ordering::SeqCst);
-        let _ = self.handle.waker.wake();
+        let _ = self.waker.wake();
         if self.thread.join().is_err() {
             log::error!("the smtp event loop panicked");
         }
     }
+}
+
+/// Listeners' tokens count down from just below the waker's; sessions' count up from 0.
+fn listener_token(index: usize) -> Token {
+    Token(usize::MAX - 1 - index)
 }
 
 /// Persist's answers, queued for the loop.
@@ -130,7 +132,11 @@ impl Answers {
 
 struct Loop {
     poll: Poll,
-    incoming: Receiver<(Client, Arc<SmtpService>)>,
+    /// `None` once shutdown closed it.
+    listeners: Vec<Option<LoopListener>>,
+    /// After a failed accept (EMFILE and friends), when to try again: epoll reports
+    /// clients that are already waiting only once.
+    accept_again: Option<Instant>,
     answers: Arc<Answers>,
     stopping: Arc<AtomicBool>,
     shutdown: Arc<ShutdownSignal>,
@@ -163,7 +169,11 @@ impl Loop {
         let mut buffer = vec![0u8; READ_BUFFER_BULK];
         loop {
             let timeout = if self.ready.is_empty() {
-                self.next_timeout.map(|at| at.saturating_duration_since(Instant::now()))
+                let wake_at = match (self.next_timeout, self.accept_again) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                wake_at.map(|at| at.saturating_duration_since(Instant::now()))
             } else {
                 Some(Duration::ZERO)
             };
@@ -174,9 +184,14 @@ impl Loop {
                 }
                 continue;
             }
+            let mut accept = self.accept_again.is_some_and(|at| Instant::now() >= at);
             for event in &events {
                 let slot = event.token().0;
                 if event.token() == WAKER {
+                    continue;
+                }
+                if slot >= listener_token(self.listeners.len()).0 {
+                    accept = true;
                     continue;
                 }
                 if let Some(Some(session)) = self.sessions.get_mut(slot) {
@@ -185,8 +200,8 @@ impl Loop {
                 }
                 self.ready.push_back(slot);
             }
-            while let Ok((client, service)) = self.incoming.try_recv() {
-                self.adopt(client, service, &mut buffer);
+            if accept {
+                self.accept(&mut buffer);
             }
             for (key, outcome) in self.answers.take() {
                 self.answered(key, outcome, &mut buffer);
@@ -210,14 +225,50 @@ impl Loop {
         }
     }
 
-    fn adopt(&mut self, client: Client, service: Arc<SmtpService>, buffer: &mut [u8]) {
-        let Client { stream, peer, registration } = client;
-        if let Err(error) = stream.set_nonblocking(true) {
-            log::debug!("smtp {peer}: {error}");
-            return;
+    /// Accepts every client waiting on every listener.
+    fn accept(&mut self, buffer: &mut [u8]) {
+        self.accept_again = None;
+        for index in 0..self.listeners.len() {
+            while let Some(listening) = &self.listeners[index] {
+                let name = listening.admission.name;
+                match listening.listener.accept() {
+                    Ok((stream, peer)) => {
+                        if self.shutdown.begun() {
+                            continue;
+                        }
+                        let stream = std::net::TcpStream::from(stream);
+                        let Some(registration) = listening.admission.admit(&stream, peer) else { continue };
+                        let service = listening.service.clone();
+                        self.adopt(TcpStream::from_std(stream), peer, registration, service, buffer);
+                    }
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) if self.shutdown.begun() => {
+                        // Shutdown closed the listener: stop watching it.
+                        if let Some(mut closed) = self.listeners[index].take() {
+                            let _ = self.poll.registry().deregister(&mut closed.listener);
+                        }
+                        break;
+                    }
+                    Err(error) => {
+                        log::warn!("{name}: accept failed: {error}");
+                        self.accept_again = Some(Instant::now() + ACCEPT_BACKOFF);
+                        break;
+                    }
+                }
+            }
         }
+    }
+
+    fn adopt(
+        &mut self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        registration: Registration,
+        service: Arc<SmtpService>,
+        buffer: &mut [u8],
+    ) {
         let _ = stream.set_nodelay(true);
-        let mut stream = TcpStream::from_std(stream);
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None if (self.sessions.len() as u64) < SLOT_MASK => {

@@ -44,7 +44,7 @@ use signal_hook::iterator::Signals;
 use config::{Config, Options};
 use discover::Discovery;
 use engine::budget::MemoryBudget;
-use event_loop::EventLoop;
+use event_loop::{EventLoop, Listening};
 use login::Logins;
 use pop3::Pop3Service;
 use recipients::VerifyingDirectory;
@@ -277,7 +277,6 @@ fn start_listeners(
         ..SmtpConfig::new(&config.hostname, config.max_message_size)
     };
     let directory: Arc<dyn Directory> = Arc::new(VerifyingDirectory::new(directory, &config.hostname));
-    let smtp_loop = EventLoop::start(server.shutdown_signal()).context("starting the smtp event loop")?;
     let smtp_service = |submission: bool, implicit_tls: bool| {
         Arc::new(SmtpService {
             config: Arc::new(SmtpConfig { submission, ..smtp_config.clone() }),
@@ -288,20 +287,28 @@ fn start_listeners(
             implicit_tls,
             logins: logins.clone(),
             metrics: pipeline.metrics(),
-            event_loop: (!implicit_tls).then(|| smtp_loop.handle()),
         })
     };
     let busy = Reply::too_many_connections(server.hostname()).as_bytes().to_vec();
-    let smtp = smtp_service(false, false);
-    server.listen("smtp", smtp_listener, &busy, smtp)?;
+    // Plain-text SMTP (smtp, submission) is accepted and served on one event loop; implicit
+    // TLS (smtps) begins with a handshake, so each of its clients has a thread.
+    let mut on_loop = Vec::new();
+    let admission = server.admit_elsewhere("smtp", &smtp_listener, &busy)?;
+    on_loop.push(Listening { listener: smtp_listener, admission, service: smtp_service(false, false) });
     // Every listener but smtp and pop3 is optional; each one on is named in the readiness line.
     let mut others = String::new();
     for (name, listener, implicit_tls) in [("submission", submission_listener, false), ("smtps", smtps, true)] {
         if let Some(listener) = listener {
             others.push_str(&format!(" {name}={}", listener.local_addr()?));
-            server.listen(name, listener, &busy, smtp_service(true, implicit_tls))?;
+            if implicit_tls {
+                server.listen(name, listener, &busy, smtp_service(true, true))?;
+            } else {
+                let admission = server.admit_elsewhere(name, &listener, &busy)?;
+                on_loop.push(Listening { listener, admission, service: smtp_service(true, false) });
+            }
         }
     }
+    let smtp_loop = EventLoop::start(server.shutdown_signal(), on_loop).context("starting the smtp event loop")?;
     server.after_clients(Box::new(move || smtp_loop.stop()));
 
     let pop3_service = |implicit_tls: bool| {

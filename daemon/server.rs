@@ -1,10 +1,11 @@
 //! Listening sockets, the accept loops, the connection limit, and orderly shutdown.
 //!
-//! Each listener has an accept thread. A service may take its clients onto an event loop
-//! (plain-text SMTP does: `event_loop.rs`); otherwise each accepted client gets a worker
-//! thread of its own (small stack), so an idle or slow client never delays another. A worker whose
-//! client left waits a few seconds for the next one before it ends ([`Workers`]), so a
-//! stream of one-message connections does not start and end a thread per client. Three
+//! A listener has an accept thread, and each client it accepts gets a worker thread of its
+//! own (small stack), so an idle or slow client never delays another; or an event loop
+//! accepts on it and serves its clients (plain-text SMTP: `event_loop.rs`), admitting
+//! them with the same [`Admission`]. A worker whose client left waits a few seconds for
+//! the next one before it ends ([`Workers`]), so a stream of one-message connections does
+//! not start and end a thread per client. Three
 //! limits hold a crowd off ([`Limits`]): connections in all, per listener (so port 25
 //! cannot lock out POP3 and submission), and per client address on a listener (Postfix's
 //! anvil). A client past one of them is told `421` (or `-ERR`) and closed at once, without
@@ -26,6 +27,8 @@ use socket2::{Domain, Socket, Type};
 const WORKER_STACK: usize = 256 * 1024;
 /// How long a worker whose client left waits for another before it ends.
 const WORKER_IDLE: Duration = Duration::from_secs(10);
+/// How long accepting waits after a failure (EMFILE and friends) before it tries again.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// A client and what serves it. The socket travels beside the closure so that a client
 /// no thread could be started for is still there to be told `421`.
@@ -196,23 +199,10 @@ pub fn client_key(client: IpAddr) -> IpAddr {
     }
 }
 
-/// What a listener does with an accepted client.
+/// What a listener does with an accepted client, on the client's own thread.
 pub trait Service: Send + Sync + 'static {
     /// Serves the client on a thread of its own.
     fn serve(&self, stream: TcpStream, peer: SocketAddr, shutdown: &ShutdownSignal);
-
-    /// Takes the client onto an event loop, or gives it back (`Some`) to be served on a
-    /// thread.
-    fn adopt(self: Arc<Self>, client: Client) -> Option<Client> {
-        Some(client)
-    }
-}
-
-/// An accepted client, counted against the limits until its registration is dropped.
-pub struct Client {
-    pub stream: TcpStream,
-    pub peer: SocketAddr,
-    pub registration: Registration,
 }
 
 pub struct Server {
@@ -222,6 +212,8 @@ pub struct Server {
     hostname: String,
     metrics: Arc<Metrics>,
     listeners: Vec<(TcpListener, JoinHandle<()>)>,
+    /// Listeners an event loop accepts on.
+    closed_at_shutdown: Vec<TcpListener>,
     /// Run once every client is gone: event loops stop here.
     after_clients: Vec<Box<dyn FnOnce() + Send>>,
 }
@@ -235,6 +227,7 @@ impl Server {
             limits,
             hostname: hostname.to_string(),
             listeners: Vec::new(),
+            closed_at_shutdown: Vec::new(),
             after_clients: Vec::new(),
         }
     }
@@ -258,16 +251,31 @@ impl Server {
         busy: &[u8],
         service: Arc<dyn Service>,
     ) -> Result<()> {
-        let busy = busy.to_vec();
         let accept_listener = listener.try_clone()?;
-        let (shutdown, registry, limits) = (self.shutdown.clone(), self.registry.clone(), self.limits);
-        let metrics = self.metrics.clone();
-        let listening = Listening { name, busy, service, shutdown, registry, limits, metrics };
+        let admission = self.admission(name, busy);
         let handle = std::thread::Builder::new()
             .name(format!("accept-{name}"))
-            .spawn(move || accept_loop(accept_listener, listening))?;
+            .spawn(move || accept_loop(accept_listener, admission, service))?;
         self.listeners.push((listener, handle));
         Ok(())
+    }
+
+    fn admission(&self, name: &'static str, busy: &[u8]) -> Admission {
+        Admission {
+            name,
+            busy: Arc::new(busy.to_vec()),
+            shutdown: self.shutdown.clone(),
+            registry: self.registry.clone(),
+            limits: self.limits,
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// For a listener whose clients an event loop accepts: what the loop admits them
+    /// with. Shutdown closes the listener (the loop's accept then fails) like the others.
+    pub fn admit_elsewhere(&mut self, name: &'static str, listener: &TcpListener, busy: &[u8]) -> Result<Admission> {
+        self.closed_at_shutdown.push(listener.try_clone()?);
+        Ok(self.admission(name, busy))
     }
 
     pub fn hostname(&self) -> &str {
@@ -282,6 +290,9 @@ impl Server {
             // Wakes the blocked accept() (Linux returns EINVAL) and closes the port.
             let _ = Socket::from(listener).shutdown(Shutdown::Both);
             let _ = handle.join();
+        }
+        for listener in self.closed_at_shutdown {
+            let _ = Socket::from(listener).shutdown(Shutdown::Both);
         }
         let deadline = Instant::now() + grace;
         let mut open = self.registry.open.lock().unwrap_or_else(|e| e.into_inner());
@@ -309,52 +320,37 @@ impl Server {
     }
 }
 
-/// What one listener's accept thread serves its clients with.
-struct Listening {
-    name: &'static str,
+/// Admits a listener's clients: the limits, the registry, the log line, or `421`.
+pub struct Admission {
+    pub name: &'static str,
     /// What a client is told when the server is full.
-    busy: Vec<u8>,
-    service: Arc<dyn Service>,
+    busy: Arc<Vec<u8>>,
     shutdown: Arc<ShutdownSignal>,
     registry: Arc<Registry>,
     limits: Limits,
     metrics: Arc<Metrics>,
 }
 
-fn accept_loop(listener: TcpListener, listening: Listening) {
-    let Listening { name, busy, service, shutdown, registry, limits, metrics } = listening;
-    let busy = Arc::new(busy);
-    let workers = Workers::new(name);
-    loop {
-        let (stream, peer) = match listener.accept() {
-            Ok(accepted) => accepted,
-            Err(_) if shutdown.begun() => return,
-            Err(error) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                log::warn!("{name}: accept failed: {error}");
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
-            }
-        };
-        if shutdown.begun() {
-            return;
-        }
+impl Admission {
+    /// Counts the client in, or tells it `busy`, logs why and closes it (`None`).
+    pub fn admit(&self, stream: &TcpStream, peer: SocketAddr) -> Option<Registration> {
+        let name = self.name;
         let client = client_key(peer.ip());
         let registration = {
-            let mut open = registry.open.lock().unwrap_or_else(|e| e.into_inner());
-            match open.refusal(&limits, name, client) {
+            let mut open = self.registry.open.lock().unwrap_or_else(|e| e.into_inner());
+            match open.refusal(&self.limits, name, client) {
                 Some(reason) => Err(reason),
                 None => {
-                    let id = registry.next_id.fetch_add(1, Ordering::Relaxed);
+                    let id = self.registry.next_id.fetch_add(1, Ordering::Relaxed);
                     match stream.try_clone() {
                         Ok(clone) => {
                             open.streams.insert(id, clone);
                             *open.per_listener.entry(name).or_default() += 1;
                             *open.per_client.entry((name, client)).or_default() += 1;
-                            metrics.connection_opened(name);
+                            self.metrics.connection_opened(name);
                             Ok(Registration {
-                                metrics: metrics.clone(),
-                                registry: registry.clone(),
+                                metrics: self.metrics.clone(),
+                                registry: self.registry.clone(),
                                 id,
                                 listener: name,
                                 client,
@@ -367,39 +363,56 @@ fn accept_loop(listener: TcpListener, listening: Listening) {
                 }
             }
         };
-        let registration = match registration {
+        match registration {
             Ok(registration) => {
                 log::info!("{name}: connect client={} port={}", peer.ip().to_canonical(), peer.port());
-                registration
+                Some(registration)
             }
             Err(reason) => {
                 log::warn!("{name}: connection refused: client={} reason=\"{reason}\"", peer.ip().to_canonical());
-                refuse(stream, &busy);
+                self.refuse(stream);
+                None
+            }
+        }
+    }
+
+    /// Tells a client we are full, without letting it hold up the accept loop.
+    pub fn refuse(&self, mut stream: &TcpStream) {
+        let _ = stream.set_nonblocking(true);
+        let _ = stream.write(&self.busy);
+        let _ = stream.shutdown(Shutdown::Both);
+    }
+}
+
+fn accept_loop(listener: TcpListener, admission: Admission, service: Arc<dyn Service>) {
+    let name = admission.name;
+    let workers = Workers::new(name);
+    loop {
+        let (stream, peer) = match listener.accept() {
+            Ok(accepted) => accepted,
+            Err(_) if admission.shutdown.begun() => return,
+            Err(error) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                log::warn!("{name}: accept failed: {error}");
+                std::thread::sleep(ACCEPT_BACKOFF);
                 continue;
             }
         };
-        let (stream, registration) = match service.clone().adopt(Client { stream, peer, registration }) {
-            None => continue,
-            Some(client) => (client.stream, client.registration),
-        };
-        let (service, shutdown_for_worker) = (service.clone(), shutdown.clone());
+        if admission.shutdown.begun() {
+            return;
+        }
+        let Some(registration) = admission.admit(&stream, peer) else { continue };
+        let (service, shutdown) = (service.clone(), admission.shutdown.clone());
         let spawned = workers.run((
             stream,
             Box::new(move |stream| {
                 let _registration = registration;
-                service.serve(stream, peer, &shutdown_for_worker);
+                service.serve(stream, peer, &shutdown);
             }),
         ));
         if let Err((error, stream)) = spawned {
             log::warn!("{name}: cannot start a worker for {peer}: {error}");
-            refuse(stream, &busy);
+            admission.refuse(&stream);
         }
     }
-}
-
-/// Tells a client we are full, without letting it hold up the accept loop.
-fn refuse(mut stream: TcpStream, busy: &[u8]) {
-    let _ = stream.set_nonblocking(true);
-    let _ = stream.write(busy);
-    let _ = stream.shutdown(Shutdown::Both);
 }

@@ -14,9 +14,8 @@ use engine::pipeline::Submission;
 use engine::smtp::{Action, SmtpConfig, SmtpSession};
 
 use crate::conn::{self, Conn, Handler, Session};
-use crate::event_loop::LoopHandle;
 use crate::login::Logins;
-use crate::server::{Client, Service, ShutdownSignal};
+use crate::server::{Service, ShutdownSignal};
 use crate::tls::Certificates;
 
 impl Session for SmtpSession {
@@ -103,8 +102,6 @@ pub struct SmtpService {
     /// Password checks for AUTH (submission).
     pub logins: Arc<Logins>,
     pub metrics: Arc<Metrics>,
-    /// Where plain-text sessions run (see `event_loop.rs`); without it each has a thread.
-    pub event_loop: Option<LoopHandle>,
 }
 
 impl SmtpService {
@@ -153,13 +150,6 @@ impl Service for SmtpService {
             conn::drive(stream, implicit_tls, greeting.as_bytes(), session, handler, self.timeout, shutdown)
         {
             log::debug!("smtp {peer}: {error}");
-        }
-    }
-
-    fn adopt(self: Arc<Self>, client: Client) -> Option<Client> {
-        match &self.event_loop {
-            Some(event_loop) if !self.implicit_tls => event_loop.clone().adopt(client, self),
-            _ => Some(client),
         }
     }
 }
