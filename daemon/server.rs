@@ -5,11 +5,10 @@
 //! accepts on it and serves its clients (plain-text SMTP: `event_loop.rs`), admitting
 //! them with the same [`Admission`]. A worker whose client left waits a few seconds for
 //! the next one before it ends ([`Workers`]), so a stream of one-message connections does
-//! not start and end a thread per client. Three
-//! limits hold a crowd off ([`Limits`]): connections in all, per listener (so port 25
-//! cannot lock out POP3 and submission), and per client address on a listener (Postfix's
-//! anvil). A client past one of them is told `421` (or `-ERR`) and closed at once, without
-//! a thread, and the refusal is logged.
+//! not start and end a thread per client. Three limits hold a crowd off ([`Limits`]):
+//! connections in all, per listener (so port 25 cannot lock out POP3 and submission), and
+//! per client address on a listener (Postfix's anvil). A client past one of them is told
+//! `421` (or `-ERR`) and closed at once, without a thread, and the refusal is logged.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -263,7 +262,7 @@ impl Server {
     fn admission(&self, name: &'static str, busy: &[u8]) -> Admission {
         Admission {
             name,
-            busy: Arc::new(busy.to_vec()),
+            busy: busy.to_vec(),
             shutdown: self.shutdown.clone(),
             registry: self.registry.clone(),
             limits: self.limits,
@@ -324,7 +323,7 @@ impl Server {
 pub struct Admission {
     pub name: &'static str,
     /// What a client is told when the server is full.
-    busy: Arc<Vec<u8>>,
+    busy: Vec<u8>,
     shutdown: Arc<ShutdownSignal>,
     registry: Arc<Registry>,
     limits: Limits,
