@@ -2,7 +2,8 @@
 # bench/compare.sh: maild next to smtp-sink (the ceiling: parses SMTP, stores nothing)
 # and Postfix 3.7 (real queue, fsync per message, local delivery), all three under the
 # same load from Postfix's smtp-source; then POP3, maild next to Dovecot, with one Python
-# client (poplib, one round trip per RETR; then 64 RETRs pipelined on a raw socket).
+# client (poplib, one round trip per RETR; a raw socket, one RETR at a time; then 64
+# RETRs pipelined on the raw socket).
 #
 # Usage (as root, from anywhere; the script works from the repository root):
 #   cargo build --release            # first; this script never builds
@@ -558,6 +559,7 @@ cat >"$WORK/pop3client.py" <<'PYTHON'
 fetch HOST PORT USER PASS FILE       RETR 1 into FILE (LF line ends, dot-unstuffed)
 poplib HOST PORT USER PASS EXPECTED  poplib: RETR every message, one round trip each
 pipe HOST PORT USER PASS EXPECTED W  raw socket: W RETR lines written at once, W replies read
+                                     (W = 1: one round trip per RETR, without poplib)
 The bench modes print: msgs/s N seconds S login_ms L octets O
 """
 import poplib
@@ -790,6 +792,7 @@ if [[ $RUN_POP3 == 1 ]]; then
     run_child timeout 120 python3 "$WORK/pop3client.py" fetch 127.0.0.1 "$MAILD_POP3_PORT" "$USER_ADDRESS" "$PASSWORD" \
         "$WORK/message.eml" || die "POP3 login or RETR 1 against maild failed"
     pop3_runs "$MAILD_POP3_PORT" poplib "POP3 poplib maild"; m1=$POP3_MEDIAN; m1runs=$POP3_RUNS; m1login=$POP3_LOGIN
+    pop3_runs "$MAILD_POP3_PORT" pipe "POP3 raw maild" 1; mraw=$POP3_MEDIAN; mrawruns=$POP3_RUNS
     pop3_runs "$MAILD_POP3_PORT" pipe "POP3 pipelined maild" 64; m64=$POP3_MEDIAN; m64runs=$POP3_RUNS
     stop_maild
 
@@ -808,6 +811,7 @@ PYTHON
     run_child timeout 120 python3 "$WORK/pop3client.py" fetch 127.0.0.1 "$DOVECOT_PORT" "$USER_ADDRESS" "$PASSWORD" \
         "$WORK/dovecot-message.eml" || { tail -5 "$DV/dovecot.log" >&2; die "POP3 login or RETR 1 against Dovecot failed"; }
     pop3_runs "$DOVECOT_PORT" poplib "POP3 poplib Dovecot"; d1=$POP3_MEDIAN; d1runs=$POP3_RUNS; d1login=$POP3_LOGIN
+    pop3_runs "$DOVECOT_PORT" pipe "POP3 raw Dovecot" 1; draw=$POP3_MEDIAN; drawruns=$POP3_RUNS
     pop3_runs "$DOVECOT_PORT" pipe "POP3 pipelined Dovecot" 64; d64=$POP3_MEDIAN; d64runs=$POP3_RUNS
     stop_dovecot
 
@@ -816,6 +820,7 @@ PYTHON
 | client | Dovecot | maild | maild / Dovecot |
 |---|---:|---:|---:|
 | Python poplib, one round trip per RETR | $(commas "$d1") | $(commas "$m1") | $(ratio "$m1" "$d1") |
+| raw socket, one round trip per RETR | $(commas "$draw") | $(commas "$mraw") | $(ratio "$mraw" "$draw") |
 | raw socket, 64 RETRs written at once | $(commas "$d64") | $(commas "$m64") | $(ratio "$m64" "$d64") |
 
 RETR/s over the RETR loop only (login and STAT excluded: maild ${m1login} ms, Dovecot
@@ -823,8 +828,11 @@ ${d1login} ms, each after an untimed first login). maild's maildrop was filled o
 (\`smtp-source -d -s 8 -m $POP3_MESSAGES -l $SIZE\`); Dovecot $DOVECOT_VERSION serves a Maildir
 (passwd-file user, no TLS, default index settings) holding that many copies of the
 message maild served. The client is Python $PYTHON_VERSION, inline in bench/compare.sh.
-Each run, RETR/s: poplib Dovecot $d1runs, maild $m1runs; 64 pipelined Dovecot $d64runs,
-maild $m64runs."
+poplib handles each reply line by line in Python; the raw socket's rows are the same
+script reading whole replies itself (one RETR written at a time, then 64), so less of
+each round trip is the client's.
+Each run, RETR/s: poplib Dovecot $d1runs, maild $m1runs; raw, one at a time, Dovecot
+$drawruns, maild $mrawruns; 64 pipelined Dovecot $d64runs, maild $m64runs."
 fi
 
 # --- report ------------------------------------------------------------------------
