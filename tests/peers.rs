@@ -427,10 +427,15 @@ fn queue_delete_bounces_unless_silent_and_works_with_maild_stopped() {
     assert!(mailtool(&a.data, &["verify"], None).status.success());
 }
 
-/// Writes a remembered peer domain straight into a stopped store, last seen at `seen`.
-fn remember(data: &std::path::Path, domain: &str, seen: u64) {
+/// Writes remembered peer domains straight into a stopped store, each last seen at its
+/// time. One open for all: sled lets go of its lock only when its background thread has,
+/// so a second open right after the first can find the store still locked.
+fn remember(data: &std::path::Path, domains: &[(&str, u64)]) {
     let db = sled::open(data.join("store")).unwrap();
-    db.open_tree("peer_domains").unwrap().insert(domain, &seen.to_be_bytes()).unwrap();
+    let tree = db.open_tree("peer_domains").unwrap();
+    for (domain, seen) in domains {
+        tree.insert(domain, &seen.to_be_bytes()).unwrap();
+    }
     db.flush().unwrap();
 }
 
@@ -439,8 +444,7 @@ fn peers_lists_and_forgets_and_remembered_domains_expire() {
     let data = new_data_dir();
     add_users(data.path(), &["alice@a.test"]);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    remember(data.path(), "away.test", now - 60);
-    remember(data.path(), "old.test", now - 8 * 86400);
+    remember(data.path(), &[("away.test", now - 60), ("old.test", now - 8 * 86400)]);
     let mut a = Maild::start_on(data.path(), &["--domain", "a.test", "--peer", "b.test=127.0.0.1:9"]);
     a.keep(data);
     let listing = mailtool(&a.data, &["peers"], None).stdout_text();
