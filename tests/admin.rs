@@ -225,14 +225,12 @@ fn verify_names_a_deleted_record_and_a_changed_range_file() {
     let healthy = mailtool(&maild.data, &["verify"], None);
     assert!(healthy.status.success(), "{}{}", healthy.stdout_text(), healthy.stderr);
     // A deleted record (message 35, outside the range file).
-    {
-        let db = sled::open(maild.data.join("store")).unwrap();
+    edit_stopped_store(&maild.data, |db| {
         let messages = db.open_tree("messages").unwrap();
         let mut key = vec![b'm'];
         key.extend_from_slice(&35u64.to_be_bytes());
         assert!(messages.remove(key).unwrap().is_some());
-        db.flush().unwrap();
-    }
+    });
     let out = mailtool(&maild.data, &["verify"], None);
     assert!(!out.status.success());
     let report = out.stdout_text();
@@ -247,16 +245,14 @@ fn verify_names_a_deleted_record_and_a_changed_range_file() {
     let report = mailtool(&maild.data, &["verify"], None).stdout_text();
     assert!(report.contains("FAULT mailbox.1-32: content differs"), "{report}");
     // A message the deliver stage skipped: no mailbox entry and no reference count.
-    {
-        let db = sled::open(maild.data.join("store")).unwrap();
+    edit_stopped_store(&maild.data, |db| {
         let mailboxes = db.open_tree("mailboxes").unwrap();
         let mut entry = b"xu@d.test\0".to_vec();
         entry.extend_from_slice(&20u64.to_be_bytes());
         let mut refs = vec![b'r'];
         refs.extend_from_slice(&20u64.to_be_bytes());
         assert!(mailboxes.remove(entry).unwrap().is_some() && mailboxes.remove(refs).unwrap().is_some());
-        db.flush().unwrap();
-    }
+    });
     let report = mailtool(&maild.data, &["verify"], None).stdout_text();
     assert!(report.contains("FAULT message 20: delivered per the mark, but in no mailbox or queue"), "{report}");
 }

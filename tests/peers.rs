@@ -427,16 +427,14 @@ fn queue_delete_bounces_unless_silent_and_works_with_maild_stopped() {
     assert!(mailtool(&a.data, &["verify"], None).status.success());
 }
 
-/// Writes remembered peer domains straight into a stopped store, each last seen at its
-/// time. One open for all: sled lets go of its lock only when its background thread has,
-/// so a second open right after the first can find the store still locked.
+/// Writes remembered peer domains straight into a stopped store, each last seen at its time.
 fn remember(data: &std::path::Path, domains: &[(&str, u64)]) {
-    let db = sled::open(data.join("store")).unwrap();
-    let tree = db.open_tree("peer_domains").unwrap();
-    for (domain, seen) in domains {
-        tree.insert(domain, &seen.to_be_bytes()).unwrap();
-    }
-    db.flush().unwrap();
+    edit_stopped_store(data, |db| {
+        let tree = db.open_tree("peer_domains").unwrap();
+        for (domain, seen) in domains {
+            tree.insert(domain, &seen.to_be_bytes()).unwrap();
+        }
+    });
 }
 
 #[test]

@@ -324,13 +324,11 @@ fn mail_for_a_peer_that_is_away_waits_for_it_instead_of_going_to_dns() {
     // restart before the peer is heard again, or after it left: no peer serves it now.
     let data = new_data_dir();
     add_users(data.path(), &["u@d.test"]);
-    {
-        let db = sled::open(data.path().join("store")).unwrap();
+    edit_stopped_store(data.path(), |db| {
         // Last heard a minute ago (the value: seconds since the epoch).
         let seen = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 60;
         db.open_tree("peer_domains").unwrap().insert("gone.test", &seen.to_be_bytes()).unwrap();
-        db.flush().unwrap();
-    }
+    });
     // DNS knows neither domain: nowhere.test bounces at once; gone.test must wait.
     let dns = Dns::start(r#"{"mx": {}, "a": {}, "aaaa": {}}"#);
     let resolver = format!("127.0.0.1:{}", dns.port);

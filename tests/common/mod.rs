@@ -563,3 +563,27 @@ pub fn fetchmail(home: &Path, port: u16, options: &str) -> (PathBuf, String) {
     assert!(out.status.success(), "fetchmail failed:\n{log}");
     (mbox, log)
 }
+
+/// Edits a stopped maild's store with sled directly, as a fault or an old store's state
+/// would leave it. sled lets go of its lock only when its background thread has, after
+/// the handle is dropped, so this waits for the lock both before opening (an earlier
+/// edit's) and after (so the next maild or mailtool finds the store free).
+pub fn edit_stopped_store(data: &Path, edit: impl FnOnce(&sled::Db)) {
+    let store = data.join("store");
+    wait_for_store_unlocked(&store);
+    let db = sled::open(&store).unwrap();
+    edit(&db);
+    db.flush().unwrap();
+    drop(db);
+    wait_for_store_unlocked(&store);
+}
+
+fn wait_for_store_unlocked(store: &Path) {
+    use rustix::fs::{flock, FlockOperation};
+    let Ok(file) = std::fs::File::open(store.join("db")) else { return };
+    eventually("sled to release the store's lock", || {
+        flock(&file, FlockOperation::NonBlockingLockExclusive)
+            .and_then(|()| flock(&file, FlockOperation::Unlock))
+            .is_ok()
+    });
+}
