@@ -107,7 +107,7 @@ pub trait Handler<S: Session> {
 /// A connection reads into a small buffer while it sends commands, and into a large one
 /// once it sends in bulk (a read that fills the buffer): an idle or chatty session keeps
 /// 4 KiB, not 64 KiB, and a 25 MB DATA still takes few reads.
-pub const READ_BUFFER_START: usize = 4 * 1024;
+const READ_BUFFER_START: usize = 4 * 1024;
 pub const READ_BUFFER_BULK: usize = 64 * 1024;
 
 /// Runs a session on `stream` until either side closes, the idle timeout fires, or the
