@@ -274,6 +274,7 @@ fn start_listeners(
     let smtp_config = SmtpConfig {
         tls_available: tls.is_some(),
         data_budget: MemoryBudget::new(config.max_data_in_flight),
+        spill_dir: Some(store.bodies().with_reserve(config.min_free_space)),
         ..SmtpConfig::new(&config.hostname, config.max_message_size)
     };
     let directory: Arc<dyn Directory> = Arc::new(VerifyingDirectory::new(directory, &config.hostname));

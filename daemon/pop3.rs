@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use engine::mbox::return_path;
-use engine::pop3::{write_message, LoginError, MaildropEntry, Pop3Action, Pop3Config, Pop3Session};
+use engine::pop3::{LoginError, MaildropEntry, MessageWriter, Pop3Action, Pop3Config, Pop3Session};
 use engine::sasl::Verdict;
 use engine::store::maildrop::{Maildrop, Maildrops, OpenError};
 use engine::Store;
@@ -124,20 +124,27 @@ impl Pop3Handler<'_> {
             conn.queue(b"-ERR [SYS/TEMP] message unavailable\r\n");
             return Ok(());
         };
-        let message = match maildrop.message(number) {
-            Ok(Some(message)) => message,
-            other => {
-                log::error!("message {number} unavailable for RETR: {:?}", other.err());
+        let readable = match maildrop.message(number) {
+            Ok(Some(message)) => message.check_body().map(|()| message).map_err(|e| e.to_string()),
+            Ok(None) => Err("not in the store".to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        let message = match readable {
+            Ok(message) => message,
+            Err(error) => {
+                log::error!("message {number} unavailable for RETR: {error}");
                 conn.queue(b"-ERR [SYS/TEMP] message unavailable\r\n");
                 return Ok(());
             }
         };
         conn.flush()?;
         let record = message.record();
-        let return_path = return_path(&record.sender);
-        let parts = [return_path.as_bytes(), record.trace.as_bytes(), record.body.as_slice()];
         let mut out = BufWriter::with_capacity(64 * 1024, &mut conn.transport);
-        write_message(&mut out, size, &parts, top_lines)?;
+        let mut writer = MessageWriter::start(&mut out, size, top_lines)?;
+        if writer.part(return_path(&record.sender).as_bytes())? && writer.part(record.trace.as_bytes())? {
+            message.body_chunks(|chunk| writer.part(chunk))?;
+        }
+        writer.finish()?;
         out.flush()
     }
 }

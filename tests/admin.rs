@@ -326,3 +326,84 @@ fn user_del_takes_the_mail_with_it_and_mailbox_clear_empties_a_mailbox() {
     let verify = mailtool(&maild.data, &["verify"], None);
     assert!(verify.status.success(), "{}", verify.stdout_text());
 }
+
+/// Message `n` with about `mib` MiB of lines before its last one, among them lines that
+/// mboxrd quotes and POP3 stuffs; it ends as [`body`] does.
+fn large_body(n: u64, mib: usize) -> Vec<u8> {
+    let mut body = format!("Subject: m{n}\r\nFrom: s@d.test\r\n\r\n").into_bytes();
+    let mut i = 0;
+    while body.len() < mib << 20 {
+        let line = match i % 500 {
+            3 => format!("From line {i}\r\n"),
+            4 => format!(">From line {i}\r\n"),
+            5 => format!(".dot line {i}\r\n"),
+            _ => format!("{i:08} {}\r\n", "y".repeat(80)),
+        };
+        body.extend_from_slice(line.as_bytes());
+        i += 1;
+    }
+    body.extend_from_slice(format!("\r\nbody of message {n}\r\n").as_bytes());
+    body
+}
+
+#[test]
+fn a_large_message_stays_whole_through_kill_9_export_backup_restore_and_collection() {
+    let dir = new_data_dir();
+    let data = dir.path().join("data");
+    add_users(&data, &["u@d.test"]);
+    let mut maild = Maild::start_on(&data, &["--domain", "d.test"]);
+    send_range(&maild, 1, 4);
+    let large = large_body(5, 3);
+    let mut c = maild.smtp_client();
+    c.reply();
+    c.expect("EHLO t", "250");
+    assert_eq!(c.send_message("s@d.test", &["u@d.test"], &dot_stuff(&large)), 5);
+    maild.kill9();
+    let file = data.join("store/bodies/5");
+    assert!(file.exists(), "a 3 MiB body is a file of its own");
+    let mut maild = Maild::start_on(&data, &["--domain", "d.test"]);
+    send_range(&maild, 6, 32);
+    eventually("the range file", || backup_files(&data).len() == 1);
+    let range = data.join("backup/mailbox.1-32");
+    assert!(python("check_mbox.py", &["mbox", range.to_str().unwrap(), "1", "32"]).contains("ok 32"));
+
+    // Export while running (through the admin socket) quotes the body's From lines.
+    let exported = export_entries(&data, &["--from", "5", "--to", "5"]);
+    assert_eq!(exported.len(), 1);
+    let entry = &exported[0];
+    assert!(contains(entry, b"\r\n>From line 3\r\n") && contains(entry, b"\r\n>>From line 4\r\n"));
+    assert!(contains(entry, b"\r\n.dot line 5\r\n"));
+    let verify = mailtool(&data, &["verify"], None);
+    assert!(verify.status.success(), "{}{}", verify.stdout_text(), verify.stderr);
+
+    // A backup carries the body file; the restored store gives the same entry.
+    let backup = dir.path().join("backup");
+    let out = mailtool(&data, &["backup", "-o", backup.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", out.stderr);
+    let restored = dir.path().join("restored");
+    let out = mailtool(&restored, &["restore", backup.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", out.stderr);
+    let verify = mailtool(&restored, &["verify"], None);
+    assert!(verify.status.success(), "{}{}", verify.stdout_text(), verify.stderr);
+    assert_eq!(std::fs::metadata(restored.join("store/bodies/5")).unwrap().len(), large.len() as u64);
+    assert_eq!(export_entries(&restored, &["--from", "5", "--to", "5"]), exported);
+    // verify names a body file that went missing.
+    std::fs::remove_file(restored.join("store/bodies/5")).unwrap();
+    let verify = mailtool(&restored, &["verify"], None);
+    assert!(!verify.status.success() && verify.stdout_text().contains("message 5: "), "{}", verify.stdout_text());
+
+    // Deleted over POP3, the message is collected with its file once the next range is
+    // written; the range file keeps it.
+    let mut pop = pop3_login(maild.pop3, "u@d.test", "pw-u@d.test");
+    for (cmd, reply) in [("DELE 5", "+OK"), ("QUIT", "+OK")] {
+        pop.expect(cmd, reply);
+    }
+    send_range(&maild, 33, 64);
+    eventually("the second range file", || backup_files(&data).len() == 2);
+    eventually("the body file collected", || !file.exists());
+    maild.stop();
+    let verify = mailtool(&data, &["verify"], None);
+    assert!(verify.status.success(), "{}", verify.stdout_text());
+    assert!(verify.stdout_text().contains("collected: 1"), "{}", verify.stdout_text());
+    assert!(python("check_mbox.py", &["mbox", range.to_str().unwrap(), "1", "32"]).contains("ok 32"));
+}

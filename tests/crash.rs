@@ -9,7 +9,8 @@
 //!   which keeps every write pending until its file is fsync'd and every directory change
 //!   until its directory is fsync'd. After the SIGKILL it drops everything pending, as a
 //!   power cut does, and mounts what survived (a reboot). Messages are 1 KiB-ish with one
-//!   in twelve of about 300 KiB (sled writes those, and tree nodes holding them, as
+//!   in fifty of about 1.3 MiB (its body a file of its own, `store/bodies/N`) and one in
+//!   thirteen of about 300 KiB (sled writes those, and tree nodes holding them, as
 //!   separate blob files), and some go to a peer server's domain, through the durable
 //!   outbound queue. Needs root and `/dev/fuse` (CI has both); elsewhere it says SKIPPED.
 //!
@@ -235,7 +236,7 @@ impl Conn {
 /// What the messages of a run look like.
 #[derive(Clone, Copy, Default)]
 struct Shape {
-    /// One message in twelve is about 300 KiB.
+    /// One message in fifty is about 1.3 MiB (a body file), one in thirteen 300 KiB.
     big: bool,
     /// Some messages also go to [`PEER_USER`].
     peer: bool,
@@ -272,7 +273,15 @@ fn make_message(rng: &mut Rng, token: &str, shape: Shape) -> Vec<u8> {
             }
         }
     }
-    if shape.big && rng.chance(8) {
+    if shape.big && rng.chance(2) {
+        // About 1.3 MiB: over maild's spill threshold, so the body is a file of its own
+        // (`store/bodies.rs`), synced and named before its record's journal frame.
+        for line in 0..17_000 {
+            m.extend_from_slice(format!("{line:06} {token} ").as_bytes());
+            m.extend(std::iter::repeat_n(b'z', 60));
+            m.extend_from_slice(b"\r\n");
+        }
+    } else if shape.big && rng.chance(8) {
         // About 300 KiB: over sled's blob threshold (a quarter of a 512 KiB segment).
         for line in 0..3950 {
             m.extend_from_slice(format!("{line:06} {token} ").as_bytes());
@@ -878,7 +887,8 @@ impl Scenario {
 
 #[test]
 fn sigkill_at_random_moments_under_load_loses_nothing_acknowledged() {
-    // CRASH_BIG=1 adds the power-cut run's 300 KiB messages (sled blob files) to the kill -9 run.
+    // CRASH_BIG=1 adds the power-cut run's 1.3 MiB and 300 KiB messages (body files, sled
+    // blob files) to the kill -9 run.
     let big = std::env::var("CRASH_BIG").is_ok_and(|v| v == "1");
     run(Scenario {
         name: "crash",
@@ -900,7 +910,7 @@ fn power_cut_at_random_moments_under_load_loses_nothing_acknowledged() {
         name: "powercut",
         cycles: Scenario::cycles("POWERCUT_CYCLES", 8),
         power: Some(mount),
-        // POWERCUT_BIG=0 leaves out the 300 KiB messages (to tell blob files apart from the
+        // POWERCUT_BIG=0 leaves out the large messages (to tell blob and body files apart from the
         // rest when a run fails).
         shape: Shape { big: std::env::var("POWERCUT_BIG").map_or(true, |v| v != "0"), peer: true },
     });

@@ -358,3 +358,36 @@ fn every_file_maild_and_mailtool_create_is_readable_by_its_owner_only() {
         verify.stdout_text()
     );
 }
+
+#[test]
+fn a_25_mib_message_streams_into_the_store_and_back_out_in_bounded_memory() {
+    let maild = maild_with_users(&["u@d.test"], &["--domain", "d.test"]);
+    let mut warm = maild.smtp_client();
+    warm.reply();
+    warm.expect("HELO x", "250");
+    assert_eq!(warm.send_message("s@d.test", &["u@d.test"], b"small\r\n"), 1);
+    let before = memory(&maild, "VmHWM");
+    // 24 MiB of body: under the default --max-message-size (25 MiB) with its headers.
+    let sent = python("large_message.py", &["send", &maild.smtp.port().to_string(), "24"]);
+    assert!(sent.contains("number 2"), "{sent}");
+    let growth = memory(&maild, "VmHWM").saturating_sub(before);
+    eprintln!("a 24 MiB message in: peak growth {} KiB", growth / 1024);
+    assert!(growth < 8 * MIB, "grew by {} MiB taking in a 24 MiB message", growth / MIB);
+
+    // The body is a file of its own, readable by maild's user only.
+    let file = maild.data.join("store/bodies/2");
+    let metadata = std::fs::metadata(&file).unwrap();
+    assert!(metadata.len() > 24 * MIB, "{} octets", metadata.len());
+    assert_eq!(metadata.permissions().mode() & 0o777, 0o600);
+
+    // A login's argon2 check takes ~19 MiB for a moment; one first puts that in the peak.
+    let mut pop = pop3_login(maild.pop3, "u@d.test", "pw-u@d.test");
+    pop.expect("QUIT", "+OK");
+    let before = memory(&maild, "VmHWM");
+    let args = [&maild.pop3.port().to_string(), "u@d.test", "pw-u@d.test", "2", "24"];
+    let out = python("large_message.py", &[&["retr"], &args[..]].concat());
+    assert!(out.starts_with("ok"), "{out}");
+    let growth = memory(&maild, "VmHWM").saturating_sub(before);
+    eprintln!("and out by RETR: peak growth {} KiB", growth / 1024);
+    assert!(growth < 8 * MIB, "grew by {} MiB serving a 24 MiB message", growth / MIB);
+}

@@ -3,9 +3,11 @@
 //! forward stage writes bounces with them; neither the pipeline nor the bounce path
 //! depends on SMTP for them.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use crate::directory::Accepted;
+use crate::store::bodies::SpoolFile;
 
 /// The envelope of one message: who sent it, to whom, and from where.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,7 +34,51 @@ pub struct Envelope {
 pub struct Message {
     pub envelope: Envelope,
     /// The client's bytes after dot-unstuffing, exactly as sent otherwise.
-    pub body: Vec<u8>,
+    pub body: Body,
+}
+
+/// A message's bytes: in memory, or (over [`SPILL_AT`] octets) in a spool file.
+///
+/// [`SPILL_AT`]: crate::store::bodies::SPILL_AT
+#[derive(Debug)]
+pub enum Body {
+    Memory(Vec<u8>),
+    Spooled(Box<SpoolFile>),
+}
+
+impl Body {
+    pub fn len(&self) -> u64 {
+        match self {
+            Body::Memory(bytes) => bytes.len() as u64,
+            Body::Spooled(file) => file.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes, if the body is held in memory.
+    pub fn in_memory(&self) -> Option<&[u8]> {
+        match self {
+            Body::Memory(bytes) => Some(bytes),
+            Body::Spooled(_) => None,
+        }
+    }
+
+    /// Up to `max` octets from the start: where the header block is.
+    pub fn head(&mut self, max: usize) -> std::io::Result<Cow<'_, [u8]>> {
+        match self {
+            Body::Memory(bytes) => Ok(Cow::Borrowed(&bytes[..bytes.len().min(max)])),
+            Body::Spooled(file) => file.head(max).map(Cow::Owned),
+        }
+    }
+}
+
+impl From<Vec<u8>> for Body {
+    fn from(bytes: Vec<u8>) -> Body {
+        Body::Memory(bytes)
+    }
 }
 
 /// Why the pipeline did not commit a message.

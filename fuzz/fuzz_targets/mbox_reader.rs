@@ -15,10 +15,10 @@
 mod common;
 
 use engine::admin::verify::split_entries;
-use engine::store::record::{ArchivedMessageRecord, MessageRecord};
+use engine::store::record::MessageRecord;
+use engine::store::StoredMessage;
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use rkyv::rancor;
 
 fuzz_target!(|data: &[u8]| {
     check_split(data);
@@ -68,10 +68,8 @@ fn round_trip(u: &mut Unstructured) -> Result<()> {
     let mut file = Vec::new();
     let mut written = Vec::new();
     for record in &records {
-        let bytes = rkyv::to_bytes::<rancor::Error>(record).unwrap();
-        let archived = rkyv::access::<ArchivedMessageRecord, rancor::Error>(&bytes).unwrap();
         let mut entry = Vec::new();
-        engine::mbox::write_entry(&mut entry, archived).unwrap();
+        engine::mbox::write_entry(&mut entry, &StoredMessage::from_record(record)).unwrap();
         file.extend_from_slice(&entry);
         written.push(entry);
     }

@@ -5,27 +5,28 @@
 //! and queue and user records are read with `rkyv::from_bytes`.
 //!
 //! No input may make validation panic, and whatever passes it must be safe to use the
-//! way maild does: read in place (`stored_len`, the mbox writers of export and the
+//! way maild does: read as a stored message (`stored_len`, the mbox writers of export and the
 //! backup range files), deserialized (never failing after validation), and stored again
 //! to the same value.
 #![no_main]
 
 use engine::store::record::{ArchivedMessageRecord, MessageRecord, QueueRecord, UserRecord};
+use engine::store::StoredMessage;
 use engine::users::check_user_record;
 use libfuzzer_sys::fuzz_target;
 use rkyv::rancor;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(archived) = rkyv::access::<ArchivedMessageRecord, rancor::Error>(data) {
-        let _ = archived.stored_len();
-        let mut mbox = Vec::new();
-        engine::mbox::write_entry(&mut mbox, archived).unwrap();
-        let mut maildir = Vec::new();
-        engine::mbox::write_delivered(&mut maildir, archived, false).unwrap();
         let record = rkyv::deserialize::<MessageRecord, rancor::Error>(archived)
             .expect("a validated message record does not deserialize");
         assert_eq!(record.number, archived.number.to_native());
-        assert_eq!(record.trace.len() + record.body.len(), archived.stored_len());
+        let message = StoredMessage::from_record(&record);
+        assert_eq!((record.trace.len() + record.body.len()) as u64, message.stored_len());
+        let mut mbox = Vec::new();
+        engine::mbox::write_entry(&mut mbox, &message).unwrap();
+        let mut maildir = Vec::new();
+        engine::mbox::write_delivered(&mut maildir, &message, false).unwrap();
         round_trip(&record);
     }
 

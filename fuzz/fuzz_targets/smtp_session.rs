@@ -112,7 +112,7 @@ impl Run {
                         assert!(!message.envelope.recipients.is_empty(), "a message without recipients");
                         self.events.push(Event::Commit {
                             envelope: format!("{:?}", message.envelope),
-                            body: message.body.clone(),
+                            body: message.body.in_memory().expect("no spill directory: in memory").to_vec(),
                         });
                         self.commits += 1;
                         let outcome = match self.commits % 5 {

@@ -35,6 +35,8 @@ pub fn copy_store(source: &Store, target: &Path, out: &mut dyn Output) -> Result
         if pairs.is_empty() {
             return Err(AdminError::Failed(format!("message {number} is missing from the source store; run verify")));
         }
+        // A large body's file goes first: the record that points to it comes after.
+        copy.import_body_file(source, number)?;
         batch.extend(pairs);
         if batch.len() >= 256 || number == snapshot.head {
             copy.import(StoreTree::Messages, &batch)?;
@@ -46,6 +48,7 @@ pub fn copy_store(source: &Store, target: &Path, out: &mut dyn Output) -> Result
     copy.import(StoreTree::Mailboxes, &snapshot.mailboxes)?;
     copy.import(StoreTree::Users, &snapshot.users)?;
     copy_range_files(&backup_dir(source.dir()), &backup_dir(target), snapshot.head)?;
+    copy.bodies().sync()?;
     copy.flush()?;
     Ok(snapshot.head)
 }

@@ -54,12 +54,11 @@ pub fn export(
             }
             for (i, number) in numbers.iter().enumerate() {
                 if let Some(message) = store.message(*number)? {
-                    let record = message.record();
                     // Maildir delivery: write in tmp/, then rename into new/.
-                    let name = format!("{}.M{number}.maild", record.received_at.to_native());
+                    let name = format!("{}.M{number}.maild", message.record().received_at.to_native());
                     let tmp = dir.join("tmp").join(&name);
                     let mut file = BufWriter::new(File::create(&tmp)?);
-                    mbox::write_delivered(&mut file, record, false)?;
+                    mbox::write_delivered(&mut file, &message, false)?;
                     file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
                     fs::rename(&tmp, dir.join("new").join(&name))?;
                 }
@@ -78,14 +77,40 @@ fn write_mbox(
     out: &mut dyn Output,
     mut emit: impl FnMut(&mut dyn Output, &[u8]) -> Result<()>,
 ) -> Result<()> {
-    let mut entry = Vec::new();
     for (i, number) in numbers.iter().enumerate() {
         if let Some(message) = store.message(*number)? {
-            entry.clear();
-            mbox::write_entry(&mut entry, message.record())?;
-            emit(out, &entry)?;
+            let mut pieces = Pieces { buffer: Vec::new(), each: |bytes: &[u8]| emit(out, bytes) };
+            mbox::write_entry(&mut pieces, &message)?;
+            pieces.flush()?;
         }
         out.progress("export", i as u64 + 1, numbers.len() as u64);
     }
     Ok(())
+}
+
+/// Hands what is written to it on to `each` in pieces of about [`PIECE`] octets, so that
+/// an entry with a large body is never in memory whole.
+struct Pieces<F: FnMut(&[u8]) -> Result<()>> {
+    buffer: Vec<u8>,
+    each: F,
+}
+
+const PIECE: usize = 64 * 1024;
+
+impl<F: FnMut(&[u8]) -> Result<()>> Write for Pieces<F> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() >= PIECE {
+            self.flush()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buffer.is_empty() {
+            (self.each)(&self.buffer).map_err(std::io::Error::other)?;
+            self.buffer.clear();
+        }
+        Ok(())
+    }
 }

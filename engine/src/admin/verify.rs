@@ -14,7 +14,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::{AdminError, Output, Result};
-use crate::pipeline::backup::{backup_dir, range_bytes, range_file_name, RANGE};
+use crate::pipeline::backup::{backup_dir, range_file_name, range_matches, RANGE};
 use crate::store::record::keys;
 use crate::store::{Store, StoreTree};
 use crate::users::check_user_record;
@@ -27,7 +27,11 @@ pub fn run(store: &Store, out: &mut dyn Output) -> Result<()> {
     let mut tombstones = 0u64;
     for number in 1..=head {
         match store.message(number) {
-            Ok(Some(message)) if message.record().number.to_native() == number => {}
+            Ok(Some(message)) if message.record().number.to_native() == number => {
+                if let Err(error) = message.check_body() {
+                    faults.push(format!("message {number}: {error}"));
+                }
+            }
             Ok(Some(message)) => {
                 faults.push(format!("message {number}: record says it is {}", message.record().number))
             }
@@ -205,8 +209,8 @@ pub fn open_to_others(dir: &Path) -> Vec<(PathBuf, u32)> {
 /// Compares a range file with the records; where records were collected, checks what it
 /// can (the entry's number) and trusts the file for the rest.
 fn check_range(store: &Store, first: u64, last: u64, bytes: &[u8]) -> Result<Option<String>> {
-    if let Ok(expected) = range_bytes(store, first, last) {
-        return Ok((expected != bytes).then(|| "content differs from the stored messages".to_string()));
+    if let Ok(matches) = range_matches(store, first, last, bytes) {
+        return Ok((!matches).then(|| "content differs from the stored messages".to_string()));
     }
     let entries: Vec<&[u8]> = split_entries(bytes);
     if entries.len() as u64 != last - first + 1 {
@@ -217,9 +221,11 @@ fn check_range(store: &Store, first: u64, last: u64, bytes: &[u8]) -> Result<Opt
             return Ok(Some(format!("entry {number} is out of place")));
         }
         if let Some(message) = store.message(number)? {
-            let mut expected = Vec::new();
-            crate::mbox::write_entry(&mut expected, message.record())?;
-            if expected != *entry {
+            let mut compare = crate::mbox::Compare::new(entry);
+            if let Err(error) = crate::mbox::write_entry(&mut compare, &message) {
+                return Ok(Some(format!("entry {number} cannot be compared: {error}")));
+            }
+            if !compare.matched() {
                 return Ok(Some(format!("entry {number} differs from the stored message")));
             }
         }

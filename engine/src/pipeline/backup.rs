@@ -157,16 +157,17 @@ fn write_entries(out: &mut impl Write, store: &Store, first: u64, last: u64) -> 
             .message(number)
             .map_err(std::io::Error::other)?
             .ok_or_else(|| std::io::Error::other(format!("message {number} is missing for its range file")))?;
-        crate::mbox::write_entry(out, message.record())?;
+        crate::mbox::write_entry(out, &message)?;
     }
     Ok(())
 }
 
-/// The bytes a range file must hold (used by `verify`).
-pub fn range_bytes(store: &Store, first: u64, last: u64) -> Result<Vec<u8>, StoreError> {
-    let mut out = Vec::new();
-    write_entries(&mut out, store, first, last).map_err(StoreError::from_io)?;
-    Ok(out)
+/// Whether `bytes` are what the range file of `first ..= last` must hold (used by
+/// `verify`); an error if a message is missing.
+pub fn range_matches(store: &Store, first: u64, last: u64, bytes: &[u8]) -> Result<bool, StoreError> {
+    let mut compare = crate::mbox::Compare::new(bytes);
+    write_entries(&mut compare, store, first, last).map_err(StoreError::from_io)?;
+    Ok(compare.matched())
 }
 
 /// tmp → fsync → rename → fsync dir. An existing file is kept as it is.

@@ -518,7 +518,9 @@ pub fn bounce_message(
     }
     let arrival = OffsetDateTime::from_unix_timestamp(original.received_at.to_native() as i64)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    let parts = [original.trace.as_bytes(), original.body.as_slice()];
+    // A bounce returns the header block alone, so a large body is not read whole.
+    let head = message.body_head(dsn::MAX_RETURNED_HEADERS).map_err(|e| format!("message {number} unreadable: {e}"))?;
+    let parts = [original.trace.as_bytes(), &head];
     let Some(body) = dsn::bounce(hostname, sender, arrival, OffsetDateTime::now_utc(), &parts, failed) else {
         return Ok(Bounce::Skip("nothing failed"));
     };
@@ -533,7 +535,7 @@ pub fn bounce_message(
         // Decided by deliver: a bounce may go by MX.
         routes: Vec::new(),
     };
-    Ok(Bounce::Send(Message { envelope, body }))
+    Ok(Bounce::Send(Message { envelope, body: body.into() }))
 }
 
 /// Hands a message the server itself writes to the pipeline; its number once committed.
@@ -657,25 +659,30 @@ impl Transmitter for Worker {
                 (None, _) => Err(unreachable.clone().unwrap_or_else(|| "no connection".into())),
                 (_, Err(error)) => Err(format!("reading message {}: {error}", record.number)),
                 (_, Ok(None)) => Err(format!("message {} is not in the store", record.number)),
-                (Some((conn, server)), Ok(Some(message))) => {
-                    let stored = message.record();
-                    // To MX hosts, bare CR and bare LF go out as CRLF: a receiver that
-                    // ends DATA at `\n.\n` or `\r.\r\n` must not see a second message
-                    // (SMTP smuggling). Peers are maild and keep the bytes as stored.
-                    let clean;
-                    let stored_parts = [stored.trace.as_bytes(), stored.body.as_slice()];
-                    let parts: [&[u8]; 1];
-                    let parts: &[&[u8]] = if relay.is_some() {
-                        clean = crlf_line_ends(&stored_parts);
-                        parts = [clean.as_slice()];
-                        &parts
-                    } else {
-                        &stored_parts
-                    };
-                    let outbound =
-                        OutboundMessage { sender: stored.sender.as_str(), recipients: &record.recipients, parts };
-                    conn.send(&outbound).map(|sent| sent.outcomes).map_err(|e: SendError| format!("{server}: {e}"))
-                }
+                (Some((conn, server)), Ok(Some(message))) => match message.read_body() {
+                    Err(error) => Err(format!("reading message {}: {error}", record.number)),
+                    // A body in its own file is read whole here: forwarding does not
+                    // stream it yet.
+                    Ok(body) => {
+                        let stored = message.record();
+                        // To MX hosts, bare CR and bare LF go out as CRLF: a receiver that
+                        // ends DATA at `\n.\n` or `\r.\r\n` must not see a second message
+                        // (SMTP smuggling). Peers are maild and keep the bytes as stored.
+                        let clean;
+                        let stored_parts = [stored.trace.as_bytes(), &body[..]];
+                        let parts: [&[u8]; 1];
+                        let parts: &[&[u8]] = if relay.is_some() {
+                            clean = crlf_line_ends(&stored_parts);
+                            parts = [clean.as_slice()];
+                            &parts
+                        } else {
+                            &stored_parts
+                        };
+                        let outbound =
+                            OutboundMessage { sender: stored.sender.as_str(), recipients: &record.recipients, parts };
+                        conn.send(&outbound).map(|sent| sent.outcomes).map_err(|e: SendError| format!("{server}: {e}"))
+                    }
+                },
             };
             if connection.as_ref().is_some_and(|(c, _)| outcome.is_err() || !c.is_usable()) {
                 connection = None;
@@ -911,7 +918,8 @@ mod tests {
                 recipients: vec!["a@peer.test".into()],
                 routes: vec![Accepted::Peer],
             };
-            let message = Message { envelope, body: format!("Subject: {body}\r\n\r\n{body}\r\n").into_bytes() };
+            let body = format!("Subject: {body}\r\n\r\n{body}\r\n").into_bytes().into();
+            let message = Message { envelope, body };
             crate::pipeline::persist::commit_offline(&store, message, "mx.test").unwrap();
         }
         crate::pipeline::deliver::replay(&store, &directory).unwrap();
@@ -1005,7 +1013,10 @@ mod tests {
         let asked: Vec<Vec<u64>> = fake.asked.lock().unwrap().iter().map(|(_, numbers)| numbers.clone()).collect();
         assert_eq!(asked, [vec![1], vec![2], vec![3], vec![1], vec![3]]);
         let bounces = bounces.lock().unwrap();
-        let texts: Vec<String> = bounces.iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()).collect();
+        let texts: Vec<String> = bounces
+            .iter()
+            .map(|m| String::from_utf8_lossy(m.body.in_memory().unwrap_or_default()).into_owned())
+            .collect();
         assert_eq!(texts.len(), 3);
         for bounce in bounces.iter() {
             assert_eq!(

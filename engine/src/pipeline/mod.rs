@@ -289,7 +289,7 @@ mod tests {
                 recipients: rcpts.iter().map(|r| r.to_string()).collect(),
                 routes: Vec::new(),
             },
-            body: body.to_vec(),
+            body: body.to_vec().into(),
         }
     }
 

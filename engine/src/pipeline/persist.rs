@@ -28,10 +28,10 @@ use rkyv::rancor;
 use time::OffsetDateTime;
 
 use super::{Committed, PipelineConfig, ReplyTo, Submission};
-use crate::envelope::{CommitError, Envelope, Message};
+use crate::envelope::{Body, CommitError, Envelope, Message};
 use crate::failpoint;
 use crate::store::record::{MessageRecord, Routing};
-use crate::store::{Store, StoreError};
+use crate::store::{NewRecord, Store, StoreError};
 use crate::trace::received_header;
 
 /// Where to answer the sessions whose group is being committed now.
@@ -94,7 +94,7 @@ pub fn run(
             }
             continue;
         }
-        let sizes: Vec<usize> = batch.iter().map(|s| s.message.body.len()).collect();
+        let sizes: Vec<u64> = batch.iter().map(|s| s.message.body.len()).collect();
         in_flight.begin(&batch);
         let started = std::time::Instant::now();
         let committed = commit(store, head, &mut batch, config).and_then(|new_head| {
@@ -160,21 +160,25 @@ const RECORD_OVERHEAD: usize = 256;
 /// Steps 2–4: numbers, records, one journal frame and its sync, one batch. Bodies are
 /// moved into the records (and dropped after serialising) so memory holds few copies.
 fn commit(store: &Store, head: u64, batch: &mut [Submission], config: &PipelineConfig) -> Result<u64, StoreError> {
-    let incoming: usize = batch.iter().map(|s| s.message.body.len()).sum();
-    store.check_space(incoming as u64, config.min_free_space)?;
+    let incoming: u64 = batch.iter().map(|s| s.message.body.len()).sum();
+    store.check_space(incoming, config.min_free_space)?;
     let now = OffsetDateTime::now_utc();
     let received_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let mut records = Vec::with_capacity(batch.len());
     for (offset, submission) in batch.iter_mut().enumerate() {
         let number = head + 1 + offset as u64;
         let envelope = &submission.message.envelope;
+        let (body, body_file) = match std::mem::replace(&mut submission.message.body, Body::Memory(Vec::new())) {
+            Body::Memory(bytes) => (bytes, None),
+            Body::Spooled(file) => (Vec::new(), Some(*file)),
+        };
         let record = MessageRecord {
             number,
             received_at,
             sender: envelope.sender.clone(),
             recipients: envelope.recipients.clone(),
             trace: received_header(envelope, &config.hostname, number, now),
-            body: std::mem::take(&mut submission.message.body),
+            body,
         };
         // Into a `Vec` sized for the record: an `AlignedVec` would grow by doubling (each
         // step a reallocation, a copy below the 1 MiB mmap threshold) and be copied once
@@ -183,7 +187,7 @@ fn commit(store: &Store, head: u64, batch: &mut [Submission], config: &PipelineC
         let capacity = record.body.len() + record.trace.len() + addresses + RECORD_OVERHEAD;
         let bytes = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&record, Vec::with_capacity(capacity))
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        records.push((bytes, routing(envelope)));
+        records.push(NewRecord { bytes, routing: routing(envelope), body_file });
     }
     store.commit(head, records)
 }

@@ -10,9 +10,20 @@ use crossbeam_channel::{Receiver, Sender};
 use super::{PipelineConfig, Submission};
 use crate::envelope::CommitError;
 
+/// How far into a message the `Received:` count looks: far past any real header block.
+const HEADER_SCAN: usize = 256 * 1024;
+
 pub fn run(input: Receiver<Submission>, output: Sender<Submission>, config: &PipelineConfig) {
-    for submission in input {
-        if received_count(&submission.message.body) > config.max_hops {
+    for mut submission in input {
+        let hops = match submission.message.body.head(HEADER_SCAN) {
+            Ok(head) => received_count(&head),
+            Err(error) => {
+                log::error!("reading a spooled message's header block: {error}");
+                submission.answer(Err(CommitError::Transient));
+                continue;
+            }
+        };
+        if hops > config.max_hops {
             submission.answer(Err(CommitError::TooManyHops));
             continue;
         }

@@ -21,14 +21,39 @@ use std::io::{self, Write};
 /// does not end in CRLF, a CRLF is added so that the terminating `.` is on its own line
 /// for every client.
 pub fn write_message(out: &mut impl Write, size: u64, parts: &[&[u8]], top_lines: Option<usize>) -> io::Result<()> {
-    write!(out, "+OK {size} octets\r\n")?;
-    let mut stuffer = Stuffer::new(top_lines);
+    let mut writer = MessageWriter::start(out, size, top_lines)?;
     for part in parts {
-        if stuffer.write(out, part)? == Flow::Stop {
+        if !writer.part(part)? {
             break;
         }
     }
-    stuffer.finish(out)
+    writer.finish()
+}
+
+/// [`write_message`] with the parts given one at a time, for a message that is not in
+/// memory whole (a large body read from its file in pieces).
+pub struct MessageWriter<'a, W: Write> {
+    out: &'a mut W,
+    stuffer: Stuffer,
+}
+
+impl<'a, W: Write> MessageWriter<'a, W> {
+    /// Writes the `+OK` line.
+    pub fn start(out: &'a mut W, size: u64, top_lines: Option<usize>) -> io::Result<Self> {
+        write!(out, "+OK {size} octets\r\n")?;
+        Ok(MessageWriter { out, stuffer: Stuffer::new(top_lines) })
+    }
+
+    /// Writes the next part of the message; false once TOP has all it wants (the rest
+    /// is then not needed).
+    pub fn part(&mut self, bytes: &[u8]) -> io::Result<bool> {
+        Ok(self.stuffer.write(self.out, bytes)? == Flow::Continue)
+    }
+
+    /// Writes the terminator.
+    pub fn finish(self) -> io::Result<()> {
+        self.stuffer.finish(self.out)
+    }
 }
 
 /// How much of the message TOP still wants.

@@ -44,7 +44,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use command::{AuthFailure, Command, Credentials, Msg};
-pub use message::write_message;
+pub use message::{write_message, MessageWriter};
 use receiver::{Line, LineReceiver, MAX_COMMAND_LINE, MAX_SASL_LINE};
 use reply::Reply;
 

@@ -28,6 +28,7 @@ pub mod command;
 pub mod receiver;
 pub mod reply;
 
+use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -36,6 +37,7 @@ use crate::budget::{MemoryBudget, Share};
 use crate::directory::{Accepted, Directory, Route};
 use crate::envelope::{CommitError, Envelope, Message};
 use crate::sasl::{self, AuthFailure, Credentials, Verdict};
+use crate::store::bodies::BodyDir;
 use command::Command;
 use receiver::{DataProgress, DataReceiver, Line, LineReceiver};
 pub use reply::Reply;
@@ -56,6 +58,9 @@ pub struct SmtpConfig {
     pub submission: bool,
     /// Message data in memory over all sessions sharing it.
     pub data_budget: Arc<MemoryBudget>,
+    /// Where a large message's body is spooled while it arrives (the store's body
+    /// directory); without one it stays in memory.
+    pub spill_dir: Option<BodyDir>,
 }
 
 impl SmtpConfig {
@@ -68,6 +73,7 @@ impl SmtpConfig {
             tls_available: false,
             submission: false,
             data_budget: MemoryBudget::unlimited(),
+            spill_dir: None,
         }
     }
 }
@@ -400,6 +406,16 @@ impl SmtpSession {
             recipients: recipients.into_iter().map(|(address, _)| address).collect(),
         };
         let (body, share) = data.into_parts();
+        let body = match body {
+            Ok(body) => body,
+            Err(error) => {
+                log::error!("spooling a message from {}: {error}", self.client_ip.to_canonical());
+                self.state = State::Greeted { helo, extended };
+                let full = matches!(error.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded);
+                self.reply(if full { Reply::store_full() } else { Reply::store_failed() }, actions);
+                return;
+            }
+        };
         actions.push(Action::Commit(Message { envelope, body }));
         self.state = State::Committing { helo, extended, _share: share };
     }
@@ -616,7 +632,8 @@ impl SmtpSession {
                 if recipients.is_empty() {
                     (State::Mail { helo, extended, sender, recipients }, Some(Reply::need_rcpt()))
                 } else {
-                    let data = DataReceiver::with_budget(config.max_message_size, config.data_budget.share());
+                    let data = DataReceiver::with_budget(config.max_message_size, config.data_budget.share())
+                        .spilling_to(config.spill_dir.clone());
                     (State::Data { helo, extended, sender, recipients, data }, Some(Reply::start_data()))
                 }
             }

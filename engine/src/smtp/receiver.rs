@@ -7,8 +7,12 @@
 /// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets, CRLF included.
 pub const MAX_COMMAND_LINE: usize = 512;
 
+use std::io;
+
 use crate::budget::Share;
+use crate::envelope::Body;
 pub use crate::lines::{Line, LineReceiver};
+use crate::store::bodies::{BodyDir, SpoolFile, SPILL_AT, SPOOL_BUFFER};
 
 /// Where the data receiver is within the current line (RFC 5321 §4.5.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +45,13 @@ pub struct DataReceiver {
     share: Option<Share>,
     /// Set when the budget could not cover the message: it is dropped like an oversized one.
     starved: bool,
+    /// Where a body over [`SPILL_AT`] goes instead of memory; without one it stays in
+    /// `body` (transcript tests, and maild's own bounces).
+    spill_dir: Option<BodyDir>,
+    /// The spool file once the body went there.
+    spooled: Option<SpoolFile>,
+    /// Why the spool file could not be written: the message is refused with `451`/`452`.
+    spool_error: Option<io::Error>,
 }
 
 /// The result of feeding bytes to a [`DataReceiver`].
@@ -54,7 +65,22 @@ pub enum DataProgress {
 
 impl DataReceiver {
     pub fn new(limit: usize) -> DataReceiver {
-        DataReceiver { state: DataState::LineStart, body: Vec::new(), size: 0, limit, share: None, starved: false }
+        DataReceiver {
+            state: DataState::LineStart,
+            body: Vec::new(),
+            size: 0,
+            limit,
+            share: None,
+            starved: false,
+            spill_dir: None,
+            spooled: None,
+            spool_error: None,
+        }
+    }
+
+    /// Sends a body over [`SPILL_AT`] octets to a spool file in `dir` as it arrives.
+    pub fn spilling_to(self, dir: Option<BodyDir>) -> DataReceiver {
+        DataReceiver { spill_dir: dir, ..self }
     }
 
     /// A receiver whose buffer is paid for from a memory budget.
@@ -72,22 +98,42 @@ impl DataReceiver {
         self.starved
     }
 
+    /// The body held in memory (tests; a spooled body is not in it).
     pub fn into_body(self) -> Vec<u8> {
         self.body
     }
 
     /// The message and its share of the budget, which the caller holds until the message
-    /// is stored.
-    pub fn into_parts(self) -> (Vec<u8>, Option<Share>) {
-        (self.body, self.share)
+    /// is stored; an error if its spool file could not be written.
+    pub fn into_parts(mut self) -> (io::Result<Body>, Option<Share>) {
+        let body = match (self.spool_error.take(), self.spooled.take()) {
+            (Some(error), _) => Err(error),
+            (None, Some(mut file)) => file.finish().map(|()| Body::Spooled(Box::new(file))),
+            (None, None) => Ok(Body::Memory(std::mem::take(&mut self.body))),
+        };
+        (body, self.share.take())
     }
 
     fn keep(&mut self, bytes: &[u8]) {
         self.size = self.size.saturating_add(bytes.len());
-        if self.size > self.limit || self.starved {
+        if self.size > self.limit || self.starved || self.spool_error.is_some() {
             // The message will be refused, so stop holding it.
             self.drop_body();
             return;
+        }
+        if let Some(file) = &mut self.spooled {
+            if let Err(error) = file.write(bytes) {
+                self.spool_failed(error);
+            }
+            return;
+        }
+        if self.body.len() + bytes.len() > SPILL_AT {
+            if let Some(dir) = self.spill_dir.clone() {
+                if let Err(error) = self.spill(&dir, bytes) {
+                    self.spool_failed(error);
+                }
+                return;
+            }
         }
         let needed = self.body.len() + bytes.len();
         if needed > self.body.capacity() {
@@ -106,7 +152,32 @@ impl DataReceiver {
         self.body.extend_from_slice(bytes);
     }
 
+    /// Moves the body so far, and `bytes`, to a new spool file; from now on the session's
+    /// share of the budget is the file's write buffer.
+    fn spill(&mut self, dir: &BodyDir, bytes: &[u8]) -> io::Result<()> {
+        let mut file = dir.spool()?;
+        file.write(&self.body)?;
+        file.write(bytes)?;
+        self.body = Vec::new();
+        self.spooled = Some(file);
+        if let Some(share) = &mut self.share {
+            share.clear();
+            if !share.grow_to(SPOOL_BUFFER) {
+                self.starved = true;
+                self.drop_body();
+            }
+        }
+        Ok(())
+    }
+
+    fn spool_failed(&mut self, error: io::Error) {
+        self.spool_error = Some(error);
+        self.drop_body();
+    }
+
     fn drop_body(&mut self) {
+        // Dropping the spool file removes it.
+        self.spooled = None;
         if self.body.capacity() > 0 {
             self.body = Vec::new();
             if let Some(share) = &mut self.share {
@@ -269,8 +340,63 @@ mod tests {
         let mut fed = DataReceiver::with_budget(1 << 20, budget.share());
         assert_eq!(fed.feed(b"hi\r\n.\r\n"), DataProgress::Done { consumed: 7 });
         let (body, share) = fed.into_parts();
+        let Ok(Body::Memory(body)) = body else { panic!("a small body stays in memory") };
         assert_eq!(body, b"hi\r\n");
         assert_eq!(share.map(|s| s.bytes()), Some(body.capacity()));
+    }
+
+    /// A body of `lines` lines of 100 octets, then the terminator, fed in pieces of 7,000;
+    /// true if the terminator ended it.
+    fn feed_large(receiver: &mut DataReceiver, lines: usize) -> bool {
+        let mut input = b"Subject: big\r\n\r\n".to_vec();
+        for i in 0..lines {
+            input.extend_from_slice(format!("{i:098}\r\n").as_bytes());
+        }
+        input.extend_from_slice(b".\r\n");
+        let mut progress = DataProgress::NeedMore;
+        for piece in input.chunks(7000) {
+            progress = receiver.feed(piece);
+        }
+        matches!(progress, DataProgress::Done { .. })
+    }
+
+    #[test]
+    fn a_large_body_goes_to_a_spool_file_and_memory_holds_its_buffer_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let bodies = BodyDir::open(dir.path()).unwrap();
+        let budget = crate::budget::MemoryBudget::new(4 << 20);
+        let mut receiver = DataReceiver::with_budget(64 << 20, budget.share()).spilling_to(Some(bodies.clone()));
+        assert!(feed_large(&mut receiver, 30_000));
+        assert_eq!(budget.used(), SPOOL_BUFFER, "the budget holds the write buffer, not 3 MB");
+        let (body, _share) = receiver.into_parts();
+        let Ok(Body::Spooled(mut file)) = body else { panic!("a 3 MB body is spooled") };
+        assert_eq!(file.len(), 16 + 30_000 * 100);
+        assert_eq!(file.head(20).unwrap(), b"Subject: big\r\n\r\n0000");
+        let spooled: Vec<_> = std::fs::read_dir(bodies.path()).unwrap().collect();
+        assert_eq!(spooled.len(), 1);
+        drop(file);
+        assert_eq!(std::fs::read_dir(bodies.path()).unwrap().count(), 0, "an uncommitted spool file goes away");
+
+        // Past the size limit the spool file is dropped as the memory would be.
+        let mut receiver = DataReceiver::new(2 << 20).spilling_to(Some(bodies.clone()));
+        assert!(feed_large(&mut receiver, 30_000));
+        assert!(receiver.over_limit());
+        assert_eq!(std::fs::read_dir(bodies.path()).unwrap().count(), 0);
+
+        // Without a spool directory the body stays in memory, as before.
+        let mut receiver = DataReceiver::new(64 << 20);
+        assert!(feed_large(&mut receiver, 30_000));
+        assert!(matches!(receiver.into_parts().0, Ok(Body::Memory(body)) if body.len() == 16 + 30_000 * 100));
+    }
+
+    #[test]
+    fn a_spool_file_that_cannot_be_made_fails_the_message_not_the_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let bodies = BodyDir::open(dir.path()).unwrap();
+        std::fs::remove_dir(bodies.path()).unwrap();
+        let mut receiver = DataReceiver::new(64 << 20).spilling_to(Some(bodies));
+        assert!(feed_large(&mut receiver, 30_000));
+        assert!(receiver.into_parts().0.is_err());
     }
 
     #[test]

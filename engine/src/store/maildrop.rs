@@ -54,9 +54,8 @@ impl Maildrops {
         let mut entries = Vec::new();
         for number in self.store.mailbox(user)? {
             if let Some(message) = self.store.message(number)? {
-                let record = message.record();
-                let size = return_path(&record.sender).len() + record.stored_len();
-                entries.push(MaildropEntry { number, size: size as u64 });
+                let size = return_path(&message.record().sender).len() as u64 + message.stored_len();
+                entries.push(MaildropEntry { number, size });
             }
         }
         Ok(entries)

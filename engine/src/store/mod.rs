@@ -17,6 +17,7 @@
 //! (`vendor/sled/MAILD-PATCH.md`) so that its flush ends in `fdatasync` of the log, with
 //! every blob file and directory entry it depends on fsync'd before.
 
+pub mod bodies;
 pub mod directory;
 pub mod journal;
 pub mod maildrop;
@@ -31,6 +32,7 @@ use sled::{Batch, IVec, Tree};
 
 use crate::domain::Domain;
 use crate::failpoint;
+use bodies::{BodyDir, SpoolFile};
 use journal::{AppendError, Journal, Op};
 use record::{keys, ArchivedMessageRecord, LegacyQueueRecord, MessageRecord, QueueRecord, Routing};
 
@@ -88,6 +90,8 @@ pub struct Store {
     /// (soft state like `peer_domains`).
     served: Tree,
     dir: PathBuf,
+    /// Bodies too large to keep in a record (`bodies.rs`).
+    bodies: BodyDir,
     /// Serialises read-modify-write updates of the mailbox index (deliver and POP3 QUIT
     /// both adjust reference counts).
     index_lock: Arc<Mutex<()>>,
@@ -179,19 +183,117 @@ pub struct IndexSnapshot {
     pub users: Vec<(IVec, IVec)>,
 }
 
-/// A message record read from the store, validated, readable in place.
+/// Bytes free for an unprivileged writer (`f_bavail`, as `df` shows it) on the file
+/// system that holds `path`.
+pub(crate) fn available_space(path: &Path) -> std::io::Result<u64> {
+    let stats = rustix::fs::statvfs(path)?;
+    Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
+}
+
+/// A message record read from the store, validated, readable in place; its body is in
+/// the record or, for a large one, in its own file.
 pub struct StoredMessage {
     bytes: IVec,
+    body_file: Option<BodyFile>,
+}
+
+/// Where a stored message's body is when it is not in its record.
+struct BodyFile {
+    dir: BodyDir,
+    number: u64,
+    len: u64,
 }
 
 impl StoredMessage {
+    /// A message as the store would read it back, for tests of what reads messages.
+    pub fn from_record(record: &MessageRecord) -> StoredMessage {
+        let bytes = rkyv::to_bytes::<rancor::Error>(record).expect("a record serialises");
+        StoredMessage { bytes: IVec::from(bytes.as_slice()), body_file: None }
+    }
+
+    /// The record; its `body` is empty when the body is in a file (read it with the
+    /// `body_*` methods, which serve both).
     pub fn record(&self) -> &ArchivedMessageRecord {
         // Validated in `Store::message`, so this cannot fail; keep it total anyway.
         rkyv::access::<ArchivedMessageRecord, rancor::Error>(&self.bytes).expect("validated at load")
     }
 
+    /// The whole record, its body read from its file if it has one.
     pub fn to_record(&self) -> Result<MessageRecord> {
-        rkyv::deserialize::<MessageRecord, rancor::Error>(self.record()).map_err(|e| StoreError::Corrupt(e.to_string()))
+        let mut record = rkyv::deserialize::<MessageRecord, rancor::Error>(self.record())
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        if self.body_file.is_some() {
+            record.body = self.read_body().map_err(StoreError::from_io)?.into_owned();
+        }
+        Ok(record)
+    }
+
+    pub fn body_len(&self) -> u64 {
+        match &self.body_file {
+            Some(file) => file.len,
+            None => self.record().body.len() as u64,
+        }
+    }
+
+    /// The stored message's length: trace header plus body.
+    pub fn stored_len(&self) -> u64 {
+        self.record().trace.len() as u64 + self.body_len()
+    }
+
+    /// True if the body is kept in its own file.
+    pub fn has_body_file(&self) -> bool {
+        self.body_file.is_some()
+    }
+
+    /// Checks that the body can be read (its file is there, as long as its record says),
+    /// so that a reply can begin before the body is read.
+    pub fn check_body(&self) -> std::io::Result<()> {
+        match &self.body_file {
+            Some(file) => bodies::open_body(&file.dir, file.number, file.len).map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// Calls `each` with the body's bytes in order (one slice for a body in the record,
+    /// pieces of a file's), until the end or until `each` returns false.
+    pub fn body_chunks(&self, mut each: impl FnMut(&[u8]) -> std::io::Result<bool>) -> std::io::Result<()> {
+        match &self.body_file {
+            Some(file) => bodies::read_chunks(bodies::open_body(&file.dir, file.number, file.len)?, each),
+            None => each(&self.record().body).map(|_| ()),
+        }
+    }
+
+    /// Up to `max` octets from the start of the body.
+    pub fn body_head(&self, max: usize) -> std::io::Result<std::borrow::Cow<'_, [u8]>> {
+        if self.body_file.is_none() {
+            let body = self.record().body.as_slice();
+            return Ok(std::borrow::Cow::Borrowed(&body[..body.len().min(max)]));
+        }
+        let mut head = Vec::new();
+        self.body_chunks(|chunk| {
+            head.extend_from_slice(&chunk[..chunk.len().min(max - head.len())]);
+            Ok(head.len() < max)
+        })?;
+        Ok(std::borrow::Cow::Owned(head))
+    }
+
+    /// The whole body in memory (a large one is read from its file).
+    pub fn read_body(&self) -> std::io::Result<std::borrow::Cow<'_, [u8]>> {
+        self.body_head(usize::MAX)
+    }
+}
+
+/// A new message for [`Store::commit`]: its record, its routing, and its body's spool
+/// file when the body is not in the record.
+pub struct NewRecord {
+    pub bytes: Vec<u8>,
+    pub routing: Routing,
+    pub body_file: Option<SpoolFile>,
+}
+
+impl<R: Into<Vec<u8>>> From<(R, Routing)> for NewRecord {
+    fn from((bytes, routing): (R, Routing)) -> NewRecord {
+        NewRecord { bytes: bytes.into(), routing, body_file: None }
     }
 }
 
@@ -225,6 +327,7 @@ impl Store {
             })?;
         // sled fsyncs what it creates inside `store/`; the entry of `store/` itself is ours.
         crate::durable::sync_dir(dir).map_err(StoreError::from_io)?;
+        let bodies = BodyDir::open(&path).map_err(StoreError::from_io)?;
         let tree = |name: &str| db.open_tree(name).map_err(StoreError::from_sled);
         let messages = tree("messages")?;
         let applied = Self::read_counter(&messages, keys::JOURNAL)?;
@@ -237,6 +340,7 @@ impl Store {
             served: tree("served")?,
             db,
             dir: dir.to_path_buf(),
+            bodies,
             index_lock: Arc::default(),
             collect_lock: Arc::default(),
             in_progress: Arc::default(),
@@ -245,6 +349,7 @@ impl Store {
         };
         store.replay_journal(applied, frames)?;
         store.upgrade_queue()?;
+        store.sweep_bodies()?;
         Ok(store)
     }
 
@@ -340,6 +445,28 @@ impl Store {
         &self.dir
     }
 
+    /// Where large bodies are spooled and kept.
+    pub fn bodies(&self) -> &BodyDir {
+        &self.bodies
+    }
+
+    /// Removes body files nothing points to: spool files of sessions cut off, and files
+    /// of commits taken back or messages collected, that a crash left behind.
+    fn sweep_bodies(&self) -> Result<()> {
+        let head = self.head()?;
+        let removed = self
+            .bodies
+            .sweep(|number| {
+                let marked = self.messages.contains_key(keys::numbered(keys::BODY_FILE, number));
+                Ok(number <= head && marked.map_err(std::io::Error::other)?)
+            })
+            .map_err(StoreError::from_io)?;
+        if removed > 0 {
+            log::info!("store: {removed} body file(s) that no message points to removed");
+        }
+        Ok(())
+    }
+
     pub fn users_tree(&self) -> Tree {
         self.users.clone()
     }
@@ -385,20 +512,31 @@ impl Store {
     /// atomic, durable step (a journal frame, then sled). On any failure nothing of it
     /// remains (what was written is undone), or, if even the undo fails, the error is
     /// [`StoreError::Broken`].
-    pub fn commit<R: Into<Vec<u8>>>(&self, head: u64, records: Vec<(R, Routing)>) -> Result<u64> {
+    pub fn commit<R: Into<NewRecord>>(&self, head: u64, records: Vec<R>) -> Result<u64> {
         let _watched = self.in_progress.watch();
         let mut ops = Vec::with_capacity(records.len() * 2 + 1);
         let mut number = head;
-        // A record moves into `ops` (a `Vec` is not copied): a large message is in memory
-        // about twice on its way to the disk (in `ops` and in the journal's frame, then in
-        // `ops` and in sled as each insert takes its value).
-        for (record, routing) in records {
+        let mut body_files = Vec::new();
+        // A record moves into `ops` (a `Vec` is not copied): a body kept in its record is
+        // in memory about twice on its way to the disk (in `ops` and in the journal's
+        // frame, then in `ops` and in sled as each insert takes its value). A body in a
+        // file is not in memory at all.
+        for record in records {
+            let NewRecord { bytes, routing, body_file } = record.into();
             number += 1;
-            ops.push(Op::Insert(keys::message(number).to_vec(), record.into()));
+            ops.push(Op::Insert(keys::message(number).to_vec(), bytes));
             ops.push(Op::Insert(keys::numbered(keys::ROUTING, number).to_vec(), routing.encode()));
+            if let Some(file) = body_file {
+                let len = file.len().to_be_bytes().to_vec();
+                ops.push(Op::Insert(keys::numbered(keys::BODY_FILE, number).to_vec(), len));
+                body_files.push((number, file));
+            }
         }
         ops.push(Op::Insert(keys::HEAD.to_vec(), number.to_be_bytes().to_vec()));
         failpoint::hit("persist.before_batch").map_err(StoreError::from_io)?;
+        self.install_bodies(&mut body_files)?;
+        // On a failure from here on the body files stay: the frame may be on disk, and a
+        // file that nothing points to is swept at the next open.
         self.write_messages(ops)?;
         if let Err(error) = failpoint::hit("persist.after_batch").map_err(StoreError::from_io) {
             self.undo_commit(head, number)?;
@@ -417,10 +555,36 @@ impl Store {
         for n in head + 1..=new_head {
             undo.push(Op::Remove(keys::message(n).to_vec()));
             undo.push(Op::Remove(keys::numbered(keys::ROUTING, n).to_vec()));
+            undo.push(Op::Remove(keys::numbered(keys::BODY_FILE, n).to_vec()));
         }
         undo.push(Op::Insert(keys::HEAD.to_vec(), head.to_be_bytes().to_vec()));
         self.write_messages(undo)
-            .map_err(|error| self.mark_broken(format!("undoing messages {}..={new_head} failed: {error}", head + 1)))
+            .map_err(|error| self.mark_broken(format!("undoing messages {}..={new_head} failed: {error}", head + 1)))?;
+        // Nothing points to them now; one left behind is swept at the next open.
+        for n in head + 1..=new_head {
+            if let Err(error) = self.bodies.remove(n) {
+                log::warn!("store: removing the body file of message {n}, taken back: {error}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes each spooled body durable as its message's file, and their names with one
+    /// directory sync: all before the journal frame that points to them. On a failure the
+    /// files installed so far are removed (nothing points to them yet).
+    fn install_bodies(&self, files: &mut [(u64, SpoolFile)]) -> Result<()> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        let installed = files.iter_mut().try_for_each(|(number, file)| file.install(&self.bodies, *number));
+        let synced = installed.and_then(|()| self.bodies.sync());
+        if let Err(error) = synced {
+            for (number, _) in files.iter() {
+                let _ = self.bodies.remove(*number);
+            }
+            return Err(StoreError::from_io(error));
+        }
+        Ok(())
     }
 
     /// Reads and validates message `number`.
@@ -428,9 +592,26 @@ impl Store {
         let Some(bytes) = self.messages.get(keys::message(number)).map_err(StoreError::from_sled)? else {
             return Ok(None);
         };
-        rkyv::access::<ArchivedMessageRecord, rancor::Error>(&bytes)
+        let record = rkyv::access::<ArchivedMessageRecord, rancor::Error>(&bytes)
             .map_err(|e| StoreError::Corrupt(format!("message {number}: {e}")))?;
-        Ok(Some(StoredMessage { bytes }))
+        // Only an empty body can be in a file: the one extra read is for those alone.
+        let body_file = match record.body.is_empty() {
+            true => self.body_file_len(number)?.map(|len| BodyFile { dir: self.bodies.clone(), number, len }),
+            false => None,
+        };
+        Ok(Some(StoredMessage { bytes, body_file }))
+    }
+
+    /// The length of message `number`'s body if it is in a file.
+    fn body_file_len(&self, number: u64) -> Result<Option<u64>> {
+        let Some(value) = self.messages.get(keys::numbered(keys::BODY_FILE, number)).map_err(StoreError::from_sled)?
+        else {
+            return Ok(None);
+        };
+        keys::number(&value)
+            .filter(|_| value.len() == 8)
+            .map(Some)
+            .ok_or_else(|| StoreError::Corrupt(format!("message {number}: body length is {} bytes", value.len())))
     }
 
     /// How message `number`'s recipients were accepted; `None` for a message committed
@@ -713,14 +894,27 @@ impl Store {
         for chunk in numbers.chunks(256) {
             let mut records = Batch::default();
             let mut markers = Batch::default();
+            let mut files = Vec::new();
             for number in chunk {
+                if self.body_file_len(*number)?.is_some() {
+                    files.push(*number);
+                }
                 records.remove(&keys::message(*number));
                 records.remove(&keys::numbered(keys::ROUTING, *number));
+                records.remove(&keys::numbered(keys::BODY_FILE, *number));
                 records.insert(&keys::numbered(keys::TOMBSTONE, *number), &[]);
                 markers.remove(&keys::numbered(keys::UNREFERENCED, *number));
             }
             self.messages.apply_batch(records).map_err(StoreError::from_sled)?;
             self.mailboxes.apply_batch(markers).map_err(StoreError::from_sled)?;
+            if !files.is_empty() {
+                // The records' removal must be durable before their bodies go: a power
+                // cut must not bring back a record without its body.
+                self.flush()?;
+                for number in files {
+                    self.bodies.remove(number).map_err(StoreError::from_io)?;
+                }
+            }
             collected += chunk.len();
         }
         Ok(collected)
@@ -766,13 +960,16 @@ impl Store {
         Ok(IndexSnapshot { head: self.head()?, mailboxes: all(&self.mailboxes)?, users: all(&self.users)? })
     }
 
-    /// The stored pairs of message `number`: its record and routing, or its tombstone;
-    /// none if it is missing.
+    /// The stored pairs of message `number`: its record, routing and body length (for a
+    /// body in a file), or its tombstone; none if it is missing.
     pub fn raw_message(&self, number: u64) -> Result<Vec<(IVec, IVec)>> {
         let mut pairs = Vec::new();
-        for key in
-            [keys::message(number), keys::numbered(keys::ROUTING, number), keys::numbered(keys::TOMBSTONE, number)]
-        {
+        for key in [
+            keys::message(number),
+            keys::numbered(keys::ROUTING, number),
+            keys::numbered(keys::BODY_FILE, number),
+            keys::numbered(keys::TOMBSTONE, number),
+        ] {
             if let Some(value) = self.messages.get(key).map_err(StoreError::from_sled)? {
                 pairs.push((IVec::from(&key[..]), value));
             }
@@ -792,6 +989,16 @@ impl Store {
             batch.insert(key, value.clone());
         }
         target.apply_batch(batch).map_err(StoreError::from_sled)
+    }
+
+    /// Copies message `number`'s body file, if it has one, from `source` into this store
+    /// being built by a backup or restore; the caller syncs [`Store::bodies`] after.
+    pub fn import_body_file(&self, source: &Store, number: u64) -> Result<()> {
+        let Some(len) = source.body_file_len(number)? else { return Ok(()) };
+        let from = bodies::open_body(&source.bodies, number, len).map_err(StoreError::from_io)?;
+        let mut spool = self.bodies.spool().map_err(StoreError::from_io)?;
+        bodies::read_chunks(from, |chunk| spool.write(chunk).map(|()| true)).map_err(StoreError::from_io)?;
+        spool.install(&self.bodies, number).map_err(StoreError::from_io)
     }
 
     /// Sets the head counter of a store being built by a backup or restore.
@@ -814,9 +1021,7 @@ impl Store {
     /// as fatal for the whole store, so maild must never let it run out of space: it says
     /// `452` early instead, and accepts again as soon as space is freed.
     pub fn check_space(&self, incoming: u64, reserve: u64) -> Result<()> {
-        let stats = rustix::fs::statvfs(&self.dir).map_err(|e| StoreError::from_io(e.into()))?;
-        // What an unprivileged writer may use (`f_bavail`), as `df` shows it.
-        let available = stats.f_bavail.saturating_mul(stats.f_frsize);
+        let available = available_space(&self.dir).map_err(StoreError::from_io)?;
         if available < reserve.saturating_add(incoming.saturating_mul(2)) {
             return Err(StoreError::Full(std::io::Error::other(format!(
                 "{available} bytes free in {}, keeping {reserve} in reserve",
@@ -828,7 +1033,11 @@ impl Store {
 
     /// Bytes on disk under the store directory.
     pub fn size_on_disk(&self) -> Result<u64> {
-        self.db.size_on_disk().map_err(StoreError::from_sled)
+        let mut size = self.db.size_on_disk().map_err(StoreError::from_sled)?;
+        for entry in std::fs::read_dir(self.bodies.path()).map_err(StoreError::from_io)? {
+            size += entry.and_then(|e| e.metadata()).map_err(StoreError::from_io)?.len();
+        }
+        Ok(size)
     }
 }
 
@@ -846,6 +1055,71 @@ mod tests {
             body: body.to_vec(),
         };
         (rkyv::to_bytes::<rancor::Error>(&r).unwrap().to_vec(), Routing::default())
+    }
+
+    /// A new record whose body is in a spool file, as persist makes one for a large body.
+    fn spooled(store: &Store, n: u64, body: &[u8]) -> NewRecord {
+        let (bytes, routing) = record(n, b"");
+        let mut file = store.bodies().spool().unwrap();
+        file.write(body).unwrap();
+        NewRecord { bytes, routing, body_file: Some(file) }
+    }
+
+    #[test]
+    fn a_body_in_its_own_file_is_read_copied_taken_back_swept_and_collected() {
+        let dir = tempfile::tempdir().unwrap();
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert_eq!(store.commit(0, vec![spooled(&store, 1, &big), record(2, b"small").into()]).unwrap(), 2);
+            let message = store.message(1).unwrap().unwrap();
+            assert!(message.has_body_file());
+            assert!(message.record().body.is_empty());
+            assert_eq!(message.stored_len(), 200_000 + "Received: x\r\n".len() as u64);
+            assert_eq!(message.read_body().unwrap().as_ref(), &big[..]);
+            assert_eq!(message.to_record().unwrap().body, big);
+            assert_eq!(message.body_head(3).unwrap().as_ref(), &big[..3]);
+            let mut pieces = 0;
+            message
+                .body_chunks(|_| {
+                    pieces += 1;
+                    Ok(pieces < 2)
+                })
+                .unwrap();
+            assert_eq!(pieces, 2, "reading stops when asked to");
+            let small = store.message(2).unwrap().unwrap();
+            assert!(!small.has_body_file());
+            assert_eq!(small.read_body().unwrap().as_ref(), b"small");
+
+            // Taken back: the record, its marker and its file go.
+            store.commit(2, vec![spooled(&store, 3, b"taken back")]).unwrap();
+            assert!(store.bodies().file_of(3).exists());
+            store.undo_commit(2, 3).unwrap();
+            assert!(!store.bodies().file_of(3).exists());
+            assert!(store.message(3).unwrap().is_none());
+
+            // Copied, as a backup copies it.
+            let copy_dir = tempfile::tempdir().unwrap();
+            let copy = Store::open(copy_dir.path()).unwrap();
+            copy.import(StoreTree::Messages, &store.raw_message(1).unwrap()).unwrap();
+            copy.import_body_file(&store, 1).unwrap();
+            assert_eq!(copy.message(1).unwrap().unwrap().read_body().unwrap().as_ref(), &big[..]);
+
+            // A file whose length does not match its record is an error, not a short body.
+            std::fs::write(copy.bodies().file_of(1), b"short").unwrap();
+            assert!(copy.message(1).unwrap().unwrap().check_body().is_err());
+
+            // What a crash leaves: a file nothing points to.
+            std::fs::write(store.bodies().file_of(9), b"orphan").unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert!(!store.bodies().file_of(9).exists(), "swept at open");
+        assert_eq!(store.message(1).unwrap().unwrap().read_body().unwrap().as_ref(), &big[..]);
+
+        store.mailboxes.insert(keys::numbered(keys::UNREFERENCED, 1), &[]).unwrap();
+        assert_eq!(store.collect(1).unwrap(), 1);
+        assert!(!store.bodies().file_of(1).exists(), "a collected message's file goes with it");
+        assert!(store.is_tombstone(1).unwrap());
     }
 
     #[test]

@@ -9,7 +9,9 @@ use rkyv::{Archive, Deserialize, Serialize};
 use crate::directory::Accepted;
 
 /// One accepted message: its envelope, the trace header maild added, and the client's
-/// bytes. The message as delivered is `trace` followed by `body`.
+/// bytes. The message as delivered is `trace` followed by `body`. A large body is in its
+/// own file instead (`body` is empty then; see `bodies.rs`): read it through
+/// [`super::StoredMessage`].
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct MessageRecord {
     pub number: u64,
@@ -22,13 +24,6 @@ pub struct MessageRecord {
     /// maild's own `Received:` header, CRLF-terminated.
     pub trace: String,
     pub body: Vec<u8>,
-}
-
-impl ArchivedMessageRecord {
-    /// The stored message's length: trace header plus body.
-    pub fn stored_len(&self) -> usize {
-        self.trace.len() + self.body.len()
-    }
 }
 
 /// How a message's recipients were accepted and whether its client had authenticated,
@@ -147,6 +142,9 @@ pub mod keys {
     pub const MESSAGE: u8 = b'm';
     /// `messages` tree: `o` + number → [`super::Routing`] of that message.
     pub const ROUTING: u8 = b'o';
+    /// `messages` tree: `e` + number → the length (u64 BE) of the message's body, which
+    /// is in its own file (`store/bodies.rs`); the record's body is empty then.
+    pub const BODY_FILE: u8 = b'e';
     /// `mailboxes` tree: the highest number the deliver stage has applied.
     pub const DELIVERED: &[u8] = b"d";
     /// `mailboxes` tree: `x` + user key + NUL + number → () (one mailbox entry).
