@@ -494,6 +494,8 @@ fn pop_client(
 #[derive(Default)]
 struct Figures {
     acked: u64,
+    /// Of those, messages over 1 MiB: their bodies are files of their own in the store.
+    acked_large: u64,
     in_flight: u64,
     found: u64,
     pop_sessions: u64,
@@ -623,6 +625,7 @@ fn check_after_restart(
     let mut in_flight: Vec<Sent> = Vec::new();
     for load in loads {
         for (number, sent) in load.acked {
+            figures.acked_large += u64::from(sent.message.len() > 1 << 20);
             assert!(
                 number > previous_head,
                 "number {number} acknowledged again ({}); it was taken before this cycle",
@@ -951,6 +954,7 @@ fn run(mut scenario: Scenario) {
     let mut model = Model::default();
     let (mut kills, mut acked, mut found, mut deleted, mut held, mut collected, mut offline) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut acked_large = 0u64;
     let (mut cut_off_applied, mut cut_off_kept) = (0u64, 0u64);
     let mut maild = scenario.start(&data, args);
     for cycle in 1..=cycles {
@@ -1029,6 +1033,7 @@ fn run(mut scenario: Scenario) {
         let mut figures = Figures::default();
         check_after_restart(&maild, &mut model, loads, pop, full, &mut figures);
         acked += figures.acked;
+        acked_large += figures.acked_large;
         found += figures.found;
         deleted += figures.deleted;
         held += figures.held;
@@ -1093,7 +1098,7 @@ fn run(mut scenario: Scenario) {
         assert_eq!(numbers, model.maildrop(user), "{user}'s mailbox at the end");
     }
     println!(
-        "{name} summary: seed {seed}; cycles {cycles}; kills {kills}; forwarded to the peer and verified there {to_peer}; messages acknowledged {acked} (+{cycles} probes, \
+        "{name} summary: seed {seed}; cycles {cycles}; kills {kills}; forwarded to the peer and verified there {to_peer}; messages acknowledged {acked} (of them {acked_large} over 1 MiB, bodies in files; +{cycles} probes, \
          +{found} in-flight found whole); head {}; deleted-then-verified {deleted}; held DELE verified kept {held}; \
          QUITs cut off by the kill {} (applied whole {cut_off_applied}, not at all {cut_off_kept}); collected messages checked in range files {collected}; crashed stores verified before restart {offline}; {:.1} s",
         model.head,

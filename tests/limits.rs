@@ -14,19 +14,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use socket2::{Domain, Socket, Type};
 
-const MIB: u64 = 1 << 20;
-
-/// A field of /proc/PID/status in bytes (VmRSS, VmHWM).
-fn memory(maild: &Maild, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", maild.pid())).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix(field).and_then(|v| v.trim_start_matches(':').split_whitespace().next()))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{field} in {status}"));
-    kib * 1024
-}
-
 /// A TCP connection from a chosen loopback address, so one test can be many clients.
 fn connect_from(source: Ipv4Addr, to: SocketAddr) -> TcpStream {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
@@ -81,7 +68,7 @@ fn pop3_attempt(source: Ipv4Addr, pop3: SocketAddr, user: &str, password: &str) 
 #[test]
 fn two_hundred_parallel_wrong_passwords_cost_bounded_memory_and_the_right_one_still_works() {
     let maild = maild_with_users(&["u@d.test"], &["--domain", "d.test"]);
-    let before = memory(&maild, "VmRSS");
+    let before = maild.memory("VmRSS");
     // 200 clients, each from its own address guessing its own account, so that no
     // per-address or per-account rule stops them: only the global bound on concurrent
     // checks stands between them and 200 × 19 MiB.
@@ -94,7 +81,7 @@ fn two_hundred_parallel_wrong_passwords_cost_bounded_memory_and_the_right_one_st
             .collect();
         attempts.into_iter().map(|a| a.join().unwrap()).collect()
     });
-    let peak = memory(&maild, "VmHWM");
+    let peak = maild.memory("VmHWM");
     eprintln!("200 parallel wrong passwords: peak growth {} MiB", peak.saturating_sub(before) / MIB);
     assert!(replies.iter().all(|r| r.starts_with("-ERR [AUTH]")), "{:?}", &replies[..5]);
     assert!(peak.saturating_sub(before) < 512 * MIB, "peak grew by {} MiB", (peak - before) / MIB);
@@ -112,7 +99,7 @@ fn two_hundred_parallel_wrong_passwords_cost_bounded_memory_and_the_right_one_st
     let mut c = pop3_login(maild.pop3, "u@d.test", "pw-u@d.test");
     c.cmd("STAT");
     assert!(c.line().unwrap().starts_with("+OK 0 "));
-    let after = memory(&maild, "VmRSS");
+    let after = maild.memory("VmRSS");
     eprintln!("after the attack: {} MiB over idle", after.saturating_sub(before) / MIB);
     assert!(after.saturating_sub(before) < 128 * MIB, "still {} MiB over idle", (after - before) / MIB);
 }
@@ -151,11 +138,11 @@ fn pipelined_listings_that_are_not_read_hold_bounded_memory() {
     let mut pop = pop3_login(maild.pop3, "u@d.test", "pw-u@d.test");
     pop.cmd("LIST");
     assert!(pop.line().unwrap().starts_with("+OK 5000 messages"));
-    let before = memory(&maild, "VmRSS");
+    let before = maild.memory("VmRSS");
     // 64 KiB of LIST asks for ~650 MB of answers; none of it is read.
     send_without_reading(&mut pop.stream, "LIST\r\n".repeat(64 * 1024 / 6).as_bytes(), Duration::from_secs(10));
     std::thread::sleep(Duration::from_secs(3));
-    let growth = memory(&maild, "VmHWM").saturating_sub(before);
+    let growth = maild.memory("VmHWM").saturating_sub(before);
     eprintln!("64 KiB of LIST over 5,000 messages, unread: peak growth {} MiB", growth / MIB);
     assert!(growth < 256 * MIB, "grew by {} MiB", growth / MIB);
     drop(pop);
@@ -171,7 +158,7 @@ fn smtp_clients_that_do_not_read_their_replies_hold_up_no_one_and_little_memory(
     let mut warm = maild.smtp_client();
     warm.reply();
     warm.expect("HELO x", "250");
-    let before = memory(&maild, "VmRSS");
+    let before = maild.memory("VmRSS");
     // Eight clients pipeline 4 MiB of NOOPs each (~10 MB of replies apiece, more than the
     // socket buffers hold with a small receive window) and read none.
     let request = "NOOP\r\n".repeat((4 << 20) / 6);
@@ -191,7 +178,7 @@ fn smtp_clients_that_do_not_read_their_replies_hold_up_no_one_and_little_memory(
     c.expect("HELO x", "250");
     assert_eq!(c.send_message("s@d.test", &["u@d.test"], b"past the stuck ones\r\n"), 1);
     warm.expect("NOOP", "250");
-    let growth = memory(&maild, "VmHWM").saturating_sub(before);
+    let growth = maild.memory("VmHWM").saturating_sub(before);
     eprintln!("8 clients x 4 MiB of unread NOOPs: peak growth {} MiB", growth / MIB);
     assert!(growth < 64 * MIB, "grew by {} MiB", growth / MIB);
     drop(stuck);
@@ -221,12 +208,12 @@ fn send_large(smtp: SocketAddr, size: usize) -> String {
 #[test]
 fn thirty_messages_of_twenty_megabytes_at_once_stay_within_the_data_budget() {
     let maild = maild_with_users(&["u@d.test"], &["--domain", "d.test", "--max-data-in-flight", "134217728"]);
-    let before = memory(&maild, "VmRSS");
+    let before = maild.memory("VmRSS");
     let replies: Vec<String> = std::thread::scope(|scope| {
         let senders: Vec<_> = (0..30).map(|_| scope.spawn(|| send_large(maild.smtp, 20_000_000))).collect();
         senders.into_iter().map(|s| s.join().unwrap()).collect()
     });
-    let peak = memory(&maild, "VmHWM").saturating_sub(before);
+    let peak = maild.memory("VmHWM").saturating_sub(before);
     let accepted = replies.iter().filter(|r| r.starts_with("250")).count();
     let refused = replies.iter().filter(|r| r.starts_with("452 4.3.1")).count();
     assert_eq!(accepted + refused, 30, "{replies:?}");
@@ -366,11 +353,11 @@ fn a_25_mib_message_streams_into_the_store_and_back_out_in_bounded_memory() {
     warm.reply();
     warm.expect("HELO x", "250");
     assert_eq!(warm.send_message("s@d.test", &["u@d.test"], b"small\r\n"), 1);
-    let before = memory(&maild, "VmHWM");
+    let before = maild.memory("VmHWM");
     // 24 MiB of body: under the default --max-message-size (25 MiB) with its headers.
     let sent = python("large_message.py", &["send", &maild.smtp.port().to_string(), "24"]);
     assert!(sent.contains("number 2"), "{sent}");
-    let growth = memory(&maild, "VmHWM").saturating_sub(before);
+    let growth = maild.memory("VmHWM").saturating_sub(before);
     eprintln!("a 24 MiB message in: peak growth {} KiB", growth / 1024);
     assert!(growth < 8 * MIB, "grew by {} MiB taking in a 24 MiB message", growth / MIB);
 
@@ -383,11 +370,11 @@ fn a_25_mib_message_streams_into_the_store_and_back_out_in_bounded_memory() {
     // A login's argon2 check takes ~19 MiB for a moment; one first puts that in the peak.
     let mut pop = pop3_login(maild.pop3, "u@d.test", "pw-u@d.test");
     pop.expect("QUIT", "+OK");
-    let before = memory(&maild, "VmHWM");
+    let before = maild.memory("VmHWM");
     let args = [&maild.pop3.port().to_string(), "u@d.test", "pw-u@d.test", "2", "24"];
     let out = python("large_message.py", &[&["retr"], &args[..]].concat());
     assert!(out.starts_with("ok"), "{out}");
-    let growth = memory(&maild, "VmHWM").saturating_sub(before);
+    let growth = maild.memory("VmHWM").saturating_sub(before);
     eprintln!("and out by RETR: peak growth {} KiB", growth / 1024);
     assert!(growth < 8 * MIB, "grew by {} MiB serving a 24 MiB message", growth / MIB);
 }

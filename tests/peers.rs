@@ -498,3 +498,34 @@ fn no_bounce_goes_to_a_forged_sender() {
     let stats = mailtool(&a.data, &["stats"], None).stdout_text();
     assert!(stats.contains("head: 6\n"), "four messages and two bounces: {stats}");
 }
+
+#[test]
+fn a_large_message_is_forwarded_in_pieces_and_arrives_whole() {
+    let b = maild_with_users(&["bob@b.test"], &["--domain", "b.test", "--hostname", "mx.b.test"]);
+    let a = maild_with_users(
+        &["alice@a.test"],
+        &["--domain", "a.test", "--hostname", "mx.a.test", "--peer", &peer_arg("b.test", &b)],
+    );
+    // A first message, so that the forward stage's connection and buffers are in the
+    // baseline.
+    send(&a, "alice@a.test", &["bob@b.test"], b"Subject: first\r\n\r\nfirst\r\n");
+    wait_for_mail(&b, "bob@b.test", 1);
+    let mut body = b"Subject: large\r\n\r\n".to_vec();
+    let mut line = 0;
+    // 24 MiB: under the default --max-message-size with both trace headers.
+    while body.len() < 24 << 20 {
+        let dot = if line % 1000 == 7 { "." } else { "" };
+        body.extend_from_slice(format!("{dot}{line:08} {}\r\n", "z".repeat(80)).as_bytes());
+        line += 1;
+    }
+    let before = a.memory("VmHWM");
+    assert_eq!(send(&a, "alice@a.test", &["bob@b.test"], &dot_stuff(&body)), 2);
+    let entries = wait_for_mail(&b, "bob@b.test", 2);
+    let growth = a.memory("VmHWM").saturating_sub(before);
+    eprintln!("a 24 MiB message in and forwarded: A's peak grew by {} KiB", growth / 1024);
+    assert!(growth < 8 * MIB, "A grew by {} MiB taking in and forwarding 24 MiB", growth / MIB);
+    assert!(entries[1].ends_with(&body), "the message arrives whole, dots and all");
+    // A body file at both ends.
+    assert!(a.data.join("store/bodies/2").exists() && b.data.join("store/bodies/2").exists());
+    eventually("A's queue to empty", || queue_depth(&a) == 0);
+}

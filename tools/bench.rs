@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 
 use crate::pop3::Pop3Connection;
 use crate::send::tls_server_name;
-use engine::forward::client::{OutboundMessage, RecipientOutcome, SmtpConnection, Stage};
+use engine::forward::client::{MessageData, OutboundMessage, RecipientOutcome, SmtpConnection, Stage};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -108,7 +108,11 @@ fn smtp(args: SmtpArgs) -> Result<()> {
                     connection.starttls(tls, server_name).context("STARTTLS")?;
                 }
                 let recipients = [args.rcpt.clone()];
-                let outbound = OutboundMessage { sender: &args.from, recipients: &recipients, parts: &[&message] };
+                let outbound = OutboundMessage {
+                    sender: &args.from,
+                    recipients: &recipients,
+                    data: MessageData::Parts(&[&message]),
+                };
                 let mut latencies = Vec::new();
                 loop {
                     let index = next.fetch_add(1, Ordering::Relaxed);

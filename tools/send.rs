@@ -26,7 +26,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 
 use crate::password::{PasswordArgs, Stdin};
-use engine::forward::client::{OutboundMessage, RecipientOutcome, Sent, SmtpConnection, Stage};
+use engine::forward::client::{MessageData, OutboundMessage, RecipientOutcome, Sent, SmtpConnection, Stage};
 
 #[derive(Args)]
 pub struct SendArgs {
@@ -218,7 +218,7 @@ fn deliver(args: &SendArgs, tls: Option<Arc<ClientConfig>>, login: Option<&Login
         }
         connection.auth_plain(&login.user, &login.password)?;
     }
-    let outbound = OutboundMessage { sender: &args.from, recipients: &args.to, parts: &[message] };
+    let outbound = OutboundMessage { sender: &args.from, recipients: &args.to, data: MessageData::Parts(&[message]) };
     let sent = connection.send(&outbound)?;
     connection.quit();
     match verdict(&args.from, &args.to, sent) {

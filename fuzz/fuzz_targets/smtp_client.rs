@@ -13,7 +13,7 @@
 mod common;
 
 use engine::smtp::client::reply::MAX_REPLY_LINES;
-use engine::smtp::client::{ClientSession, Event, OutboundMessage, Progress, ReplyReader};
+use engine::smtp::client::{ClientSession, Event, MessageData, OutboundMessage, Progress, ReplyReader};
 use libfuzzer_sys::fuzz_target;
 
 const RECIPIENTS: [&str; 2] = ["a@x.test", "b@x.test"];
@@ -54,7 +54,7 @@ fn drive<'a>(chunks: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
                         1 | 5 => session.send(&OutboundMessage {
                             sender: "s@y.test",
                             recipients: &recipients,
-                            parts: MESSAGE,
+                            data: MessageData::Parts(MESSAGE),
                         }),
                         2 => session.verify("c@x.test"),
                         3 => session.starttls().map(|()| None),

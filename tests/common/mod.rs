@@ -35,6 +35,8 @@ pub struct Maild {
     pub args: Vec<String>,
 }
 
+pub const MIB: u64 = 1 << 20;
+
 pub fn new_data_dir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("maild-test").tempdir().expect("tempdir")
 }
@@ -112,6 +114,17 @@ impl Maild {
     }
 
     /// Threads of the maild process, from /proc.
+    /// A field of /proc/PID/status in bytes (VmRSS, VmHWM).
+    pub fn memory(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field).and_then(|v| v.trim_start_matches(':').split_whitespace().next()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{field} in {status}"));
+        kib * 1024
+    }
+
     pub fn threads(&self) -> usize {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
         status.lines().find_map(|l| l.strip_prefix("Threads:")).unwrap().trim().parse().unwrap()

@@ -24,7 +24,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
 
 use crate::smtp::client::{ClientSession, DotStuffer, Event, Extensions, Progress, ReplyReader};
-pub use crate::smtp::client::{OutboundMessage, RecipientOutcome, SendError, Sent, ServerReply, Stage};
+pub use crate::smtp::client::{MessageData, OutboundMessage, RecipientOutcome, SendError, Sent, ServerReply, Stage};
 use crate::transport::{ClientTransport, Transport};
 
 /// Message data is gathered in a buffer this large, so message lines are not written one
@@ -184,7 +184,7 @@ impl SmtpConnection {
         let session = ClientSession::new(helo)?;
         let stream = SmtpStream::connect(address, timeout)?;
         let mut connection = SmtpConnection { stream, session, data_sent: None };
-        match connection.run(&[])? {
+        match connection.run(&MessageData::Parts(&[]))? {
             Event::Ready => Ok(connection),
             event => Err(unexpected_event(&event)),
         }
@@ -230,7 +230,7 @@ impl SmtpConnection {
     /// STARTTLS, the handshake and EHLO again; `Some(reply)` if the server refused.
     fn start_tls(&mut self, config: Arc<ClientConfig>, name: ServerName<'static>) -> Result<Option<String>, SendError> {
         self.session.starttls()?;
-        match self.run(&[])? {
+        match self.run(&MessageData::Parts(&[]))? {
             Event::StartTls => {}
             Event::TlsRefused(reply) => return Ok(Some(reply)),
             event => return Err(unexpected_event(&event)),
@@ -239,7 +239,7 @@ impl SmtpConnection {
             return Err(self.session.failed(error).err().unwrap_or_else(|| SendError::Protocol("TLS".into())));
         }
         self.session.tls_established()?;
-        match self.run(&[])? {
+        match self.run(&MessageData::Parts(&[]))? {
             Event::Ready => Ok(None),
             event => Err(unexpected_event(&event)),
         }
@@ -248,7 +248,7 @@ impl SmtpConnection {
     /// AUTH PLAIN as `user`; an error (naming the reply, never the password) if refused.
     pub fn auth_plain(&mut self, user: &str, password: &str) -> Result<(), SendError> {
         self.session.auth_plain(user, password)?;
-        match self.run(&[])? {
+        match self.run(&MessageData::Parts(&[]))? {
             Event::Authenticated => Ok(()),
             event => Err(unexpected_event(&event)),
         }
@@ -281,7 +281,7 @@ impl SmtpConnection {
     pub fn send(&mut self, message: &OutboundMessage) -> Result<Sent, SendError> {
         let event = match self.session.send(message)? {
             Some(event) => event,
-            None => self.run(message.parts)?,
+            None => self.run(&message.data)?,
         };
         match event {
             Event::Sent(sent) => Ok(sent),
@@ -294,7 +294,7 @@ impl SmtpConnection {
     pub fn verify(&mut self, recipient: &str) -> Result<RecipientOutcome, SendError> {
         let event = match self.session.verify(recipient)? {
             Some(event) => event,
-            None => self.run(&[])?,
+            None => self.run(&MessageData::Parts(&[]))?,
         };
         match event {
             Event::Verified(outcome) => Ok(outcome),
@@ -306,15 +306,15 @@ impl SmtpConnection {
     pub fn quit(mut self) {
         if self.session.quit() {
             // The 221 is a courtesy; whatever comes back changes nothing.
-            let _ = self.run(&[]);
+            let _ = self.run(&MessageData::Parts(&[]));
         }
         self.stream.close();
     }
 
     /// Writes what the session has to say and feeds it the replies until it has an
-    /// event; `parts` is the message to write at [`Event::SendData`]. Each reply must
+    /// event; `data` is the message to write at [`Event::SendData`]. Each reply must
     /// come within the timeout (see [`SmtpStream::read_reply`]).
-    fn run(&mut self, parts: &[&[u8]]) -> Result<Event, SendError> {
+    fn run(&mut self, data: &MessageData) -> Result<Event, SendError> {
         let mut deadline = Instant::now().checked_add(self.stream.timeout);
         loop {
             if self.session.has_output() {
@@ -336,7 +336,7 @@ impl SmtpConnection {
                 Progress::NeedMore => {}
                 Progress::Reply => deadline = Instant::now().checked_add(self.stream.timeout),
                 Progress::Event(Event::SendData) => {
-                    if let Err(error) = self.write_message(parts) {
+                    if let Err(error) = self.write_message(data) {
                         return self.session.failed(error);
                     }
                     self.data_sent = Some(Instant::now());
@@ -348,12 +348,10 @@ impl SmtpConnection {
     }
 
     /// Streams the message through the dot-stuffer, then the end of data.
-    fn write_message(&mut self, parts: &[&[u8]]) -> Result<(), SendError> {
+    fn write_message(&mut self, data: &MessageData) -> Result<(), SendError> {
         let mut writer = BufWriter::with_capacity(WRITE_BUFFER, &mut self.stream.transport);
         let mut stuffer = DotStuffer::new();
-        for part in parts {
-            stuffer.write(&mut writer, part).map_err(io_error)?;
-        }
+        data.write_to(&mut |piece| stuffer.write(&mut writer, piece)).map_err(io_error)?;
         stuffer.finish(&mut writer).map_err(io_error)?;
         writer.flush().map_err(io_error)
     }
@@ -512,7 +510,10 @@ mod tests {
         let mut connection = open(address);
         let rcpts = recipients(&["a@y"]);
         let parts: &[&[u8]] = &[b"Received: t\r\n", b".hidden: x\r\n\r\n", b"line\r\n.", b"\r\n..two\r\nlast"];
-        let outcomes = connection.send(&OutboundMessage { sender: "s@x", recipients: &rcpts, parts }).unwrap().outcomes;
+        let outcomes = connection
+            .send(&OutboundMessage { sender: "s@x", recipients: &rcpts, data: MessageData::Parts(parts) })
+            .unwrap()
+            .outcomes;
         assert_eq!(outcomes, [RecipientOutcome::Accepted]);
         connection.quit();
         let transcript = server.join().unwrap();
@@ -534,8 +535,10 @@ mod tests {
         let mut connection = open(address);
         assert!(!connection.extensions().pipelining);
         let rcpts = recipients(&["a@y", "b@y"]);
-        let outcomes =
-            connection.send(&OutboundMessage { sender: "s@x", recipients: &rcpts, parts: MESSAGE }).unwrap().outcomes;
+        let outcomes = connection
+            .send(&OutboundMessage { sender: "s@x", recipients: &rcpts, data: MessageData::Parts(MESSAGE) })
+            .unwrap()
+            .outcomes;
         assert_eq!(outcomes, [RecipientOutcome::Accepted, RecipientOutcome::Accepted]);
         connection.quit();
         let transcript = server.join().unwrap();
@@ -819,7 +822,11 @@ mod tests {
             let mut connection = open(address);
             assert_eq!(connection.extensions().pipelining, case.pipelining, "{}", case.name);
             let rcpts = recipients(case.recipients);
-            let result = connection.send(&OutboundMessage { sender: "s@x", recipients: &rcpts, parts: MESSAGE });
+            let result = connection.send(&OutboundMessage {
+                sender: "s@x",
+                recipients: &rcpts,
+                data: MessageData::Parts(MESSAGE),
+            });
             match (&result, &case.outcomes) {
                 (Ok(got), Some(expected)) => assert_eq!(&got.outcomes, expected, "{}", case.name),
                 (Err(error), None) => assert!(error.to_string().contains(case.error), "{}: {error}", case.name),
@@ -828,7 +835,11 @@ mod tests {
             assert_eq!(connection.is_usable(), case.usable, "{}", case.name);
             if !case.usable {
                 // A spent connection refuses at once, without writing anything.
-                let again = connection.send(&OutboundMessage { sender: "s@x", recipients: &rcpts, parts: MESSAGE });
+                let again = connection.send(&OutboundMessage {
+                    sender: "s@x",
+                    recipients: &rcpts,
+                    data: MessageData::Parts(MESSAGE),
+                });
                 assert!(matches!(again, Err(SendError::Protocol(_))), "{}: {again:?}", case.name);
             }
             connection.quit();
@@ -851,8 +862,10 @@ mod tests {
         for (n, body) in bodies.iter().enumerate() {
             let rcpts = vec![format!("r{n}@y")];
             let parts: &[&[u8]] = &[b"Received: t\r\n", body];
-            let outcomes =
-                connection.send(&OutboundMessage { sender: "", recipients: &rcpts, parts }).unwrap().outcomes;
+            let outcomes = connection
+                .send(&OutboundMessage { sender: "", recipients: &rcpts, data: MessageData::Parts(parts) })
+                .unwrap()
+                .outcomes;
             assert_eq!(outcomes, [RecipientOutcome::Accepted]);
         }
         connection.quit();
@@ -890,7 +903,10 @@ mod tests {
         let rcpts = recipients(&["a@y", "b@y"]);
         let big = vec![b'x'; 150];
         let parts: &[&[u8]] = &[&big];
-        let outcomes = connection.send(&OutboundMessage { sender: "s@x", recipients: &rcpts, parts }).unwrap().outcomes;
+        let outcomes = connection
+            .send(&OutboundMessage { sender: "s@x", recipients: &rcpts, data: MessageData::Parts(parts) })
+            .unwrap()
+            .outcomes;
         assert_eq!(outcomes.len(), 2);
         for outcome in &outcomes {
             assert!(matches!(outcome, RecipientOutcome::Rejected(text) if text.starts_with("552 ")), "{outcome:?}");
@@ -898,7 +914,10 @@ mod tests {
         // Under the limit: SIZE counts the CRLF we add; 8-bit content is declared.
         let parts: &[&[u8]] = &[b"Subject: caf\xc3\xa9"];
         let rcpts = recipients(&["a@y"]);
-        let outcomes = connection.send(&OutboundMessage { sender: "s@x", recipients: &rcpts, parts }).unwrap().outcomes;
+        let outcomes = connection
+            .send(&OutboundMessage { sender: "s@x", recipients: &rcpts, data: MessageData::Parts(parts) })
+            .unwrap()
+            .outcomes;
         assert_eq!(outcomes, [RecipientOutcome::Accepted]);
         connection.quit();
         let transcript = server.join().unwrap();
@@ -925,8 +944,10 @@ mod tests {
         let mut connection = open(address);
         assert!(!connection.extensions().pipelining);
         let rcpts = recipients(&["a@y"]);
-        let outcomes =
-            connection.send(&OutboundMessage { sender: "s@x", recipients: &rcpts, parts: MESSAGE }).unwrap().outcomes;
+        let outcomes = connection
+            .send(&OutboundMessage { sender: "s@x", recipients: &rcpts, data: MessageData::Parts(MESSAGE) })
+            .unwrap()
+            .outcomes;
         assert_eq!(outcomes, [RecipientOutcome::Accepted]);
         connection.quit();
         let transcript = server.join().unwrap();
@@ -985,7 +1006,8 @@ mod tests {
         let mut connection = SmtpConnection::open(address, "client.test", timeout).unwrap();
         let rcpts = recipients(&["a@y"]);
         let started = Instant::now();
-        let result = connection.send(&OutboundMessage { sender: "s@x", recipients: &rcpts, parts: MESSAGE });
+        let result =
+            connection.send(&OutboundMessage { sender: "s@x", recipients: &rcpts, data: MessageData::Parts(MESSAGE) });
         assert!(matches!(&result, Err(SendError::Io(e)) if e.kind() == io::ErrorKind::TimedOut), "{result:?}");
         assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
         connection.quit();

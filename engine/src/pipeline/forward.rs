@@ -40,15 +40,16 @@ use super::{Signal, SignalWaiter, Submission};
 use crate::address::Address;
 use crate::domain::Domain;
 use crate::envelope::{Envelope, Message};
-use crate::forward::client::{probe, OutboundMessage, RecipientOutcome, SendError, SmtpConnection};
+use crate::forward::client::{probe, MessageData, OutboundMessage, RecipientOutcome, SendError, SmtpConnection};
 use crate::forward::dsn::{self, FailedRecipient};
 use crate::forward::mx::{Latencies, MxResolver, RouteError};
 use crate::forward::tls;
 use crate::metrics::Metrics;
 use crate::peers::PeerSource;
+use crate::smtp::client::BodySource;
 use crate::store::directory::MailDirectory;
 use crate::store::record::{QueueRecord, QueueRoute};
-use crate::store::Store;
+use crate::store::{Store, StoredMessage};
 use crate::users::Users;
 
 #[derive(Clone, Debug)]
@@ -659,30 +660,33 @@ impl Transmitter for Worker {
                 (None, _) => Err(unreachable.clone().unwrap_or_else(|| "no connection".into())),
                 (_, Err(error)) => Err(format!("reading message {}: {error}", record.number)),
                 (_, Ok(None)) => Err(format!("message {} is not in the store", record.number)),
-                (Some((conn, server)), Ok(Some(message))) => match message.read_body() {
-                    Err(error) => Err(format!("reading message {}: {error}", record.number)),
-                    // A body in its own file is read whole here: forwarding does not
-                    // stream it yet.
-                    Ok(body) => {
-                        let stored = message.record();
-                        // To MX hosts, bare CR and bare LF go out as CRLF: a receiver that
-                        // ends DATA at `\n.\n` or `\r.\r\n` must not see a second message
-                        // (SMTP smuggling). Peers are maild and keep the bytes as stored.
-                        let clean;
-                        let stored_parts = [stored.trace.as_bytes(), &body[..]];
-                        let parts: [&[u8]; 1];
-                        let parts: &[&[u8]] = if relay.is_some() {
-                            clean = crlf_line_ends(&stored_parts);
-                            parts = [clean.as_slice()];
-                            &parts
-                        } else {
-                            &stored_parts
-                        };
-                        let outbound =
-                            OutboundMessage { sender: stored.sender.as_str(), recipients: &record.recipients, parts };
-                        conn.send(&outbound).map(|sent| sent.outcomes).map_err(|e: SendError| format!("{server}: {e}"))
+                (Some((conn, server)), Ok(Some(message))) => {
+                    let stored = message.record();
+                    let trace = [stored.trace.as_bytes()];
+                    let body = StoredBody(&message);
+                    // To MX hosts, bare CR and bare LF go out as CRLF: a receiver that
+                    // ends DATA at `\n.\n` or `\r.\r\n` must not see a second message
+                    // (SMTP smuggling). Peers are maild and keep the bytes as stored. The
+                    // body is read in pieces, once to measure it for MAIL, once to send.
+                    let cleaned = CrlfLineEnds { parts: &trace, body: &body };
+                    let data = match relay {
+                        Some(_) => MessageData::streamed(&[], &cleaned),
+                        None => MessageData::streamed(&trace, &body),
+                    };
+                    match data {
+                        Err(error) => Err(format!("reading message {}: {error}", record.number)),
+                        Ok(data) => {
+                            let outbound = OutboundMessage {
+                                sender: stored.sender.as_str(),
+                                recipients: &record.recipients,
+                                data,
+                            };
+                            conn.send(&outbound)
+                                .map(|sent| sent.outcomes)
+                                .map_err(|e: SendError| format!("{server}: {e}"))
+                        }
                     }
-                },
+                }
             };
             if connection.as_ref().is_some_and(|(c, _)| outcome.is_err() || !c.is_usable()) {
                 connection = None;
@@ -755,27 +759,54 @@ fn enhanced_code(reply: &str) -> Option<String> {
         .then(|| code.to_string())
 }
 
-/// The message with every line ending CRLF: a bare LF and a bare CR each become CRLF, a
-/// CRLF split between parts stays one.
-pub fn crlf_line_ends(parts: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(parts.iter().map(|p| p.len()).sum::<usize>() + 64);
-    let mut after_cr = false;
-    for &b in parts.iter().flat_map(|p| p.iter()) {
-        match b {
-            b'\n' if after_cr => out.push(b'\n'),
-            b'\n' => out.extend_from_slice(b"\r\n"),
-            _ if after_cr => {
-                // The CR before this byte was bare.
-                out.extend_from_slice(&[b'\n', b]);
+/// A stored message's body as the SMTP client reads it: in pieces from its file, or at
+/// once from its record.
+struct StoredBody<'a>(&'a StoredMessage);
+
+impl BodySource for StoredBody<'_> {
+    fn write_to(&self, each: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
+        self.0.body_chunks(|chunk| each(chunk).map(|()| true))
+    }
+}
+
+/// `parts` then `body` with every bare CR and bare LF made CRLF, as they go to MX hosts
+/// (SMTP smuggling: a receiver must not find an end of data in it that we did not send).
+struct CrlfLineEnds<'a> {
+    parts: &'a [&'a [u8]],
+    body: &'a dyn BodySource,
+}
+
+impl BodySource for CrlfLineEnds<'_> {
+    fn write_to(&self, each: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
+        let mut after_cr = false;
+        let mut convert = |piece: &[u8]| -> std::io::Result<()> {
+            // `piece[start..i]` is kept as it is and not yet written.
+            let mut start = 0;
+            for (i, &b) in piece.iter().enumerate() {
+                let insert: &[u8] = match b {
+                    b'\n' if !after_cr => b"\r",
+                    // The CR before this byte was bare.
+                    _ if after_cr && b != b'\n' => b"\n",
+                    _ => b"",
+                };
+                if !insert.is_empty() {
+                    each(&piece[start..i])?;
+                    each(insert)?;
+                    start = i;
+                }
+                after_cr = b == b'\r';
             }
-            _ => out.push(b),
+            each(&piece[start..])
+        };
+        for part in self.parts {
+            convert(part)?;
         }
-        after_cr = b == b'\r';
+        self.body.write_to(&mut convert)?;
+        if after_cr {
+            each(b"\n")?;
+        }
+        Ok(())
     }
-    if after_cr {
-        out.push(b'\n');
-    }
-    out
 }
 
 #[cfg(test)]
@@ -791,7 +822,30 @@ mod tests {
             (&[b"x\r", b"y"], b"x\r\ny"),
         ];
         for (parts, expected) in table {
-            assert_eq!(crlf_line_ends(parts), expected.to_vec(), "{parts:?}");
+            // Given as parts, and given as a body read in pieces of every size.
+            let whole: Vec<u8> = parts.concat();
+            for piece in 1..=whole.len().max(1) {
+                let (body, nothing) = (Pieces(&whole, piece), Pieces(&[], 1));
+                for (parts, body) in [(*parts, &nothing), (&[][..], &body)] {
+                    let mut out = Vec::new();
+                    let source = CrlfLineEnds { parts, body };
+                    let mut collect = |bytes: &[u8]| {
+                        out.extend_from_slice(bytes);
+                        Ok(())
+                    };
+                    source.write_to(&mut collect).unwrap();
+                    assert_eq!(out, expected.to_vec(), "{parts:?}, pieces of {piece}");
+                }
+            }
+        }
+    }
+
+    /// Bytes handed out in pieces of a given size.
+    struct Pieces<'a>(&'a [u8], usize);
+
+    impl BodySource for Pieces<'_> {
+        fn write_to(&self, each: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
+            self.0.chunks(self.1).try_for_each(each)
         }
     }
 

@@ -13,6 +13,83 @@ pub fn data_payload(message: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A message to send: in memory as parts, or parts followed by a body that is read in
+/// pieces while DATA goes out (a large stored body, never in memory whole).
+#[derive(Clone, Copy)]
+pub enum MessageData<'a> {
+    Parts(&'a [&'a [u8]]),
+    Streamed { parts: &'a [&'a [u8]], body: &'a dyn BodySource, shape: Shape },
+}
+
+/// Bytes that are read in pieces, in order, each time they are written.
+pub trait BodySource {
+    /// Calls `each` with the bytes in order.
+    fn write_to(&self, each: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()>;
+}
+
+/// What MAIL says of a message before it is sent: its size as RFC 1870 §5 declares it,
+/// and whether it has 8-bit octets (RFC 6152).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub size: u64,
+    pub eight_bit: bool,
+}
+
+impl<'a> MessageData<'a> {
+    /// `parts`, then `body`, with its shape found by reading the body once.
+    pub fn streamed(parts: &'a [&'a [u8]], body: &'a dyn BodySource) -> io::Result<MessageData<'a>> {
+        let (mut size, mut eight_bit, mut last_two) = (0u64, false, [0u8; 2]);
+        let mut measure = |piece: &[u8]| {
+            size += piece.len() as u64;
+            eight_bit |= !piece.is_ascii();
+            match piece {
+                [] => {}
+                [only] => last_two = [last_two[1], *only],
+                [.., a, b] => last_two = [*a, *b],
+            }
+            Ok(())
+        };
+        for part in parts {
+            measure(part)?;
+        }
+        body.write_to(&mut measure)?;
+        let size = size + if last_two == *b"\r\n" { 0 } else { 2 };
+        Ok(MessageData::Streamed { parts, body, shape: Shape { size, eight_bit } })
+    }
+
+    pub fn shape(&self) -> Shape {
+        match self {
+            MessageData::Parts(parts) => {
+                Shape { size: declared_size(parts), eight_bit: parts.iter().any(|p| !p.is_ascii()) }
+            }
+            MessageData::Streamed { shape, .. } => *shape,
+        }
+    }
+
+    /// Calls `each` with the message's bytes in order.
+    pub fn write_to(&self, each: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        let (parts, body) = match self {
+            MessageData::Parts(parts) => (parts, None),
+            MessageData::Streamed { parts, body, .. } => (parts, Some(body)),
+        };
+        for part in parts.iter() {
+            each(part)?;
+        }
+        body.map_or(Ok(()), |body| body.write_to(each))
+    }
+}
+
+impl std::fmt::Debug for MessageData<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MessageData::Parts(parts) => f.debug_tuple("Parts").field(parts).finish(),
+            MessageData::Streamed { parts, shape, .. } => {
+                f.debug_struct("Streamed").field("parts", parts).field("shape", shape).finish_non_exhaustive()
+            }
+        }
+    }
+}
+
 /// The size RFC 1870 §5 declares for a message given as parts: its octets with CRLF line
 /// ends, not the dot-stuffing nor the final dot; the CRLF we add at the end counts.
 pub fn declared_size(parts: &[&[u8]]) -> u64 {
@@ -145,6 +222,41 @@ mod tests {
             vec![(&[b"a\r", b"\n"], true), (&[b"\r\n", b""], true), (&[b"\n"], false), (&[b"\r"], false), (&[], false)];
         for (parts, expected) in table {
             assert_eq!(ends_with_crlf(parts), expected, "{parts:?}");
+        }
+    }
+
+    /// A body handed out in pieces of one octet: the hardest split for the measuring.
+    struct Bytewise<'a>(&'a [u8]);
+
+    impl BodySource for Bytewise<'_> {
+        fn write_to(&self, each: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+            self.0.chunks(1).try_for_each(each)
+        }
+    }
+
+    #[test]
+    fn a_streamed_message_has_the_shape_and_bytes_of_the_same_message_in_parts() {
+        let table: &[(&[&[u8]], &[u8])] = &[
+            (&[b"Received: x\r\n"], b"body\r\n"),
+            (&[b"Received: x\r\n"], b"no final line end"),
+            (&[b"Received: x\r"], b"\n"),
+            (&[], b"8bit \xc3\xa9\r\n"),
+            (&[b"a\r\n"], b""),
+            (&[], b""),
+        ];
+        for (parts, body) in table {
+            let whole = [parts, &[*body][..]].concat();
+            let source = Bytewise(body);
+            let streamed = MessageData::streamed(parts, &source).unwrap();
+            assert_eq!(streamed.shape(), MessageData::Parts(&whole).shape(), "{parts:?} {body:?}");
+            let mut written = Vec::new();
+            streamed
+                .write_to(&mut |piece| {
+                    written.extend_from_slice(piece);
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(written, whole.concat());
         }
     }
 }

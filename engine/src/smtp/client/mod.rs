@@ -47,19 +47,19 @@ use std::io;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 
-pub use data::{data_payload, declared_size, DotStuffer};
+pub use data::{data_payload, declared_size, BodySource, DotStuffer, MessageData, Shape};
 pub use reply::{Extensions, ReplyReader, ServerReply};
 
 /// One message to send: the envelope, and the message as a sequence of byte slices (for
-/// a stored record: the trace header, then the body), sent unchanged.
+/// a stored record: the trace header, then the body), perhaps ending in a body read in
+/// pieces; sent unchanged.
 #[derive(Clone, Copy, Debug)]
 pub struct OutboundMessage<'a> {
     /// The reverse path; empty for the null sender `<>`.
     pub sender: &'a str,
     /// The forward paths, in the order the outcomes are reported.
     pub recipients: &'a [String],
-    /// The message is the concatenation of these parts.
-    pub parts: &'a [&'a [u8]],
+    pub data: MessageData<'a>,
 }
 
 /// What became of one recipient of one message.
@@ -393,7 +393,7 @@ impl ClientSession {
         if transaction.to_send.is_empty() {
             return Ok(Some(transaction.finish(None)));
         }
-        let size = declared_size(message.parts);
+        let Shape { size, eight_bit } = message.data.shape();
         if let Some(limit) = self.extensions.size_limit.filter(|&limit| size > limit) {
             // RFC 1870 §4: a message over the advertised limit "will be rejected with a
             // permanent failure (552)"; sending it would only waste the bytes.
@@ -410,7 +410,7 @@ impl ClientSession {
         // RFC 6152 §3: declare 8-bit content where the peer can take it. Where it cannot,
         // the message still goes unchanged (the contract: sent as stored); in practice
         // servers pass 8-bit data through.
-        if self.extensions.eight_bit_mime && message.parts.iter().any(|p| !p.is_ascii()) {
+        if self.extensions.eight_bit_mime && eight_bit {
             mail.push_str(" BODY=8BITMIME");
         }
         self.command(&mail);

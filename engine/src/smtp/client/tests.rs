@@ -58,7 +58,11 @@ fn run(transcript: &str) {
                             "send-big" => BIG,
                             _ => EIGHT_BIT,
                         };
-                        session.send(&OutboundMessage { sender: &sender, recipients: &recipients, parts })
+                        session.send(&OutboundMessage {
+                            sender: &sender,
+                            recipients: &recipients,
+                            data: MessageData::Parts(parts),
+                        })
                     }
                     "verify" => session.verify(&words[1].replace("\\r", "\r")),
                     "starttls" => session.starttls().map(|()| None),
@@ -296,7 +300,7 @@ fn after_a_failure_every_byte_gets_the_same_answer_however_it_arrives() {
             match progress {
                 Ok(Progress::Event(Event::Ready)) => {
                     let to = vec!["a@y".to_string()];
-                    let message = OutboundMessage { sender: "s@x", recipients: &to, parts: MESSAGE };
+                    let message = OutboundMessage { sender: "s@x", recipients: &to, data: MessageData::Parts(MESSAGE) };
                     session.send(&message).unwrap();
                 }
                 Ok(Progress::Event(event)) => log.push(format!("{event:?}")),
@@ -443,7 +447,7 @@ fn verify_probes_and_resets() {
 #[test]
 fn a_busy_or_broken_session_refuses_new_work() {
     let mut session = ClientSession::new("client.test").unwrap();
-    assert!(session.send(&OutboundMessage { sender: "", recipients: &[], parts: &[] }).is_err());
+    assert!(session.send(&OutboundMessage { sender: "", recipients: &[], data: MessageData::Parts(&[]) }).is_err());
     assert!(!session.quit());
     assert!(ClientSession::new("two words").is_err());
     assert!(ClientSession::new("").is_err());
