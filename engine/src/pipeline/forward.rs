@@ -825,7 +825,7 @@ mod tests {
             // Given as parts, and given as a body read in pieces of every size.
             let whole: Vec<u8> = parts.concat();
             for piece in 1..=whole.len().max(1) {
-                let (body, nothing) = (Pieces(&whole, piece), Pieces(&[], 1));
+                let (body, nothing) = (InPieces(&whole, piece), InPieces(&[], 1));
                 for (parts, body) in [(*parts, &nothing), (&[][..], &body)] {
                     let mut out = Vec::new();
                     let source = CrlfLineEnds { parts, body };
@@ -840,16 +840,8 @@ mod tests {
         }
     }
 
-    /// Bytes handed out in pieces of a given size.
-    struct Pieces<'a>(&'a [u8], usize);
-
-    impl BodySource for Pieces<'_> {
-        fn write_to(&self, each: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
-            self.0.chunks(self.1).try_for_each(each)
-        }
-    }
-
     use super::*;
+    use crate::smtp::client::data::InPieces;
 
     #[test]
     fn an_attempt_delivers_bounces_or_keeps_each_recipient() {

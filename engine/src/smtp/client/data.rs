@@ -170,6 +170,17 @@ impl DotStuffer {
     }
 }
 
+/// Bytes handed out in pieces of a given size (tests of what reads a [`BodySource`]).
+#[cfg(test)]
+pub(crate) struct InPieces<'a>(pub &'a [u8], pub usize);
+
+#[cfg(test)]
+impl BodySource for InPieces<'_> {
+    fn write_to(&self, each: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        self.0.chunks(self.1).try_for_each(each)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,15 +236,6 @@ mod tests {
         }
     }
 
-    /// A body handed out in pieces of one octet: the hardest split for the measuring.
-    struct Bytewise<'a>(&'a [u8]);
-
-    impl BodySource for Bytewise<'_> {
-        fn write_to(&self, each: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
-            self.0.chunks(1).try_for_each(each)
-        }
-    }
-
     #[test]
     fn a_streamed_message_has_the_shape_and_bytes_of_the_same_message_in_parts() {
         let table: &[(&[&[u8]], &[u8])] = &[
@@ -246,7 +248,8 @@ mod tests {
         ];
         for (parts, body) in table {
             let whole = [parts, &[*body][..]].concat();
-            let source = Bytewise(body);
+            // Pieces of one octet: the hardest split for the measuring.
+            let source = InPieces(body, 1);
             let streamed = MessageData::streamed(parts, &source).unwrap();
             assert_eq!(streamed.shape(), MessageData::Parts(&whole).shape(), "{parts:?} {body:?}");
             let mut written = Vec::new();
