@@ -177,8 +177,8 @@ impl DataReceiver {
 
     fn drop_body(&mut self) {
         // Dropping the spool file removes it.
-        self.spooled = None;
-        if self.body.capacity() > 0 {
+        let held = self.spooled.take().is_some() || self.body.capacity() > 0;
+        if held {
             self.body = Vec::new();
             if let Some(share) = &mut self.share {
                 share.clear();
@@ -368,20 +368,22 @@ mod tests {
         let mut receiver = DataReceiver::with_budget(64 << 20, budget.share()).spilling_to(Some(bodies.clone()));
         assert!(feed_large(&mut receiver, 30_000));
         assert_eq!(budget.used(), SPOOL_BUFFER, "the budget holds the write buffer, not 3 MB");
-        let (body, _share) = receiver.into_parts();
+        let (body, share) = receiver.into_parts();
         let Ok(Body::Spooled(mut file)) = body else { panic!("a 3 MB body is spooled") };
         assert_eq!(file.len(), 16 + 30_000 * 100);
         assert_eq!(file.head(20).unwrap(), b"Subject: big\r\n\r\n0000");
         let spooled: Vec<_> = std::fs::read_dir(bodies.path()).unwrap().collect();
         assert_eq!(spooled.len(), 1);
-        drop(file);
+        drop((file, share));
         assert_eq!(std::fs::read_dir(bodies.path()).unwrap().count(), 0, "an uncommitted spool file goes away");
 
-        // Past the size limit the spool file is dropped as the memory would be.
-        let mut receiver = DataReceiver::new(2 << 20).spilling_to(Some(bodies.clone()));
+        // Past the size limit the spool file is dropped as the memory would be, and its
+        // share of the budget given back.
+        let mut receiver = DataReceiver::with_budget(2 << 20, budget.share()).spilling_to(Some(bodies.clone()));
         assert!(feed_large(&mut receiver, 30_000));
         assert!(receiver.over_limit());
         assert_eq!(std::fs::read_dir(bodies.path()).unwrap().count(), 0);
+        assert_eq!(budget.used(), 0);
 
         // Without a spool directory the body stays in memory, as before.
         let mut receiver = DataReceiver::new(64 << 20);
