@@ -124,25 +124,27 @@ impl Pop3Handler<'_> {
             conn.queue(b"-ERR [SYS/TEMP] message unavailable\r\n");
             return Ok(());
         };
-        let readable = match maildrop.message(number) {
-            Ok(Some(message)) => message.check_body().map(|()| message).map_err(|e| e.to_string()),
-            Ok(None) => Err("not in the store".to_string()),
-            Err(error) => Err(error.to_string()),
+        let unavailable = |conn: &mut Conn, why: &dyn std::fmt::Display| -> io::Result<()> {
+            log::error!("message {number} unavailable for RETR: {why}");
+            conn.queue(b"-ERR [SYS/TEMP] message unavailable\r\n");
+            Ok(())
         };
-        let message = match readable {
-            Ok(message) => message,
-            Err(error) => {
-                log::error!("message {number} unavailable for RETR: {error}");
-                conn.queue(b"-ERR [SYS/TEMP] message unavailable\r\n");
-                return Ok(());
-            }
+        let message = match maildrop.message(number) {
+            Ok(Some(message)) => message,
+            Ok(None) => return unavailable(conn, &"not in the store"),
+            Err(error) => return unavailable(conn, &error),
+        };
+        // Opened before the +OK: a body file that is missing is an -ERR, not a cut reply.
+        let body = match message.open_body() {
+            Ok(body) => body,
+            Err(error) => return unavailable(conn, &error),
         };
         conn.flush()?;
         let record = message.record();
         let mut out = BufWriter::with_capacity(64 * 1024, &mut conn.transport);
         let mut writer = MessageWriter::start(&mut out, size, top_lines)?;
         if writer.part(return_path(&record.sender).as_bytes())? && writer.part(record.trace.as_bytes())? {
-            message.body_chunks(|chunk| writer.part(chunk))?;
+            body.chunks(|chunk| writer.part(chunk))?;
         }
         writer.finish()?;
         out.flush()

@@ -377,4 +377,12 @@ fn a_25_mib_message_streams_into_the_store_and_back_out_in_bounded_memory() {
     let growth = maild.memory("VmHWM").saturating_sub(before);
     eprintln!("and out by RETR: peak growth {} KiB", growth / 1024);
     assert!(growth < 8 * MIB, "grew by {} MiB serving a 24 MiB message", growth / MIB);
+
+    // A body file that went missing is an -ERR before any of the reply, not a cut one.
+    let aside = maild.data.join("store/bodies/aside");
+    std::fs::rename(&file, &aside).unwrap();
+    let mut pop = pop3_login(maild.pop3, "u@d.test", "pw-u@d.test");
+    pop.expect("RETR 2", "-ERR [SYS/TEMP]");
+    pop.expect("RETR 1", "+OK");
+    std::fs::rename(&aside, &file).unwrap();
 }

@@ -28,7 +28,7 @@ pub fn run(store: &Store, out: &mut dyn Output) -> Result<()> {
     for number in 1..=head {
         match store.message(number) {
             Ok(Some(message)) if message.record().number.to_native() == number => {
-                if let Err(error) = message.check_body() {
+                if let Err(error) = message.open_body() {
                     faults.push(format!("message {number}: {error}"));
                 }
             }

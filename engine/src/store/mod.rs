@@ -245,22 +245,18 @@ impl StoredMessage {
         self.body_file.is_some()
     }
 
-    /// Checks that the body can be read (its file is there, as long as its record says),
-    /// so that a reply can begin before the body is read.
-    pub fn check_body(&self) -> std::io::Result<()> {
+    /// Opens the body for reading; a body file must be there, as long as the record
+    /// says. A reply can check this before it begins, and read the body after.
+    pub fn open_body(&self) -> std::io::Result<OpenBody<'_>> {
         match &self.body_file {
-            Some(file) => bodies::open_body(&file.dir, file.number, file.len).map(drop),
-            None => Ok(()),
+            Some(file) => bodies::open_body(&file.dir, file.number, file.len).map(OpenBody::File),
+            None => Ok(OpenBody::Record(&self.record().body)),
         }
     }
 
-    /// Calls `each` with the body's bytes in order (one slice for a body in the record,
-    /// pieces of a file's), until the end or until `each` returns false.
-    pub fn body_chunks(&self, mut each: impl FnMut(&[u8]) -> std::io::Result<bool>) -> std::io::Result<()> {
-        match &self.body_file {
-            Some(file) => bodies::read_chunks(bodies::open_body(&file.dir, file.number, file.len)?, each),
-            None => each(&self.record().body).map(|_| ()),
-        }
+    /// Calls `each` with the body's bytes in order (see [`OpenBody::chunks`]).
+    pub fn body_chunks(&self, each: impl FnMut(&[u8]) -> std::io::Result<bool>) -> std::io::Result<()> {
+        self.open_body()?.chunks(each)
     }
 
     /// Up to `max` octets from the start of the body.
@@ -280,6 +276,23 @@ impl StoredMessage {
     /// The whole body in memory (a large one is read from its file).
     pub fn read_body(&self) -> std::io::Result<std::borrow::Cow<'_, [u8]>> {
         self.body_head(usize::MAX)
+    }
+}
+
+/// A stored message's body, opened: the record's bytes, or its file.
+pub enum OpenBody<'a> {
+    Record(&'a [u8]),
+    File(std::fs::File),
+}
+
+impl OpenBody<'_> {
+    /// Calls `each` with the body's bytes in order (one slice for a body in the record,
+    /// pieces of a file's), until the end or until `each` returns false.
+    pub fn chunks(self, mut each: impl FnMut(&[u8]) -> std::io::Result<bool>) -> std::io::Result<()> {
+        match self {
+            OpenBody::File(file) => bodies::read_chunks(file, each),
+            OpenBody::Record(bytes) => each(bytes).map(drop),
+        }
     }
 }
 
@@ -1107,7 +1120,7 @@ mod tests {
 
             // A file whose length does not match its record is an error, not a short body.
             std::fs::write(copy.bodies().file_of(1), b"short").unwrap();
-            assert!(copy.message(1).unwrap().unwrap().check_body().is_err());
+            assert!(copy.message(1).unwrap().unwrap().open_body().is_err());
 
             // What a crash leaves: a file nothing points to.
             std::fs::write(store.bodies().file_of(9), b"orphan").unwrap();
