@@ -1,5 +1,6 @@
 //! What the store needs from the machine. A full disk: maild on a small tmpfs says
-//! `452 4.3.1` when space runs low, loses nothing it acknowledged, keeps serving POP3, and
+//! `452 4.3.1` when space runs low (to a large message that would be spooled to a file
+//! too, leaving no file behind), loses nothing it acknowledged, keeps serving POP3, and
 //! accepts again once space is freed, without a restart. Needs root (to mount the tmpfs);
 //! CI runs as root. Without it the test says so loudly and does nothing. File
 //! descriptors: maild raises its open-file limit to the hard limit, and refuses to start
@@ -92,6 +93,18 @@ fn a_full_disk_gets_452_loses_nothing_and_recovers_without_a_restart() {
     eprintln!("disk full after {} messages of 512 KiB: {refused}", acked.len());
     assert_eq!(acked, (1..=acked.len() as u64).collect::<Vec<_>>());
 
+    // A 2 MiB message, whose body would go to a spool file, is refused the same way (the
+    // spool file checks the free space), and no spool file is left behind.
+    let large = big.repeat(4);
+    c.expect("MAIL FROM:<s@d.test>", "250");
+    c.expect("RCPT TO:<u@d.test>", "250");
+    c.expect("DATA", "354");
+    c.send(&large);
+    c.send(b".\r\n");
+    let reply = c.reply();
+    assert!(reply.starts_with("452 4.3.1"), "{reply}");
+    assert_eq!(std::fs::read_dir(data.join("store/bodies")).unwrap().count(), 0, "a spool file was left behind");
+
     // POP3 still serves what was acknowledged.
     let mut pop = Client::connect(maild.pop3);
     pop.line();
@@ -108,13 +121,16 @@ fn a_full_disk_gets_452_loses_nothing_and_recovers_without_a_restart() {
     // Free space: the same session is accepted again, with the next number.
     std::fs::remove_file(&ballast_path).unwrap();
     let next = c.send_message("s@d.test", &["u@d.test"], b"Subject: after\r\n\r\nspace again\r\n");
-    assert_eq!(next, acked.len() as u64 + 1, "no number was used by the refused message");
+    assert_eq!(next, acked.len() as u64 + 1, "no number was used by the refused messages");
+    assert_eq!(c.send_message("s@d.test", &["u@d.test"], &large), next + 1);
+    assert!(data.join(format!("store/bodies/{}", next + 1)).exists(), "the large body is a file of its own");
     c.expect("QUIT", "221");
     maild.stop();
     let verify = mailtool(&data, &["verify"], None);
     assert!(verify.status.success(), "{}{}", verify.stdout_text(), verify.stderr);
     let entries = export_entries(&data, &["--user", "u@d.test"]);
-    assert_eq!(entries.len() as u64, next);
+    assert_eq!(entries.len() as u64, next + 1);
+    assert!(entries.last().unwrap().ends_with(&large), "the large message damaged");
     for (i, entry) in entries.iter().take(acked.len()).enumerate() {
         assert!(
             contains(entry, format!("X-Seq: {i}\r\n").as_bytes()) && entry.ends_with(&big),
