@@ -38,29 +38,21 @@ pub struct Shape {
 impl<'a> MessageData<'a> {
     /// `parts`, then `body`, with its shape found by reading the body once.
     pub fn streamed(parts: &'a [&'a [u8]], body: &'a dyn BodySource) -> io::Result<MessageData<'a>> {
-        let (mut size, mut eight_bit, mut last_two) = (0u64, false, [0u8; 2]);
-        let mut measure = |piece: &[u8]| {
-            size += piece.len() as u64;
-            eight_bit |= !piece.is_ascii();
-            match piece {
-                [] => {}
-                [only] => last_two = [last_two[1], *only],
-                [.., a, b] => last_two = [*a, *b],
-            }
+        let mut measure = Measure::default();
+        parts.iter().for_each(|part| measure.add(part));
+        body.write_to(&mut |piece| {
+            measure.add(piece);
             Ok(())
-        };
-        for part in parts {
-            measure(part)?;
-        }
-        body.write_to(&mut measure)?;
-        let size = size + if last_two == *b"\r\n" { 0 } else { 2 };
-        Ok(MessageData::Streamed { parts, body, shape: Shape { size, eight_bit } })
+        })?;
+        Ok(MessageData::Streamed { parts, body, shape: measure.shape() })
     }
 
     pub fn shape(&self) -> Shape {
         match self {
             MessageData::Parts(parts) => {
-                Shape { size: declared_size(parts), eight_bit: parts.iter().any(|p| !p.is_ascii()) }
+                let mut measure = Measure::default();
+                parts.iter().for_each(|part| measure.add(part));
+                measure.shape()
             }
             MessageData::Streamed { shape, .. } => *shape,
         }
@@ -90,18 +82,32 @@ impl std::fmt::Debug for MessageData<'_> {
     }
 }
 
-/// The size RFC 1870 §5 declares for a message given as parts: its octets with CRLF line
-/// ends, not the dot-stuffing nor the final dot; the CRLF we add at the end counts.
-pub fn declared_size(parts: &[&[u8]]) -> u64 {
-    let size = parts.iter().map(|p| p.len()).sum::<usize>() + if ends_with_crlf(parts) { 0 } else { 2 };
-    u64::try_from(size).unwrap_or(u64::MAX)
+/// A message's [`Shape`], taken piece by piece. The size is what RFC 1870 §5 declares: the
+/// octets with CRLF line ends, not the dot-stuffing nor the final dot; the CRLF we add at
+/// the end if the message lacks it counts (its CR and LF may be in different pieces, and
+/// empty pieces may sit anywhere).
+#[derive(Default)]
+struct Measure {
+    size: u64,
+    eight_bit: bool,
+    last_two: [u8; 2],
 }
 
-/// Whether the concatenated parts end with CRLF (the CR and the LF may be in different
-/// parts, and empty parts may sit anywhere).
-fn ends_with_crlf(parts: &[&[u8]]) -> bool {
-    let mut tail = parts.iter().rev().flat_map(|p| p.iter().rev());
-    matches!((tail.next(), tail.next()), (Some(b'\n'), Some(b'\r')))
+impl Measure {
+    fn add(&mut self, piece: &[u8]) {
+        self.size += piece.len() as u64;
+        self.eight_bit |= !piece.is_ascii();
+        match piece {
+            [] => {}
+            [only] => self.last_two = [self.last_two[1], *only],
+            [.., a, b] => self.last_two = [*a, *b],
+        }
+    }
+
+    fn shape(&self) -> Shape {
+        let added = if self.last_two == *b"\r\n" { 0 } else { 2 };
+        Shape { size: self.size + added, eight_bit: self.eight_bit }
+    }
 }
 
 /// Writes message data part by part: a `.` at the start of a line gets a second `.` in
@@ -231,8 +237,11 @@ mod tests {
         }
         let table: Vec<(&[&[u8]], bool)> =
             vec![(&[b"a\r", b"\n"], true), (&[b"\r\n", b""], true), (&[b"\n"], false), (&[b"\r"], false), (&[], false)];
-        for (parts, expected) in table {
-            assert_eq!(ends_with_crlf(parts), expected, "{parts:?}");
+        for (parts, ends_with_crlf) in table {
+            // A message that ends in CRLF is declared at its length; one that does not, 2 more.
+            let len = parts.iter().map(|p| p.len() as u64).sum::<u64>();
+            let added = if ends_with_crlf { 0 } else { 2 };
+            assert_eq!(MessageData::Parts(parts).shape().size, len + added, "{parts:?}");
         }
     }
 

@@ -47,7 +47,7 @@ use std::io;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 
-pub use data::{data_payload, declared_size, BodySource, DotStuffer, MessageData, Shape};
+pub use data::{data_payload, BodySource, DotStuffer, MessageData, Shape};
 pub use reply::{Extensions, ReplyReader, ServerReply};
 
 /// One message to send: the envelope, and the message as a sequence of byte slices (for
