@@ -4,7 +4,7 @@
 //! [`Pop3Action`]s. The session never touches a socket, a clock or the store. The daemon
 //! checks passwords and loads the maildrop when asked with [`Pop3Action::Login`], answering
 //! with [`Pop3Session::login_finished`]; it streams messages for [`Pop3Action::Retrieve`]
-//! through [`write_message`]; and it removes deleted messages durably for
+//! through a [`MessageWriter`], a body in pieces; and it removes deleted messages durably for
 //! [`Pop3Action::Commit`], answering with [`Pop3Session::commit_finished`]. That is the one
 //! place where "deletions apply only at QUIT, durably" is decided: a session that ends any
 //! other way (timeout, shutdown, dropped connection) never reaches UPDATE and deletes
@@ -93,7 +93,7 @@ pub enum Pop3Action {
     /// [`Pop3Session::login_finished`]. The session takes no more input until then.
     Login { user: String, password: String },
     /// RETR (`top_lines` None) or TOP (`Some(k)`) of the message with this global
-    /// number: the daemon writes the whole response with [`write_message`].
+    /// number: the daemon writes the whole response with a [`MessageWriter`].
     Retrieve { number: u64, size: u64, top_lines: Option<usize> },
     /// QUIT in TRANSACTION with messages marked deleted (their global numbers): remove
     /// them durably, then call [`Pop3Session::commit_finished`].

@@ -8,7 +8,7 @@ use crate::dialogue::{Dialogue, Step};
 const PASSWORD: &str = "open sesame";
 
 /// alice's maildrop: global numbers 3, 5 and 8, oldest first, each as the three parts the
-/// daemon passes to `write_message`.
+/// daemon passes to its `MessageWriter` (Return-Path, trace, body).
 fn alice_messages() -> Vec<(u64, [Vec<u8>; 3])> {
     let message = |number: u64, body: &str| {
         let parts = [
