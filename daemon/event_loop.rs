@@ -50,16 +50,11 @@ pub struct EventLoop {
 }
 
 /// A listener the loop accepts on, what it admits clients with, and what serves them.
-pub struct Listening {
-    pub listener: std::net::TcpListener,
+/// main hands it over with a std listener; the loop keeps it with mio's.
+pub struct Listening<L = std::net::TcpListener> {
+    pub listener: L,
     pub admission: Admission,
     pub service: Arc<SmtpService>,
-}
-
-struct LoopListener {
-    listener: TcpListener,
-    admission: Admission,
-    service: Arc<SmtpService>,
 }
 
 impl EventLoop {
@@ -71,7 +66,7 @@ impl EventLoop {
             listener.set_nonblocking(true)?;
             let mut listener = TcpListener::from_std(listener);
             poll.registry().register(&mut listener, listener_token(index), Interest::READABLE)?;
-            listeners.push(Some(LoopListener { listener, admission, service }));
+            listeners.push(Some(Listening { listener, admission, service }));
         }
         let stopping = Arc::new(AtomicBool::new(false));
         let answers = Arc::new(Answers { queue: Mutex::default(), waker: waker.clone() });
@@ -133,7 +128,7 @@ impl Answers {
 struct Loop {
     poll: Poll,
     /// `None` once shutdown closed it.
-    listeners: Vec<Option<LoopListener>>,
+    listeners: Vec<Option<Listening<TcpListener>>>,
     /// After a failed accept (EMFILE and friends), when to try again: epoll reports
     /// clients that are already waiting only once.
     accept_again: Option<Instant>,
