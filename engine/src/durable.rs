@@ -27,10 +27,10 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Asks the kernel to start writing `file`'s dirty pages now (and to drop them from the
-/// page cache once written: the caller does not read them back soon). Only a hint, for
-/// speed: it makes nothing durable, a sync must still follow.
-pub fn start_writeback(file: &File) {
+/// Tells the kernel that `file`'s cached pages are not needed: it starts writing the
+/// dirty ones now and drops the clean ones. Only a hint, for speed: it makes nothing
+/// durable, a sync must still follow.
+pub fn uncache(file: &File) {
     let _ = rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed);
 }
 

@@ -257,7 +257,7 @@ fn write_temporary(store: &Store, tmp: &Path, first: u64, last: u64) -> std::io:
         failpoint::hit("backup.mid_write")?;
         write_entries(&mut file, store, middle, last)?;
         let file = file.into_inner().map_err(|e| e.into_error())?;
-        crate::durable::start_writeback(&file);
+        crate::durable::uncache(&file);
         Ok(file)
     })();
     if result.is_err() {

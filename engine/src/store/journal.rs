@@ -74,6 +74,11 @@ impl Journal {
         }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
+        // The zeros and this read leave the file in the page cache in large folios (up to
+        // 2 MiB where the kernel gives regular files large folios), and a frame written
+        // into a clean folio dirties all of it: every `fdatasync` wrote the whole folio,
+        // about 0.5 MiB a commit. Dropped now, the pages come back the size of the writes.
+        crate::durable::uncache(&file);
         let (frames, last_id) = scan(&bytes, applied);
         Ok((Journal { file, end: 0, next_id: last_id.saturating_add(1) }, frames))
     }
