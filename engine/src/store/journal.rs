@@ -72,13 +72,16 @@ impl Journal {
             file.sync_all()?;
             crate::durable::sync_parent(path)?;
         }
+        // One large write of zeros, or a read with readahead, leaves the file in the page
+        // cache in large folios (up to 2 MiB where the kernel gives regular files large
+        // folios), and a frame written into a clean folio dirties all of it: every
+        // `fdatasync` wrote a whole folio, about 0.5 MiB a commit. So the pages are dropped
+        // and read back without readahead, which brings them back one page each (and
+        // cached: a frame that starts in a page not cached would wait for its read).
+        crate::durable::uncache(&file);
+        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Random)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        // The zeros and this read leave the file in the page cache in large folios (up to
-        // 2 MiB where the kernel gives regular files large folios), and a frame written
-        // into a clean folio dirties all of it: every `fdatasync` wrote the whole folio,
-        // about 0.5 MiB a commit. Dropped now, the pages come back the size of the writes.
-        crate::durable::uncache(&file);
         let (frames, last_id) = scan(&bytes, applied);
         Ok((Journal { file, end: 0, next_id: last_id.saturating_add(1) }, frames))
     }
