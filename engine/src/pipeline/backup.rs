@@ -16,7 +16,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{signal, Signal, SignalWaiter};
 use crate::failpoint;
@@ -68,12 +68,11 @@ pub struct BackupWaiter {
 /// How long to wait before trying again after a failed range file.
 const RETRY: Duration = Duration::from_secs(1);
 
-/// How long a complete range waits for the ones after it, so that ranges written
-/// together share their syncs (see [`write_ranges`]). Well within the "seconds" a range
-/// file may take.
-const GATHER: Duration = Duration::from_millis(500);
-
-/// Ranges written in one pass at most: a pass holds a descriptor per file.
+/// Ranges written in one pass at most: a pass holds a descriptor per file. A pass takes
+/// what is complete when it starts: one range while the stage keeps up, more after a
+/// start-up or while the disk is slow, and those share their syncs (see
+/// [`write_ranges`]). Waiting on purpose for more ranges to gather saved syncs too, but
+/// raised maild's memory by about 30 MiB at 1,000,000 messages (docs/BENCHMARKS.md).
 const PASS: u64 = 64;
 
 pub fn run(waiter: BackupWaiter, store: &Store) {
@@ -89,7 +88,7 @@ pub fn run(waiter: BackupWaiter, store: &Store) {
     loop {
         // After a failure, try again soon even if no new message comes.
         let woken = if ok { waiter.woken.wait() } else { waiter.woken.wait_timeout(RETRY) };
-        if !woken || !gather(&waiter.woken) {
+        if !woken {
             break;
         }
         ok = catch_up_logged(
@@ -100,20 +99,6 @@ pub fn run(waiter: BackupWaiter, store: &Store) {
     }
     // Senders gone: the pipeline is stopping; finish what is complete.
     catch_up_logged(store, &dir, waiter.head.load(Ordering::SeqCst));
-}
-
-/// Waits [`GATHER`], whatever signals come meanwhile; false if the pipeline stops.
-fn gather(woken: &SignalWaiter) -> bool {
-    let deadline = Instant::now() + GATHER;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return true;
-        }
-        if !woken.wait_timeout(left) {
-            return false;
-        }
-    }
 }
 
 fn catch_up_logged(store: &Store, dir: &Path, head: u64) -> bool {
