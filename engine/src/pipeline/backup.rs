@@ -188,8 +188,8 @@ fn write_range(store: &Store, dir: &Path, first: u64) -> Result<(), StoreError> 
 /// Writes the files of the `count` ranges after `mark` together: each to a temporary
 /// file, then each fsync'd and renamed into place, and the directory fsync'd once. Every
 /// file is handed to the kernel for writing before the first sync, so one commit of the
-/// file system's journal can cover all their blocks: a pass costs about two such
-/// commits, not two a range, and they compete with the intake's syncs for the disk.
+/// file system's journal can cover all their blocks: a pass of many ranges (after a
+/// start-up, or behind a slow disk) costs about two such commits, not two a range.
 ///
 /// A file that exists is kept as it is. Returns how many ranges, from the first, have
 /// their file now: all, or those before one whose entries could not be written (the
