@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# bench/compare.sh: maild next to smtp-sink (the ceiling: parses SMTP, stores nothing)
-# and Postfix 3.7 (real queue, fsync per message, local delivery), all three under the
-# same load from Postfix's smtp-source; then POP3, maild next to Dovecot, with one Python
+# bench/compare.sh: maild next to smtp-sink (the ceiling: parses SMTP, stores nothing),
+# bench/durable-sink.rs (smtp-sink plus one group-committed `fdatasync` a message: the
+# ceiling for a server that keeps what it acknowledges) and Postfix 3.7 (real queue,
+# fsync per message, local delivery), all under the same load from Postfix's
+# smtp-source; then POP3, maild next to Dovecot, with one Python
 # client (poplib, one round trip per RETR; a raw socket, one RETR at a time; then 64
 # RETRs pipelined on the raw socket).
 #
@@ -19,7 +21,7 @@
 #   LATENCY_MESSAGES [5000; QUICK=1: 1000] for `mailtool bench smtp` (ack latency)
 #   RUN_SMTP=0 / RUN_POP3=0 / RUN_LATENCY=0 skip a part
 #   MAILD_SMTP_PORT [25250] MAILD_POP3_PORT [25251] SINK_PORT [25252]
-#   POSTFIX_PORT [25253] DOVECOT_PORT [25254]   (all on 127.0.0.1)
+#   POSTFIX_PORT [25253] DOVECOT_PORT [25254] DURABLE_SINK_PORT [25255] (all on 127.0.0.1)
 #   BENCH_TMPDIR [/tmp]      where the stores, Postfix's queue and the Maildir go
 #   RUN_TIMEOUT [900]        seconds one load run may take before it counts as failed
 #   POSTFIX_CONF ['']        extra main.cf settings for Postfix, e.g. "in_flow_delay=0"
@@ -29,6 +31,9 @@
 #
 # Exit status: 0 when every run succeeded; 1 when a run failed (its cell shows "fail";
 # the report is still printed) or on any error before the report.
+#
+# durable-sink is built with rustc (std only) into the work dir; without rustc its column
+# says n/a.
 #
 # Installs postfix, dovecot-pop3d and python3 with apt-get when they are missing (without
 # starting the system's own Postfix/Dovecot). Postfix and Dovecot run as private
@@ -78,6 +83,7 @@ MAILD_POP3_PORT=${MAILD_POP3_PORT:-25251}
 SINK_PORT=${SINK_PORT:-25252}
 POSTFIX_PORT=${POSTFIX_PORT:-25253}
 DOVECOT_PORT=${DOVECOT_PORT:-25254}
+DURABLE_SINK_PORT=${DURABLE_SINK_PORT:-25255}
 BENCH_TMPDIR=${BENCH_TMPDIR:-/tmp}
 RUN_TIMEOUT=${RUN_TIMEOUT:-900}
 SIZE=1024
@@ -89,7 +95,7 @@ SENDER=sender@bench.test
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf 'compare.sh: %s\n' "$*" >&2; exit 1; }
 
-for n in MESSAGES REPEAT POP3_MESSAGES LATENCY_MESSAGES RUN_TIMEOUT MAILD_SMTP_PORT MAILD_POP3_PORT SINK_PORT POSTFIX_PORT DOVECOT_PORT; do
+for n in MESSAGES REPEAT POP3_MESSAGES LATENCY_MESSAGES RUN_TIMEOUT MAILD_SMTP_PORT MAILD_POP3_PORT SINK_PORT POSTFIX_PORT DOVECOT_PORT DURABLE_SINK_PORT; do
     [[ ${!n} =~ ^[1-9][0-9]*$ ]] || die "$n=${!n}: want a positive whole number"
 done
 (( MESSAGES >= 5 )) || die "MESSAGES=$MESSAGES: want at least 5 (the 100 KiB cells send MESSAGES/5)"
@@ -117,6 +123,7 @@ PF=""
 DV=""
 MAILD_PID=""
 SINK_PID=""
+DURABLE_SINK_PID=""
 CHILD_PID=""
 POSTFIX_STARTED=0
 DOVECOT_STARTED=0
@@ -143,6 +150,12 @@ stop_sink() {
     kill -TERM "$SINK_PID" 2>/dev/null || true
     wait "$SINK_PID" 2>/dev/null || true
     SINK_PID=""
+}
+stop_durable_sink() {
+    [[ -n $DURABLE_SINK_PID ]] || return 0
+    kill -TERM "$DURABLE_SINK_PID" 2>/dev/null || true
+    wait "$DURABLE_SINK_PID" 2>/dev/null || true
+    DURABLE_SINK_PID=""
 }
 
 stop_postfix() {
@@ -184,6 +197,7 @@ cleanup() {
     fi
     stop_maild
     stop_sink
+    stop_durable_sink
     stop_postfix
     stop_dovecot
     if [[ -n $POLICY_ADDED ]]; then rm -f "$POLICY_ADDED"; fi
@@ -250,7 +264,7 @@ BENCH_GID=$(id -g bench)
 SINK_USER=nobody
 id "$SINK_USER" >/dev/null 2>&1 || SINK_USER=bench
 
-for p in MAILD_SMTP_PORT MAILD_POP3_PORT SINK_PORT POSTFIX_PORT DOVECOT_PORT; do
+for p in MAILD_SMTP_PORT MAILD_POP3_PORT SINK_PORT POSTFIX_PORT DOVECOT_PORT DURABLE_SINK_PORT; do
     if listening "${!p}"; then die "port 127.0.0.1:${!p} is in use (choose another with $p=...)"; fi
 done
 
@@ -305,6 +319,24 @@ start_sink() {
     smtp-sink -u "$SINK_USER" "127.0.0.1:$SINK_PORT" 256 </dev/null >"$WORK/smtp-sink.log" 2>&1 &
     SINK_PID=$!
     wait_port "$SINK_PORT" 30 || { cat "$WORK/smtp-sink.log" >&2; die "smtp-sink did not listen on $SINK_PORT within 30 s"; }
+}
+
+# --- durable-sink (bench/durable-sink.rs) -------------------------------------------------
+
+DURABLE_SINK=""
+build_durable_sink() {
+    if ! command -v rustc >/dev/null; then log "no rustc: the durable-sink column says n/a"; return 0; fi
+    rustc -O --edition 2021 "$ROOT/bench/durable-sink.rs" -o "$WORK/durable-sink" 2>"$WORK/durable-sink-build.log" ||
+        die "building bench/durable-sink.rs failed: $(tail -5 "$WORK/durable-sink-build.log")"
+    DURABLE_SINK="$WORK/durable-sink"
+}
+
+# On the stores' file system, in a file made once (its writes then cost no metadata).
+start_durable_sink() {
+    [[ -n $DURABLE_SINK ]] || return 0
+    "$DURABLE_SINK" "127.0.0.1:$DURABLE_SINK_PORT" "$WORK/durable-sink.data" </dev/null >"$WORK/durable-sink.log" 2>&1 &
+    DURABLE_SINK_PID=$!
+    wait_port "$DURABLE_SINK_PORT" 60 || { cat "$WORK/durable-sink.log" >&2; die "durable-sink did not listen on $DURABLE_SINK_PORT within 60 s"; }
 }
 
 # --- Postfix: a private instance -------------------------------------------------------
@@ -465,6 +497,8 @@ RSS_NOTE=""
 if [[ $RUN_SMTP == 1 ]]; then
     log "SMTP: $MESSAGES messages a run ($BIG_MESSAGES at 100 KiB), $REPEAT run(s) per cell and server; work dir $WORK"
     start_sink
+    build_durable_sink
+    start_durable_sink
     start_postfix
     reset_postfix
 
@@ -477,15 +511,20 @@ if [[ $RUN_SMTP == 1 ]]; then
         "single, 32 conns, 1 KiB|single|32|$SIZE|$MESSAGES"
         "multi, 8 conns, 100 KiB|multi|8|$BIG_SIZE|$BIG_MESSAGES"
     )
-    REPORT_SMTP="| cell | smtp-sink | maild | Postfix | maild / sink | maild / Postfix |
-|---|---:|---:|---:|---:|---:|"
+    REPORT_SMTP="| cell | smtp-sink | durable-sink | maild | Postfix | maild / sink | durable / sink | maild / durable | maild / Postfix |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     COMMANDS=""
     for cell in "${CELLS[@]}"; do
         IFS='|' read -r name mode sessions size messages <<<"$cell"
-        sink_runs=() maild_runs=() postfix_runs=()
+        sink_runs=() durable_runs=() maild_runs=() postfix_runs=()
         for ((r = 1; r <= REPEAT; r++)); do
             run_load "$SINK_PORT" "$mode" "$sessions" "$messages" "$size" "[$name] smtp-sink"; v=$RESULT
             sink_runs+=("$v"); log "[$name] run $r/$REPEAT smtp-sink: $(per_second "$v")"
+
+            if [[ -n $DURABLE_SINK ]]; then
+                run_load "$DURABLE_SINK_PORT" "$mode" "$sessions" "$messages" "$size" "[$name] durable-sink"; v=$RESULT
+                durable_runs+=("$v"); log "[$name] run $r/$REPEAT durable-sink: $(per_second "$v")"
+            fi
 
             start_maild
             run_load "$MAILD_SMTP_PORT" "$mode" "$sessions" "$messages" "$size" "[$name] maild"; v=$RESULT
@@ -502,22 +541,30 @@ if [[ $RUN_SMTP == 1 ]]; then
             postfix_runs+=("$v"); log "[$name] run $r/$REPEAT Postfix: $(per_second "$v")"
         done
         s=$(median "${sink_runs[@]}"); m=$(median "${maild_runs[@]}"); p=$(median "${postfix_runs[@]}")
+        d=n/a
+        if [[ -n $DURABLE_SINK ]]; then d=$(median "${durable_runs[@]}"); fi
         REPORT_SMTP+="
-| $name | $(commas "$s") | $(commas "$m") | $(commas "$p") | $(ratio "$m" "$s") | $(ratio "$m" "$p") |"
+| $name | $(commas "$s") | $(commas "$d") | $(commas "$m") | $(commas "$p") | $(ratio "$m" "$s") | $(ratio "$d" "$s") | $(ratio "$m" "$d") | $(ratio "$m" "$p") |"
         REPORT_RUNS+="
-- $name: smtp-sink ${sink_runs[*]}; maild ${maild_runs[*]}; Postfix ${postfix_runs[*]}"
+- $name: smtp-sink ${sink_runs[*]}; durable-sink ${durable_runs[*]:-n/a}; maild ${maild_runs[*]}; Postfix ${postfix_runs[*]}"
         mapfile -t args < <(source_args "$mode" "$sessions" "$messages" "$size")
         COMMANDS+="
 smtp-source ${args[*]} 127.0.0.1:PORT   # $name"
     done
     stop_sink
+    stop_durable_sink
     stop_postfix
     REPORT_SMTP+="
 
 msgs/s from \`smtp-source\`'s start to its exit (the last 250 after the data), the load
 generator on the same cores as the server. \"multi\": every session sends its share over
 one connection (\`-d\`); \"single\": one message per connection (smtp-source's default).
-smtp-source speaks HELO and does not pipeline. Each maild run starts on an empty store;
+smtp-source speaks HELO and does not pipeline. durable-sink (bench/durable-sink.rs,
+built with \`rustc -O\`) answers like smtp-sink but writes each message into one
+preallocated file and \`fdatasync\`s it (group commit) before the 250: what any server
+that keeps what it acknowledges must at least do, so \"durable / sink\" is the most such
+a server can reach on this machine and \"maild / durable\" is what maild's own work
+costs. Each maild run starts on an empty store;
 Postfix's queue and mailbox are emptied between runs (it delivers with local(8) to an
 mbox while it accepts; main.cf as written by bench/compare.sh${POSTFIX_CONF:+, plus $POSTFIX_CONF}). The cells:
 
