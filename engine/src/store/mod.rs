@@ -343,6 +343,7 @@ impl Store {
         let bodies = BodyDir::open(&path).map_err(StoreError::from_io)?;
         let tree = |name: &str| db.open_tree(name).map_err(StoreError::from_sled);
         let messages = tree("messages")?;
+        Self::move_counters(&db, &messages)?;
         let applied = Self::read_counter(&messages, keys::JOURNAL)?;
         let (journal, frames) = Journal::open(&path.join("journal"), applied).map_err(StoreError::from_io)?;
         let store = Store {
@@ -370,7 +371,7 @@ impl Store {
     /// log had them), makes them durable in sled, and lets the journal start over.
     ///
     /// The journal starts over only after sled is flushed, so its first frame is never
-    /// more than one past sled's `j`. If it is, sled lost frames it had made durable, and
+    /// more than one past sled's `~journal`. If it is, sled lost frames it had made durable, and
     /// they are in neither: opening is refused, loudly, rather than serving a store with a
     /// hole where acknowledged messages were.
     fn replay_journal(&self, applied: u64, frames: Vec<journal::Frame>) -> Result<()> {
@@ -398,7 +399,7 @@ impl Store {
     /// Applies a journal frame's writes to the `messages` tree one by one, its id last.
     /// Not as one sled batch, on purpose: a batch costs two log buffers written and synced
     /// at once (`pin_log`), and the atomicity is the journal's. sled recovers a prefix of
-    /// its log, so after a crash it holds every frame up to its `j` whole and at most the
+    /// its log, so after a crash it holds every frame up to its `~journal` whole and at most the
     /// start of the next one, which the replay then applies again, whole.
     fn apply_frame(&self, ops: Vec<Op>, id: u64) -> Result<()> {
         for op in ops {
@@ -429,6 +430,32 @@ impl Store {
             AppendError::Unknown(io) => self.mark_broken(format!("journal write failed and could not be erased: {io}")),
         })?;
         self.apply_frame(ops, id)
+    }
+
+    /// Moves the head and journal counters of an older maild (`h`, `j`) to their keys
+    /// at the end of the `messages` tree ([`keys::HEAD`]), in one atomic, flushed batch,
+    /// before anything reads them.
+    fn move_counters(db: &sled::Db, messages: &Tree) -> Result<()> {
+        let mut batch = Batch::default();
+        let mut moved = false;
+        for (old, new) in [(keys::LEGACY_HEAD, keys::HEAD), (keys::LEGACY_JOURNAL, keys::JOURNAL)] {
+            let Some(value) = messages.get(old).map_err(StoreError::from_sled)? else { continue };
+            if value == keys::MOVED {
+                continue;
+            }
+            if messages.contains_key(new).map_err(StoreError::from_sled)? {
+                return Err(StoreError::Corrupt(format!("counter {old:?} of an older maild is back beside {new:?}")));
+            }
+            batch.insert(new, value);
+            batch.insert(old, keys::MOVED);
+            moved = true;
+        }
+        if moved {
+            messages.apply_batch(batch).map_err(StoreError::from_sled)?;
+            db.flush().map_err(StoreError::from_sled)?;
+            log::info!("store: head and journal counters of an older maild moved to the end of the tree");
+        }
+        Ok(())
     }
 
     /// Rewrites the queue records of an older maild (prefix `q`, without a route) in
@@ -1263,6 +1290,32 @@ mod tests {
             Err(StoreError::Corrupt(why)) => assert!(why.contains("frames 2..=2"), "{why}"),
             other => panic!("expected the hole to be refused, got {:?}", other.map(|s| s.head())),
         }
+    }
+
+    #[test]
+    fn the_counters_of_an_older_maild_are_moved_and_left_unreadable_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.commit(0, vec![record(1, b"one"), record(2, b"two")]).unwrap();
+        // Where an older maild kept them.
+        for (old, new) in [(keys::LEGACY_HEAD, keys::HEAD), (keys::LEGACY_JOURNAL, keys::JOURNAL)] {
+            let value = store.messages.remove(new).unwrap().unwrap();
+            store.messages.insert(old, value).unwrap();
+        }
+        store.flush().unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.head().unwrap(), 2);
+        for old in [keys::LEGACY_HEAD, keys::LEGACY_JOURNAL] {
+            let marker = store.messages.get(old).unwrap().unwrap();
+            assert_eq!(marker, keys::MOVED);
+            assert_eq!(keys::number(&marker), None, "an older maild must not read it as a counter");
+        }
+        assert_eq!(store.commit(2, vec![record(3, b"three")]).unwrap(), 3);
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.head().unwrap(), 3);
+        assert_eq!(store.message(1).unwrap().unwrap().record().body.as_slice(), b"one");
     }
 
     #[test]

@@ -134,10 +134,20 @@ pub struct UserRecord {
 
 /// Key layout. Numbers are big-endian so sled's byte order is numeric order.
 pub mod keys {
-    /// `messages` tree: the highest committed number.
-    pub const HEAD: &[u8] = b"h";
-    /// `messages` tree: the id of the last journal frame applied (`store/journal.rs`).
-    pub const JOURNAL: &[u8] = b"j";
+    /// `messages` tree: the highest committed number. Every commit rewrites it, so it
+    /// sorts after every other key: it shares a leaf with the newest small keys, and
+    /// sled's rewrite of that leaf (every few changes) is small. Next to the first
+    /// message records, where `h` was, each rewrite was of up to 64 KiB of them.
+    pub const HEAD: &[u8] = b"~head";
+    /// `messages` tree: the id of the last journal frame applied (`store/journal.rs`);
+    /// at the end of the tree for the same reason as [`HEAD`].
+    pub const JOURNAL: &[u8] = b"~journal";
+    /// `messages` tree: where an older maild kept [`HEAD`] and [`JOURNAL`]. Once moved,
+    /// each holds [`MOVED`], which an older maild refuses as a counter too short to be
+    /// one (it reads a counter's last 8 bytes) rather than reading the store as empty.
+    pub const LEGACY_HEAD: &[u8] = b"h";
+    pub const LEGACY_JOURNAL: &[u8] = b"j";
+    pub const MOVED: &[u8] = b"moved";
     /// `messages` tree: `m` + number → [`super::MessageRecord`].
     pub const MESSAGE: u8 = b'm';
     /// `messages` tree: `o` + number → [`super::Routing`] of that message.

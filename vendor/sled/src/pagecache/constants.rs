@@ -24,7 +24,11 @@ pub(crate) const META_PID: PageId = 0;
 pub(crate) const COUNTER_PID: PageId = 1;
 pub(crate) const BATCH_MANIFEST_PID: PageId = PageId::max_value() - 666;
 
-pub(crate) const PAGE_CONSOLIDATION_THRESHOLD: usize = 10;
+// maild patch: 32, not 10. A page is rewritten whole (up to a 64 KiB leaf) once it has
+// this many changes linked to it; maild's newest leaf takes one change per message, so
+// at 10 the rewrites were most of what sled wrote to disk. The page in memory is always
+// whole, so reads do not walk the longer chain.
+pub(crate) const PAGE_CONSOLIDATION_THRESHOLD: usize = 32;
 pub(crate) const SEGMENT_CLEANUP_THRESHOLD: usize = 50;
 
 // Allows for around 1 trillion items to be stored
