@@ -46,7 +46,7 @@ impl Submission {
     }
 
     /// Answers the session; a session that went away is not an error.
-    pub fn answer(self, outcome: Result<u64, CommitError>) {
+    pub fn answer(&self, outcome: Result<u64, CommitError>) {
         self.reply.send(outcome);
     }
 }

@@ -108,6 +108,10 @@ pub fn run(
         match committed {
             Ok(new_head) => {
                 config.metrics.committed(batch.len(), started.elapsed());
+                // Every client first: the log lines and the hand-over to deliver can wait.
+                for (offset, submission) in batch.iter().enumerate() {
+                    submission.answer(Ok(head + 1 + offset as u64));
+                }
                 for ((offset, submission), size) in batch.into_iter().enumerate().zip(sizes) {
                     let number = head + 1 + offset as u64;
                     let envelope = &submission.message.envelope;
@@ -120,7 +124,6 @@ pub fn run(
                     );
                     let committed =
                         Committed { number, recipients: envelope.recipients.clone(), routing: routing(envelope) };
-                    submission.answer(Ok(number));
                     if output.send(committed).is_err() {
                         log::error!("deliver stage is gone; message {number} will be delivered at next start");
                     }
