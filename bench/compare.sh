@@ -145,18 +145,16 @@ stop_maild() {
     wait "$pid" 2>/dev/null || true
 }
 
-stop_sink() {
-    [[ -n $SINK_PID ]] || return 0
-    kill -TERM "$SINK_PID" 2>/dev/null || true
-    wait "$SINK_PID" 2>/dev/null || true
-    SINK_PID=""
+# Stops the process whose pid is in the variable named $1 (if any) and clears it.
+stop_pid_in() {
+    local -n pid_var=$1
+    [[ -n $pid_var ]] || return 0
+    kill -TERM "$pid_var" 2>/dev/null || true
+    wait "$pid_var" 2>/dev/null || true
+    pid_var=""
 }
-stop_durable_sink() {
-    [[ -n $DURABLE_SINK_PID ]] || return 0
-    kill -TERM "$DURABLE_SINK_PID" 2>/dev/null || true
-    wait "$DURABLE_SINK_PID" 2>/dev/null || true
-    DURABLE_SINK_PID=""
-}
+stop_sink() { stop_pid_in SINK_PID; }
+stop_durable_sink() { stop_pid_in DURABLE_SINK_PID; }
 
 stop_postfix() {
     [[ $POSTFIX_STARTED == 1 ]] || return 0
