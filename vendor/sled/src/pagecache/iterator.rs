@@ -1,9 +1,9 @@
 use std::{collections::BTreeMap, io};
 
 use super::{
-    pread_exact_or_eof, read_message, read_segment_header, BasedBuf, DiskPtr,
-    LogKind, LogOffset, LogRead, Lsn, SegmentHeader, SegmentNumber,
-    MAX_MSG_HEADER_LEN, SEG_HEADER_LEN,
+    check_message_in_segment, pread_exact_or_eof, read_segment_header,
+    BasedBuf, DiskPtr, LogKind, LogOffset, LogRead, Lsn, SegmentHeader,
+    SegmentNumber, MAX_MSG_HEADER_LEN, SEG_HEADER_LEN,
 };
 use crate::*;
 
@@ -15,6 +15,10 @@ pub struct LogIter {
     pub max_lsn: Option<Lsn>,
     pub cur_lsn: Option<Lsn>,
     pub last_stage: bool,
+    /// maild patch: the buffer of the segment read before, to read the next
+    /// one into. Recovery reads the whole log, and a fresh zeroed buffer for
+    /// each segment was a tenth of it.
+    pub spare_buffer: Option<Vec<u8>>,
 }
 
 impl Iterator for LogIter {
@@ -35,7 +39,7 @@ impl Iterator for LogIter {
                 // the snapshot generation logic that there was
                 // no more available space for a message in the
                 // last read segment
-                self.segment_base = None;
+                self.retire_segment();
             }
 
             if self.segment_base.is_none() {
@@ -74,8 +78,9 @@ impl Iterator for LogIter {
                     / u64::try_from(self.config.segment_size).unwrap(),
             );
 
-            match read_message(
-                &**segment_base,
+            // maild patch: checked in place, not copied out
+            match check_message_in_segment(
+                segment_base,
                 lid,
                 expected_segment_number,
                 &self.config,
@@ -139,7 +144,7 @@ impl Iterator for LogIter {
                         // because any already applied
                         // state can be assumed to be replaced later on by
                         // the stabilized state that came afterwards.
-                        let _taken = self.segment_base.take().unwrap();
+                        self.retire_segment();
 
                         continue;
                     } else {
@@ -149,7 +154,7 @@ impl Iterator for LogIter {
                 }
                 Ok(LogRead::Cap(_segment_number)) => {
                     trace!("read cap in LogIter::next");
-                    let _taken = self.segment_base.take().unwrap();
+                    self.retire_segment();
 
                     continue;
                 }
@@ -248,7 +253,9 @@ impl LogIter {
 
         trace!("read segment header {:?}", segment_header);
 
-        let mut buf = vec![0; self.config.segment_size];
+        // maild patch: every byte up to `size` is read over
+        let mut buf = self.spare_buffer.take().unwrap_or_default();
+        buf.resize(self.config.segment_size, 0);
         let size = pread_exact_or_eof(f, &mut buf, offset)?;
 
         trace!("setting stored segment buffer length to {} after read", size);
@@ -265,6 +272,13 @@ impl LogIter {
         self.segments.remove(&lsn);
 
         Ok(())
+    }
+
+    /// maild patch: see `spare_buffer`.
+    fn retire_segment(&mut self) {
+        if let Some(segment) = self.segment_base.take() {
+            self.spare_buffer = Some(segment.buf);
+        }
     }
 }
 
@@ -446,6 +460,7 @@ fn check_contiguity_in_unstable_tail(
         max_lsn: missing_item_in_tail,
         cur_lsn: None,
         last_stage: false,
+        spare_buffer: None,
     };
 
     // run the iterator to completion
@@ -513,5 +528,6 @@ pub fn raw_segment_iter_from(
         segment_base: None,
         segments,
         last_stage: true,
+        spare_buffer: None,
     })
 }

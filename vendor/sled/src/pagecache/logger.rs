@@ -763,10 +763,124 @@ pub(crate) fn read_message<R: ReadAt>(
         buf.copy_from_slice(header_cursor[..header_len].as_ref());
     }
 
-    let crc32 = calculate_message_crc32(
-        msg_header_buf[..message_offset].as_ref(),
-        &buf,
+    check_and_decode(
+        header,
+        &msg_header_buf[..message_offset],
+        Body::Read(buf),
+        expected_segment_number,
+        config,
+    )
+}
+
+/// Reads the message at `lid` of a segment already in memory, as `read_message`
+/// does, but checks its body where it lies instead of copying it out: recovery
+/// reads every message of the log once and keeps none of their bodies, so an
+/// inline message comes back with an empty buffer.
+// maild patch: recovery allocated, zeroed and copied every message of the log.
+pub(crate) fn check_message_in_segment(
+    segment: &BasedBuf,
+    lid: LogOffset,
+    expected_segment_number: SegmentNumber,
+    config: &Config,
+) -> Result<LogRead> {
+    if config.use_compression {
+        return read_message(segment, lid, expected_segment_number, config);
+    }
+    let _measure = Measure::new(&M.read);
+    let segment_len = config.segment_size;
+    let seg_start = lid / segment_len as LogOffset * segment_len as LogOffset;
+    assert!(seg_start + SEG_HEADER_LEN as LogOffset <= lid);
+    assert!(
+        (seg_start + segment_len as LogOffset) - lid
+            >= MAX_MSG_HEADER_LEN as LogOffset,
+        "tried to read a message from the red zone"
     );
+
+    // the bytes `pread_exact_or_eof` would read from the segment at `lid`
+    let bytes = lid
+        .checked_sub(segment.offset)
+        .and_then(|at| usize::try_from(at).ok())
+        .and_then(|at| segment.buf.get(at..))
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "failed to fill buffer",
+            )
+        })?;
+    let msg_header_buf = &mut [0; 128];
+    let header_bytes = std::cmp::min(msg_header_buf.len(), bytes.len());
+    msg_header_buf[..header_bytes].copy_from_slice(&bytes[..header_bytes]);
+    let header_cursor = &mut msg_header_buf.as_ref();
+    let len_before = header_cursor.len();
+    let header = MessageHeader::deserialize(header_cursor)?;
+    let len_after = header_cursor.len();
+    let message_offset = len_before - len_after;
+
+    let ceiling = seg_start + segment_len as LogOffset;
+    assert!(lid + message_offset as LogOffset <= ceiling);
+    let max_possible_len =
+        assert_usize(ceiling - lid - message_offset as LogOffset);
+    if header.len > max_possible_len as u64 {
+        return Ok(LogRead::Corrupted);
+    }
+    let header_len = usize::try_from(header.len).unwrap();
+    if header.kind == MessageKind::Corrupted {
+        return Ok(LogRead::Corrupted);
+    }
+
+    let body: &[u8] = if header_len > len_after {
+        bytes.get(message_offset..message_offset + header_len).ok_or_else(
+            || {
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "failed to fill buffer",
+                )
+            },
+        )?
+    } else {
+        &header_cursor[..header_len]
+    };
+
+    check_and_decode(
+        header,
+        &msg_header_buf[..message_offset],
+        Body::Checked(body),
+        expected_segment_number,
+        config,
+    )
+}
+
+/// A message's body: read out (`read_message`), or only checked in place.
+enum Body<'a> {
+    Read(Vec<u8>),
+    Checked(&'a [u8]),
+}
+
+impl Body<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Body::Read(buf) => buf,
+            Body::Checked(bytes) => bytes,
+        }
+    }
+
+    fn into_read(self) -> Vec<u8> {
+        match self {
+            Body::Read(buf) => buf,
+            Body::Checked(_) => Vec::new(),
+        }
+    }
+}
+
+fn check_and_decode(
+    header: MessageHeader,
+    header_bytes: &[u8],
+    buf: Body<'_>,
+    expected_segment_number: SegmentNumber,
+    config: &Config,
+) -> Result<LogRead> {
+    let message_offset = header_bytes.len();
+    let crc32 = calculate_message_crc32(header_bytes, buf.bytes());
 
     if crc32 != header.crc32 {
         trace!("read a message with a bad checksum with header {:?}", header);
@@ -796,7 +910,7 @@ pub(crate) fn read_message<R: ReadAt>(
         MessageKind::BlobLink
         | MessageKind::BlobNode
         | MessageKind::BlobMeta => {
-            let id = arr_to_lsn(&buf);
+            let id = arr_to_lsn(buf.bytes());
 
             match read_blob(id, config) {
                 Ok((kind, buf)) => {
@@ -831,16 +945,16 @@ pub(crate) fn read_message<R: ReadAt>(
         | MessageKind::Counter => {
             trace!("read a successful inline message");
             let buf = if config.use_compression {
-                maybe_decompress(buf)?
+                maybe_decompress(buf.into_read())?
             } else {
-                buf
+                buf.into_read()
             };
 
             Ok(LogRead::Inline(header, buf, inline_len))
         }
         MessageKind::BatchManifest => {
-            assert_eq!(buf.len(), std::mem::size_of::<Lsn>());
-            let max_lsn = arr_to_lsn(&buf);
+            assert_eq!(buf.bytes().len(), std::mem::size_of::<Lsn>());
+            let max_lsn = arr_to_lsn(buf.bytes());
             Ok(LogRead::BatchManifest(max_lsn, inline_len))
         }
         MessageKind::Corrupted => unreachable!(

@@ -50,8 +50,8 @@ use self::{
 
 pub(crate) use self::{
     logger::{
-        read_message, read_segment_header, MessageHeader, SegmentHeader,
-        SegmentNumber,
+        check_message_in_segment, read_message, read_segment_header,
+        MessageHeader, SegmentHeader, SegmentNumber,
     },
     reservation::Reservation,
     snapshot::{read_snapshot_or_default, PageState, Snapshot},
