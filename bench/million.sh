@@ -4,7 +4,8 @@
 # 100,000 × 1 KiB messages over 32 connections (`mailtool bench smtp`), printing msgs/s,
 # ack p99 and maild's RSS after each; then 1,000 idle connections (500 SMTP, 500 POP3)
 # are held and RSS read again; then the store's size; then maild is killed with -9 and
-# the time from exec to "maild ready" is printed. The data directory is removed at the end.
+# the time from exec to "maild ready" is printed. The data directory is removed at the end;
+# with KEEP=DIR the killed store is first copied to DIR (for bench/restart.sh).
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 BIN_DIR [CHUNKS] [-- maild args...]" >&2; exit 2; }
 bin=$1; shift
@@ -37,6 +38,7 @@ echo "with 1,000 idle sessions: RSS $(rss $pid), $(awk '/Threads/ {print $2}' /p
 wait "$holder"
 echo "store: $(du -sm "$data/store" | cut -f1) MiB"
 kill -9 "$pid"; wait "$pid" 2>/dev/null || true
+if [ -n "${KEEP:-}" ]; then cp -a "$data" "$KEEP"; fi
 start=$(date +%s.%N)
 "$bin/maild" --data "$data" --smtp "$smtp" --pop3 "$pop3" "$@" 2>"$data/log2" & pid=$!
 until grep -qs "maild ready" "$data/log2"; do sleep 0.01; done
