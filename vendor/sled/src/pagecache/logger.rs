@@ -796,17 +796,19 @@ pub(crate) fn check_message_in_segment(
         "tried to read a message from the red zone"
     );
 
+    // what `pread_exact` reports when a read runs past the segment
+    let past_the_end = || {
+        std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "failed to fill buffer",
+        )
+    };
     // the bytes `pread_exact_or_eof` would read from the segment at `lid`
     let bytes = lid
         .checked_sub(segment.offset)
         .and_then(|at| usize::try_from(at).ok())
         .and_then(|at| segment.buf.get(at..))
-        .ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "failed to fill buffer",
-            )
-        })?;
+        .ok_or_else(past_the_end)?;
     let msg_header_buf = &mut [0; 128];
     let header_bytes = std::cmp::min(msg_header_buf.len(), bytes.len());
     msg_header_buf[..header_bytes].copy_from_slice(&bytes[..header_bytes]);
@@ -829,14 +831,9 @@ pub(crate) fn check_message_in_segment(
     }
 
     let body: &[u8] = if header_len > len_after {
-        bytes.get(message_offset..message_offset + header_len).ok_or_else(
-            || {
-                std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "failed to fill buffer",
-                )
-            },
-        )?
+        bytes
+            .get(message_offset..message_offset + header_len)
+            .ok_or_else(past_the_end)?
     } else {
         &header_cursor[..header_len]
     };
