@@ -5,7 +5,10 @@
 # ack p99 and maild's RSS after each; then 1,000 idle connections (500 SMTP, 500 POP3)
 # are held and RSS read again; then the store's size; then maild is killed with -9 and
 # the time from exec to "maild ready" is printed. The data directory is removed at the end;
-# with KEEP=DIR the killed store is first copied to DIR (for bench/restart.sh).
+# with KEEP=DIR the killed store is first copied to DIR (for bench/restart.sh). With
+# PERF_CHUNKS="1 4" (say), `perf record -g` follows maild through those chunks, into
+# chunkN.perf in PERF_DIR (default: the current directory); a profiling build
+# (`cargo build --profile profiling -p maild`, BIN_DIR target/profiling) names its symbols.
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 BIN_DIR [CHUNKS] [-- maild args...]" >&2; exit 2; }
 bin=$1; shift
@@ -19,8 +22,14 @@ rss() { awk '/VmRSS/ {printf "%.1f MiB", $2 / 1024}' "/proc/$1/status"; }
 start_maild "$bin" "$data/log" --smtp "$smtp" --pop3 "$pop3" "$@"
 pid=$MAILD_PID
 for i in $(seq "$chunks"); do
+    perf=
+    if [[ " ${PERF_CHUNKS:-} " == *" $i "* ]]; then
+        perf record -g -p "$pid" -o "${PERF_DIR:-.}/chunk$i.perf" 2>/dev/null & perf=$!
+        sleep 0.5
+    fi
     out=$("$bin/mailtool" bench smtp --smtp "$smtp" --connections 32 --messages 100000 --size 1024 2>&1 \
         | grep -E "msgs/s|p99" | tr "\n" " ")
+    if [ -n "$perf" ]; then kill -INT "$perf"; wait "$perf" || true; fi
     echo "chunk $i ($(( (i - 1) * 100000 )) stored before it): $out RSS $(rss $pid)"
 done
 python3 - "$smtp" "$pop3" <<'PY' &
