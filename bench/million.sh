@@ -12,10 +12,11 @@
 # With FRESH_FS=1 (root only) the store lives on a new ext4 file system made for the run
 # (mkfs.ext4's defaults, journal included, in a sparse 16 GiB image on a loop device), so
 # that no earlier run's deleted files are in the way of its first creates. With
-# REFERENCE=N, each chunk is followed by N messages to a second maild on a store of its
-# own, new and empty (on the same file system; kept to the end, as a deletion would slow
-# the next one's creates), and the chunk's rate is printed as a ratio to that one: the
-# machine's speed drifts by more than 10 % over the run, the ratio much less.
+# REFERENCE=N, each chunk is sent in slices of N messages, and after each slice N go to a
+# second maild on a new store (one per chunk, on the same file system, kept to the end:
+# a deletion would slow the next one's creates); the chunk's rate is then printed as a
+# ratio to the new store's over the same seconds. The machine's speed drifts by more than
+# 10 % over a run, and by much within a minute; the interleaved ratio cancels most of it.
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 BIN_DIR [CHUNKS] [-- maild args...]" >&2; exit 2; }
 bin=$1; shift
@@ -36,26 +37,38 @@ maild_args=("$@")
 start_maild "$bin" "$data/log" --smtp "$smtp" --pop3 "$pop3" "${maild_args[@]}"
 pid=$MAILD_PID
 msgs_per_s() { grep -oE "msgs/s: [0-9]+" <<<"$1" | grep -oE "[0-9]+$"; }
-# reference CHUNK_OUTPUT: REFERENCE messages to a maild on a new store, and the ratio.
-reference() {
-    local ref_smtp=127.0.0.1:${REF_SMTP_PORT:-28252} ref_pop3=127.0.0.1:${REF_POP3_PORT:-28253} out
+# send ADDRESS MESSAGES: one `mailtool bench smtp` run, its output on one line.
+send() {
+    "$bin/mailtool" bench smtp --smtp "$1" --connections 32 --messages "$2" --size 1024 2>&1 \
+        | grep -E "msgs/s|p99" | tr "\n" " "
+}
+# rate SLICE_RATES...: msgs/s over slices of REFERENCE messages each (total / total time).
+rate() { printf "%s\n" "$@" | awk -v n="$REFERENCE" '{t += n / $1; c++} END {printf "%.0f", c * n / t}'; }
+# interleaved CHUNK: the chunk in slices, each followed by a slice to a new store.
+interleaved() {
+    local ref_smtp=127.0.0.1:${REF_SMTP_PORT:-28252} ref_pop3=127.0.0.1:${REF_POP3_PORT:-28253}
+    local sent=0 chunk=() fresh=()
     new_store "$bin"; references+=("$DATA")
     start_maild "$bin" "$DATA/log" --smtp "$ref_smtp" --pop3 "$ref_pop3" "${maild_args[@]}"
-    out=$("$bin/mailtool" bench smtp --smtp "$ref_smtp" --connections 32 --messages "$REFERENCE" --size 1024 2>&1)
+    while [ "$sent" -lt 100000 ]; do
+        chunk+=("$(msgs_per_s "$(send "$smtp" "$REFERENCE")")")
+        fresh+=("$(msgs_per_s "$(send "$ref_smtp" "$REFERENCE")")")
+        sent=$((sent + REFERENCE))
+    done
     kill "$MAILD_PID"; wait "$MAILD_PID" 2>/dev/null || true
-    echo "  an empty store right after: $(msgs_per_s "$out") msgs/s; chunk / empty: $(echo "scale=2; $(msgs_per_s "$1") / $(msgs_per_s "$out")" | bc)"
+    echo "chunk $1 ($(( ($1 - 1) * 100000 )) stored before it): msgs/s: $(rate "${chunk[@]}") (slices ${chunk[*]}) RSS $(rss $pid)"
+    echo "  a new store between the slices: $(rate "${fresh[@]}") msgs/s (slices ${fresh[*]}); chunk / new store: $(echo "scale=2; $(rate "${chunk[@]}") / $(rate "${fresh[@]}")" | bc)"
 }
 for i in $(seq "$chunks"); do
+    if [ -n "${REFERENCE:-}" ]; then interleaved "$i"; continue; fi
     perf=
     if [[ " ${PERF_CHUNKS:-} " == *" $i "* ]]; then
         perf record -g -p "$pid" -o "${PERF_DIR:-.}/chunk$i.perf" 2>/dev/null & perf=$!
         sleep 0.5
     fi
-    out=$("$bin/mailtool" bench smtp --smtp "$smtp" --connections 32 --messages 100000 --size 1024 2>&1 \
-        | grep -E "msgs/s|p99" | tr "\n" " ")
+    out=$(send "$smtp" 100000)
     if [ -n "$perf" ]; then kill -INT "$perf"; wait "$perf" || true; fi
     echo "chunk $i ($(( (i - 1) * 100000 )) stored before it): $out RSS $(rss $pid)"
-    if [ -n "${REFERENCE:-}" ]; then reference "$out"; fi
 done
 python3 - "$smtp" "$pop3" <<'PY' &
 import socket, sys, time
