@@ -15,7 +15,8 @@
 # REFERENCE=N, each chunk is sent in slices of N messages, and after each slice N go to a
 # second maild on a new store (one per chunk, on the same file system, kept to the end:
 # a deletion would slow the next one's creates); the chunk's rate is then printed as a
-# ratio to the new store's over the same seconds. The machine's speed drifts by more than
+# ratio to the new store's over the same seconds (N should divide 100,000; no p99 is
+# printed then, and PERF_CHUNKS is not used). The machine's speed drifts by more than
 # 10 % over a run, and by much within a minute; the interleaved ratio cancels most of it.
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 BIN_DIR [CHUNKS] [-- maild args...]" >&2; exit 2; }
