@@ -57,8 +57,10 @@ interleaved() {
         sent=$((sent + REFERENCE))
     done
     kill "$MAILD_PID"; wait "$MAILD_PID" 2>/dev/null || true
-    echo "chunk $1 ($(( ($1 - 1) * 100000 )) stored before it): msgs/s: $(rate "${chunk[@]}") (slices ${chunk[*]}) RSS $(rss $pid)"
-    echo "  a new store between the slices: $(rate "${fresh[@]}") msgs/s (slices ${fresh[*]}); chunk / new store: $(echo "scale=2; $(rate "${chunk[@]}") / $(rate "${fresh[@]}")" | bc)"
+    local chunk_rate fresh_rate
+    chunk_rate=$(rate "${chunk[@]}"); fresh_rate=$(rate "${fresh[@]}")
+    echo "chunk $1 ($(( ($1 - 1) * 100000 )) stored before it): msgs/s: $chunk_rate (slices ${chunk[*]}) RSS $(rss $pid)"
+    echo "  a new store between the slices: $fresh_rate msgs/s (slices ${fresh[*]}); chunk / new store: $(echo "scale=2; $chunk_rate / $fresh_rate" | bc)"
 }
 for i in $(seq "$chunks"); do
     if [ -n "${REFERENCE:-}" ]; then interleaved "$i"; continue; fi
