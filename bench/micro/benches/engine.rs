@@ -12,6 +12,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use engine::address::Address;
 use engine::directory::{Directory, Route};
 use engine::envelope::Envelope;
+use engine::smtp::client::data::data_payload;
 use engine::smtp::command::Command;
 use engine::smtp::{Action, SmtpConfig, SmtpSession};
 use engine::store::record::{ArchivedMessageRecord, MessageRecord};
@@ -47,19 +48,6 @@ fn message_text(size: usize) -> Vec<u8> {
     text
 }
 
-/// `text` dot-stuffed and ended with `.`, as it crosses the wire after DATA.
-fn wire_data(text: &[u8]) -> Vec<u8> {
-    let mut wire = Vec::with_capacity(text.len() + text.len() / 64 + 5);
-    for line in text.split_inclusive(|&b| b == b'\n') {
-        if line.starts_with(b".") {
-            wire.push(b'.');
-        }
-        wire.extend_from_slice(line);
-    }
-    wire.extend_from_slice(b".\r\n");
-    wire
-}
-
 /// A session that has greeted with EHLO and waits for MAIL.
 fn greeted_session(max_message_size: usize) -> SmtpSession {
     let config = Arc::new(SmtpConfig::new("mx.bench.test", max_message_size));
@@ -93,7 +81,7 @@ fn transaction(session: &mut SmtpSession, pieces: &[&[u8]], actions: &mut Vec<Ac
 fn smtp(c: &mut Criterion) {
     let mut group = c.benchmark_group("smtp");
     for size in [1024, 100 * 1024] {
-        let data = wire_data(&message_text(size));
+        let data = data_payload(&message_text(size));
         let label = if size == 1024 { "1 KiB" } else { "100 KiB" };
         // As smtp-source sends it: a read per command, the data in one.
         group.throughput(Throughput::Elements(1));
@@ -105,7 +93,7 @@ fn smtp(c: &mut Criterion) {
             b.iter(|| assert_eq!(transaction(&mut session, &pieces, &mut actions), 4));
         });
     }
-    let data = wire_data(&message_text(1024));
+    let data = data_payload(&message_text(1024));
     // As a pipelining client sends it (RFC 2920): MAIL, RCPT and DATA in one read.
     group.bench_function("message of 1 KiB, pipelined", |b| {
         let mut session = greeted_session(1 << 20);
@@ -114,7 +102,7 @@ fn smtp(c: &mut Criterion) {
         b.iter(|| assert_eq!(transaction(&mut session, &pieces, &mut actions), 4));
     });
     // Message data in reads of 16 KiB, as the event loop hands it over.
-    let big = wire_data(&message_text(1 << 20));
+    let big = data_payload(&message_text(1 << 20));
     group.throughput(Throughput::Bytes(big.len() as u64));
     group.bench_function("1 MiB of data in 16 KiB reads", |b| {
         let mut session = greeted_session(2 << 20);
