@@ -430,20 +430,44 @@ source_args() { # mode sessions messages size
     printf '%s\n' "${args[@]}"
 }
 
-# Runs smtp-source against a port; sets RESULT to msgs/s, or "fail".
-run_load() { # port mode sessions messages size label
-    local port=$1 mode=$2 sessions=$3 messages=$4 size=$5 label=$6 args start end
+# CPU in clock ticks: the machine's busy and idle time from /proc/stat ("busy" counts
+# interrupts and steal), and one process's user + system time (all its threads).
+machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6; exit }' /proc/stat; }
+process_ticks() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12 + $13 }'; }
+# The CPU seconds of this script's children that have ended (smtp-source among them), into
+# the variable named $1 (`times` in a subshell would see only the subshell's children).
+children_seconds() {
+    times >"$WORK/times"
+    printf -v "$1" '%s' "$(awk 'NR == 2 { for (i = 1; i <= 2; i++) { split($i, t, "m"); s += t[1] * 60 + t[2] } print s }' "$WORK/times")"
+}
+
+# Runs smtp-source against a port; sets RESULT to msgs/s, or "fail". Given the server's
+# pid and name, it also adds where the two cores went to $WORK/cpu.rows.
+run_load() { # port mode sessions messages size label [server_pid server_name]
+    local port=$1 mode=$2 sessions=$3 messages=$4 size=$5 label=$6 server_pid=${7:-} server=${8:-} args start end
+    local busy0 idle0 busy1 idle1 child0 child1 server0 server1
     mapfile -t args < <(source_args "$mode" "$sessions" "$messages" "$size")
     sync
+    read -r busy0 idle0 < <(machine_ticks)
+    children_seconds child0
+    if [[ -n $server_pid ]]; then server0=$(process_ticks "$server_pid"); fi
     start=$(date +%s.%N)
     if ! run_child timeout "$RUN_TIMEOUT" smtp-source "${args[@]}" "127.0.0.1:$port" >"$WORK/source.out" 2>"$WORK/source.err"; then
-        log "$label: smtp-source failed: $(tail -3 "$WORK/source.err" | tr '\n' ' ')"
+        log "$label${server:+ $server}: smtp-source failed: $(tail -3 "$WORK/source.err" | tr '\n' ' ')"
         RESULT=fail
         FAILED=$((FAILED + 1))
         return 0
     fi
     end=$(date +%s.%N)
     RESULT=$(awk -v n="$messages" -v s="$start" -v e="$end" 'BEGIN { printf "%.0f\n", n / (e - s) }')
+    [[ -n $server_pid ]] || return 0
+    read -r busy1 idle1 < <(machine_ticks)
+    children_seconds child1
+    server1=$(process_ticks "$server_pid")
+    awk -v n="$messages" -v hz="$(getconf CLK_TCK)" -v busy=$((busy1 - busy0)) -v idle=$((idle1 - idle0)) \
+        -v source="$child0 $child1" -v srv=$((server1 - server0)) -v row="$label|$server" 'BEGIN {
+        split(source, c, " "); us = 1e6 / hz / n
+        printf "%s|%.0f|%.0f|%.0f|%.0f\n", row, busy * us, idle * us, (c[2] - c[1]) * 1e6 / n, srv * us }' >>"$WORK/cpu.rows"
 }
 
 per_second() { if [[ $1 == fail ]]; then echo failed; else echo "$1 msgs/s"; fi; }
@@ -463,6 +487,32 @@ commas() { # 12345 -> 12,345
 ratio() { # a / b to two places, or n/a
     [[ $1 =~ ^[0-9]+$ && $2 =~ ^[1-9][0-9]*$ ]] || { echo "n/a"; return; }
     awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f\n", a / b }'
+}
+
+# Where the two cores went, from $WORK/cpu.rows: the median of each server's runs in a cell.
+cpu_report() {
+    [[ -s $WORK/cpu.rows ]] || return 0
+    echo "| cell | server | machine busy | machine idle | smtp-source | the server | the rest |"
+    echo "|---|---|---:|---:|---:|---:|---:|"
+    awk -F'|' '
+        function median(list,    v, n, i, j, x) {
+            n = split(list, v, " ")
+            for (i = 2; i <= n; i++) { x = v[i] + 0; for (j = i - 1; j >= 1 && v[j] + 0 > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
+            return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+        }
+        {
+            key = $1 "|" $2
+            if (!(key in busy)) order[++keys] = key
+            busy[key] = busy[key] " " $3; idle[key] = idle[key] " " $4
+            source[key] = source[key] " " $5; server[key] = server[key] " " $6
+        }
+        END {
+            for (k = 1; k <= keys; k++) {
+                key = order[k]; split(key, name, "|")
+                b = median(busy[key]); s = median(source[key]); v = median(server[key])
+                printf "| %s | %s | %.0f | %.0f | %.0f | %.0f | %.0f |\n", name[1], name[2], b, median(idle[key]), s, v, b - s - v
+            }
+        }' "$WORK/cpu.rows"
 }
 
 # --- header ------------------------------------------------------------------------
@@ -516,16 +566,16 @@ if [[ $RUN_SMTP == 1 ]]; then
         IFS='|' read -r name mode sessions size messages <<<"$cell"
         sink_runs=() durable_runs=() maild_runs=() postfix_runs=()
         for ((r = 1; r <= REPEAT; r++)); do
-            run_load "$SINK_PORT" "$mode" "$sessions" "$messages" "$size" "[$name] smtp-sink"; v=$RESULT
+            run_load "$SINK_PORT" "$mode" "$sessions" "$messages" "$size" "$name" "$SINK_PID" smtp-sink; v=$RESULT
             sink_runs+=("$v"); log "[$name] run $r/$REPEAT smtp-sink: $(per_second "$v")"
 
             if [[ -n $DURABLE_SINK ]]; then
-                run_load "$DURABLE_SINK_PORT" "$mode" "$sessions" "$messages" "$size" "[$name] durable-sink"; v=$RESULT
+                run_load "$DURABLE_SINK_PORT" "$mode" "$sessions" "$messages" "$size" "$name" "$DURABLE_SINK_PID" durable-sink; v=$RESULT
                 durable_runs+=("$v"); log "[$name] run $r/$REPEAT durable-sink: $(per_second "$v")"
             fi
 
             start_maild
-            run_load "$MAILD_SMTP_PORT" "$mode" "$sessions" "$messages" "$size" "[$name] maild"; v=$RESULT
+            run_load "$MAILD_SMTP_PORT" "$mode" "$sessions" "$messages" "$size" "$name" "$MAILD_PID" maild; v=$RESULT
             if [[ $mode == multi && $sessions == 32 && $size == "$SIZE" ]]; then
                 RSS_NOTE="maild's RSS at the end of the multi, 32 conns cell (run $r, $messages messages stored): $(maild_rss)"
             fi
@@ -571,7 +621,17 @@ smtp-sink -u $SINK_USER 127.0.0.1:PORT 256
 \`\`\`
 
 Each run, msgs/s:
-${REPORT_RUNS}"
+${REPORT_RUNS}
+
+#### Where the two cores went, µs a message
+
+$(cpu_report)
+
+The same runs (medians). \"machine busy\" and \"machine idle\" are both cores' time
+from \`/proc/stat\` over the run, so together they are twice the wall time a message;
+smtp-source's CPU is the script's children's (\`times\`), the server's its process's
+(\`/proc/PID/stat\`, all threads); \"the rest\" is the busy time neither was charged with:
+kernel threads (the disk's, ext4's), interrupts outside them, anything else running."
 fi
 
 # --- ack latency -------------------------------------------------------------------
