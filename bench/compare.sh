@@ -5,7 +5,9 @@
 # fsync per message, local delivery), all under the same load from Postfix's
 # smtp-source; then POP3, maild next to Dovecot, with one Python
 # client (poplib, one round trip per RETR; a raw socket, one RETR at a time; then 64
-# RETRs pipelined on the raw socket).
+# RETRs pipelined on the raw socket). For smtp-sink, durable-sink and maild in every SMTP
+# cell it also reports where both cores' time went a message: busy and idle (/proc/stat),
+# smtp-source's CPU and the server's, since the load generator shares the cores.
 #
 # Usage (as root, from anywhere; the script works from the repository root):
 #   cargo build --release            # first; this script never builds
