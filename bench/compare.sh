@@ -444,9 +444,9 @@ children_seconds() {
 }
 
 # Runs smtp-source against a port; sets RESULT to msgs/s, or "fail". Given the server's
-# pid and name, it also adds where the two cores went to $WORK/cpu.rows.
-run_load() { # port mode sessions messages size label [server_pid server_name]
-    local port=$1 mode=$2 sessions=$3 messages=$4 size=$5 label=$6 server_pid=${7:-} server=${8:-} args start end
+# pid, it also adds where the two cores went to $WORK/cpu.rows.
+run_load() { # port mode sessions messages size cell server [server_pid]
+    local port=$1 mode=$2 sessions=$3 messages=$4 size=$5 cell=$6 server=$7 server_pid=${8:-} args start end
     local busy0 idle0 busy1 idle1 child0 child1 server0 server1
     mapfile -t args < <(source_args "$mode" "$sessions" "$messages" "$size")
     sync
@@ -455,7 +455,7 @@ run_load() { # port mode sessions messages size label [server_pid server_name]
     if [[ -n $server_pid ]]; then server0=$(process_ticks "$server_pid"); fi
     start=$(date +%s.%N)
     if ! run_child timeout "$RUN_TIMEOUT" smtp-source "${args[@]}" "127.0.0.1:$port" >"$WORK/source.out" 2>"$WORK/source.err"; then
-        log "$label${server:+ $server}: smtp-source failed: $(tail -3 "$WORK/source.err" | tr '\n' ' ')"
+        log "[$cell] $server: smtp-source failed: $(tail -3 "$WORK/source.err" | tr '\n' ' ')"
         RESULT=fail
         FAILED=$((FAILED + 1))
         return 0
@@ -467,7 +467,7 @@ run_load() { # port mode sessions messages size label [server_pid server_name]
     children_seconds child1
     server1=$(process_ticks "$server_pid")
     awk -v n="$messages" -v hz="$(getconf CLK_TCK)" -v busy=$((busy1 - busy0)) -v idle=$((idle1 - idle0)) \
-        -v source="$child0 $child1" -v srv=$((server1 - server0)) -v row="$label|$server" 'BEGIN {
+        -v source="$child0 $child1" -v srv=$((server1 - server0)) -v row="$cell|$server" 'BEGIN {
         split(source, c, " "); us = 1e6 / hz / n
         printf "%s|%.0f|%.0f|%.0f|%.0f\n", row, busy * us, idle * us, (c[2] - c[1]) * 1e6 / n, srv * us }' >>"$WORK/cpu.rows"
 }
@@ -568,16 +568,16 @@ if [[ $RUN_SMTP == 1 ]]; then
         IFS='|' read -r name mode sessions size messages <<<"$cell"
         sink_runs=() durable_runs=() maild_runs=() postfix_runs=()
         for ((r = 1; r <= REPEAT; r++)); do
-            run_load "$SINK_PORT" "$mode" "$sessions" "$messages" "$size" "$name" "$SINK_PID" smtp-sink; v=$RESULT
+            run_load "$SINK_PORT" "$mode" "$sessions" "$messages" "$size" "$name" smtp-sink "$SINK_PID"; v=$RESULT
             sink_runs+=("$v"); log "[$name] run $r/$REPEAT smtp-sink: $(per_second "$v")"
 
             if [[ -n $DURABLE_SINK ]]; then
-                run_load "$DURABLE_SINK_PORT" "$mode" "$sessions" "$messages" "$size" "$name" "$DURABLE_SINK_PID" durable-sink; v=$RESULT
+                run_load "$DURABLE_SINK_PORT" "$mode" "$sessions" "$messages" "$size" "$name" durable-sink "$DURABLE_SINK_PID"; v=$RESULT
                 durable_runs+=("$v"); log "[$name] run $r/$REPEAT durable-sink: $(per_second "$v")"
             fi
 
             start_maild
-            run_load "$MAILD_SMTP_PORT" "$mode" "$sessions" "$messages" "$size" "$name" "$MAILD_PID" maild; v=$RESULT
+            run_load "$MAILD_SMTP_PORT" "$mode" "$sessions" "$messages" "$size" "$name" maild "$MAILD_PID"; v=$RESULT
             if [[ $mode == multi && $sessions == 32 && $size == "$SIZE" ]]; then
                 RSS_NOTE="maild's RSS at the end of the multi, 32 conns cell (run $r, $messages messages stored): $(maild_rss)"
             fi
@@ -585,7 +585,7 @@ if [[ $RUN_SMTP == 1 ]]; then
             stop_maild
             maild_runs+=("$v"); log "[$name] run $r/$REPEAT maild: $(per_second "$v")"
 
-            run_load "$POSTFIX_PORT" "$mode" "$sessions" "$messages" "$size" "[$name] Postfix"; v=$RESULT
+            run_load "$POSTFIX_PORT" "$mode" "$sessions" "$messages" "$size" "$name" Postfix; v=$RESULT
             if [[ $v == fail ]]; then tail -5 "$PF/postfix.log" >&2; fi
             reset_postfix
             postfix_runs+=("$v"); log "[$name] run $r/$REPEAT Postfix: $(per_second "$v")"
@@ -893,7 +893,7 @@ pop3_runs() { # port mode label [window]
 if [[ $RUN_POP3 == 1 ]]; then
     log "POP3: filling maild with $POP3_MESSAGES messages of $SIZE bytes (smtp-source, 8 sessions)"
     start_maild
-    run_load "$MAILD_SMTP_PORT" multi 8 "$POP3_MESSAGES" "$SIZE" "[POP3 fill] maild"; v=$RESULT
+    run_load "$MAILD_SMTP_PORT" multi 8 "$POP3_MESSAGES" "$SIZE" "POP3 fill" maild; v=$RESULT
     if [[ $v == fail ]]; then die "filling maild for POP3 failed"; fi
     # One login first (not timed): maild settles delivery, and the message Dovecot gets.
     run_child timeout 120 python3 "$WORK/pop3client.py" fetch 127.0.0.1 "$MAILD_POP3_PORT" "$USER_ADDRESS" "$PASSWORD" \
