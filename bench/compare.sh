@@ -491,30 +491,25 @@ ratio() { # a / b to two places, or n/a
     awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f\n", a / b }'
 }
 
+# One column (3 busy, 4 idle, 5 smtp-source, 6 the server) of a cell's and server's rows in
+# $WORK/cpu.rows, a value a line.
+cpu_column() { # cell server field
+    awk -F'|' -v cell="$1" -v server="$2" -v field="$3" '$1 == cell && $2 == server { print $field }' "$WORK/cpu.rows"
+}
+
 # Where the two cores went, from $WORK/cpu.rows: the median of each server's runs in a cell.
 cpu_report() {
     [[ -s $WORK/cpu.rows ]] || return 0
     echo "| cell | server | machine busy | machine idle | smtp-source | the server | the rest |"
     echo "|---|---|---:|---:|---:|---:|---:|"
-    awk -F'|' '
-        function median(list,    v, n, i, j, x) {
-            n = split(list, v, " ")
-            for (i = 2; i <= n; i++) { x = v[i] + 0; for (j = i - 1; j >= 1 && v[j] + 0 > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
-            return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-        }
-        {
-            key = $1 "|" $2
-            if (!(key in busy)) order[++keys] = key
-            busy[key] = busy[key] " " $3; idle[key] = idle[key] " " $4
-            source[key] = source[key] " " $5; server[key] = server[key] " " $6
-        }
-        END {
-            for (k = 1; k <= keys; k++) {
-                key = order[k]; split(key, name, "|")
-                b = median(busy[key]); s = median(source[key]); v = median(server[key])
-                printf "| %s | %s | %.0f | %.0f | %.0f | %.0f | %.0f |\n", name[1], name[2], b, median(idle[key]), s, v, b - s - v
-            }
-        }' "$WORK/cpu.rows"
+    local cell server busy idle load own
+    while IFS='|' read -r cell server; do
+        busy=$(median $(cpu_column "$cell" "$server" 3))
+        idle=$(median $(cpu_column "$cell" "$server" 4))
+        load=$(median $(cpu_column "$cell" "$server" 5))
+        own=$(median $(cpu_column "$cell" "$server" 6))
+        echo "| $cell | $server | $busy | $idle | $load | $own | $((busy - load - own)) |"
+    done < <(cut -d'|' -f1,2 "$WORK/cpu.rows" | awk '!seen[$0]++')
 }
 
 # --- header ------------------------------------------------------------------------
